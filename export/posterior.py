@@ -1,0 +1,227 @@
+"""The corrected posterior: eager BoTorch's multi-output posterior as TorchScript.
+
+`trace_posterior` does not trace ``model.posterior``. It traces only the parts that
+depend on the test points through the model's own modules (input transform, mean,
+kernel; see `prior_terms`), takes the training-data caches from the model's own
+prediction strategy (``mean_cache``, ``covar_cache``: the same Cholesky factors eager
+BoTorch uses), and redoes the remaining algebra of GPyTorch's exact prediction,
+BoTorch's multi-output assembly and ``Standardize.untransform_posterior`` as plain,
+scripted tensor code, in the same order of operations as eager BoTorch. The result
+accepts any number of points and keeps eager BoTorch's output-major layout.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Tuple
+
+import gpytorch
+import torch
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
+from gpytorch.models import ExactGP
+from torch import Tensor, nn
+
+from export.prior_terms import trace_prior_terms
+
+
+class ExactPosterior(nn.Module):
+    """Posterior of a fitted ``SingleTaskGP`` with ``m`` outputs, for TorchScript.
+
+    Covariances are output-major, as in eager BoTorch: entry ``t*q + i`` is output
+    ``t`` at point ``i``. Outputs are independent given the data, so the
+    off-diagonal ``q x q`` blocks are zero.
+    """
+
+    def __init__(
+        self,
+        prior: torch.jit.ScriptModule,
+        mean_cache: Tensor,
+        covar_cache: Tensor,
+        noise: Tensor,
+        y_mean: Tensor,
+        y_std: Tensor,
+        num_train: int,
+        eager_kernel_size: int,
+        joint_test_covar: bool,
+        min_variance: float,
+    ) -> None:
+        """
+        Args:
+            prior: The traced `PriorTerms` of the model.
+            mean_cache: `(m) x N`, ``(K + noise)^-1 (y - prior mean)``.
+            covar_cache: `(m) x N x k`, a root ``S`` with ``S S^T = (K + noise)^-1``.
+            noise: `(m) x 1` (or `1`) observation noise on the standardized scale.
+            y_mean: `m`, the outcome transform's means (zeros without one).
+            y_std: `m`, the outcome transform's standard deviations (ones without).
+            num_train: ``N``.
+            eager_kernel_size: GPyTorch's ``max_eager_kernel_size`` at export.
+            joint_test_covar: Whether GPyTorch evaluates the test covariance as
+                rows of the joint kernel (GPyTorch < 1.15) when it is small.
+            min_variance: GPyTorch's ``min_variance`` for the dtype.
+        """
+        super().__init__()
+        self.prior = prior
+        self.register_buffer("mean_cache", mean_cache)
+        self.register_buffer("covar_cache", covar_cache)
+        self.register_buffer("noise", noise)
+        self.register_buffer("y_mean", y_mean)
+        self.register_buffer("y_std", y_std)
+        self.num_train = num_train
+        self.num_outputs = y_mean.numel()
+        self.batched = self.num_outputs > 1
+        self.eager_kernel_size = eager_kernel_size
+        self.joint_test_covar = joint_test_covar
+        self.min_variance = min_variance
+
+    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
+        return self._mean_covariance(X, False)
+
+    @torch.jit.export
+    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """As `forward`, with observation noise (``observation_noise=True``)."""
+        return self._mean_covariance(X, True)
+
+    @torch.jit.export
+    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """Posterior mean and variance, both `q x m`, in `O(q (N + m))` memory."""
+        return self._mean_variance(X, False)
+
+    @torch.jit.export
+    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """As `mean_var`, with observation noise (``observation_noise=True``)."""
+        return self._mean_variance(X, True)
+
+    def _latent_mean(self, x: Tensor, cross: Tensor) -> Tensor:
+        mean = (cross @ self.mean_cache.unsqueeze(-1)).squeeze(-1)
+        return mean + self.prior.prior_mean(x)
+
+    def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+        x = self.prior.inputs(X)
+        n = self.num_train
+        if self.joint_test_covar and X.size(0) + n <= self.eager_kernel_size:
+            joint = self.prior.joint(x)
+            cross = joint[..., :n]
+            test_test = joint[..., n:]
+        else:
+            cross = self.prior.cross(x)
+            test_test = self.prior.test_test(x)
+        mean = self._latent_mean(x, cross)
+        root = cross @ self.covar_cache
+        covar = torch.add(test_test, root @ root.transpose(-1, -2), alpha=-1)
+        if noisy:
+            covar = covar + torch.diag_embed(self.noise.expand(mean.shape))
+        if not self.batched:
+            mean = mean.unsqueeze(0)
+            covar = covar.unsqueeze(0)
+        mean = self.y_mean + self.y_std * mean.transpose(0, 1)
+        scale = self.y_std.view(-1, 1, 1)
+        blocks = (scale * covar) * scale
+        return mean, torch.block_diag(blocks.unbind(0))
+
+    def _mean_variance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+        x = self.prior.inputs(X)
+        cross = self.prior.cross(x)
+        mean = self._latent_mean(x, cross)
+        root = cross @ self.covar_cache
+        variance = self.prior.diag(x) + (root * -root).sum(-1)
+        if noisy:
+            variance = variance + self.noise.expand(variance.shape)
+        if not self.batched:
+            mean = mean.unsqueeze(0)
+            variance = variance.unsqueeze(0)
+        mean = self.y_mean + self.y_std * mean.transpose(0, 1)
+        scale = self.y_std.unsqueeze(-1)
+        variance = ((scale * variance) * scale).transpose(0, 1)
+        return mean, variance.clamp_min(self.min_variance)
+
+
+def _observation_noise(model: SingleTaskGP) -> Tensor:
+    likelihood = model.likelihood
+    if isinstance(likelihood, FixedNoiseGaussianLikelihood):
+        return likelihood.noise.mean(dim=-1, keepdim=True).detach().clone()
+    if isinstance(likelihood, GaussianLikelihood):
+        return likelihood.noise.detach().clone()
+    raise ValueError(
+        "expected a GaussianLikelihood or FixedNoiseGaussianLikelihood, "
+        f"got {type(likelihood).__name__}"
+    )
+
+
+def _outcome_scale(model: SingleTaskGP) -> Tuple[Tensor, Tensor]:
+    m = model.num_outputs
+    transform = getattr(model, "outcome_transform", None)
+    dtype = model.train_inputs[0].dtype
+    if transform is None:
+        return torch.zeros(m, dtype=dtype), torch.ones(m, dtype=dtype)
+    if type(transform) is not Standardize:
+        raise ValueError(
+            f"expected a Standardize outcome transform or none, got "
+            f"{type(transform).__name__}"
+        )
+    return transform.means.detach().reshape(m), transform.stdvs.detach().reshape(m)
+
+
+def _check_model(model: SingleTaskGP, example_X: Tensor) -> None:
+    if not isinstance(model, SingleTaskGP):
+        raise TypeError(f"expected a SingleTaskGP, got {type(model).__name__}")
+    train_x = model.train_inputs[0]
+    if train_x.dtype != torch.float64:
+        raise ValueError(f"expected a float64 model, got {train_x.dtype}")
+    expected_dim = 3 if model.num_outputs > 1 else 2
+    if train_x.dim() != expected_dim:
+        raise ValueError(
+            "expected a model without batch dimensions (train_X of shape N x d), "
+            f"got train inputs of shape {tuple(train_x.shape)}"
+        )
+    d = train_x.size(-1)
+    if example_X.dim() != 2 or example_X.size(-1) != d or example_X.size(0) < 2:
+        raise ValueError(
+            f"expected example_X of shape q x {d} with q >= 2, "
+            f"got {tuple(example_X.shape)}"
+        )
+
+
+def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+    """Compile the posterior of a fitted ``SingleTaskGP`` into TorchScript.
+
+    The model is not modified: a detached copy is traced.
+
+    Args:
+        model: A fitted ``SingleTaskGP`` with ``m >= 1`` outputs, float64, with or
+            without ``train_Yvar``, any input transform, and a ``Standardize``
+            outcome transform or none.
+        example_X: A `q x d` float64 example input (raw, untransformed), q >= 2.
+
+    Returns:
+        A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`,
+        output-major covariance `(q*m) x (q*m)`) and ``mean_var``/
+        ``mean_var_noisy`` (mean and variance, `q x m`), for any `q x d` input.
+    """
+    _check_model(model, example_X)
+    frozen = copy.deepcopy(model)
+    frozen.requires_grad_(False)
+    frozen.eval()
+    example_X = example_X.detach().to(torch.float64)
+    with torch.no_grad():
+        # The caches are computed exactly as eager BoTorch computes them.
+        frozen.posterior(example_X)
+        strategy = frozen.prediction_strategy
+        mean_cache = strategy.mean_cache.detach().clone()
+        covar_cache = strategy.covar_cache.detach().clone()
+    y_mean, y_std = _outcome_scale(frozen)
+    posterior = ExactPosterior(
+        prior=trace_prior_terms(frozen, example_X),
+        mean_cache=mean_cache,
+        covar_cache=covar_cache,
+        noise=_observation_noise(frozen),
+        y_mean=y_mean,
+        y_std=y_std,
+        num_train=frozen.train_inputs[0].size(-2),
+        eager_kernel_size=gpytorch.settings.max_eager_kernel_size.value(),
+        joint_test_covar=not hasattr(ExactGP, "_get_test_prior_mean_and_covariances"),
+        min_variance=gpytorch.settings.min_variance.value(torch.float64),
+    )
+    return torch.jit.script(posterior)

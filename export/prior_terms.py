@@ -1,0 +1,107 @@
+"""The test-point terms of a fitted GP's prior, traced from the model's own modules.
+
+Eager BoTorch evaluates the input transform, the mean module and the kernel on the
+test points at every ``posterior`` call. Tracing exactly those modules (and nothing
+from GPyTorch's prediction strategy or LinearOperator algebra) records the same
+tensor operations, so the traced terms are equal to eager ones bit for bit, for any
+number of points: these modules contain no shape-dependent Python control flow.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from botorch.models import SingleTaskGP
+from gpytorch.settings import lazily_evaluate_kernels, trace_mode
+from torch import Tensor, nn
+
+
+class PriorTerms(nn.Module):
+    """Input transform, prior mean and kernel blocks of a fitted ``SingleTaskGP``.
+
+    The model is held outside the module tree, so tracing bakes its fitted
+    hyperparameters and (transformed) training inputs in as constants.
+
+    Shapes use ``q`` test points, ``d`` inputs, ``N`` training points and a
+    leading ``m`` output-batch dimension that is present only when ``m > 1``
+    (BoTorch's batched multi-output layout).
+    """
+
+    def __init__(self, model: SingleTaskGP) -> None:
+        super().__init__()
+        self.__dict__["_model"] = model
+        self._train_x: Tensor = model.train_inputs[0].detach()
+        self._num_outputs = model.num_outputs
+
+    def inputs(self, X: Tensor) -> Tensor:
+        """Transform `q x d` raw points into the model's `(m) x q x d` test inputs."""
+        x = self._model.transform_inputs(X)
+        if self._num_outputs > 1:
+            x = x.unsqueeze(-3).expand(self._num_outputs, -1, -1)
+        return x
+
+    def prior_mean(self, x: Tensor) -> Tensor:
+        """Prior mean at the test inputs, `(m) x q`."""
+        return self._model.mean_module(x)
+
+    def cross(self, x: Tensor) -> Tensor:
+        """Test-train kernel block, `(m) x q x N`."""
+        return self._kernel(x, self._train_x)
+
+    def test_test(self, x: Tensor) -> Tensor:
+        """Test-test kernel block, `(m) x q x q`."""
+        return self._kernel(x, x)
+
+    def joint(self, x: Tensor) -> Tensor:
+        """Kernel of the test rows against ``[train; test]``, `(m) x q x (N + q)`.
+
+        GPyTorch < 1.15 evaluates the test covariance this way when the joint
+        kernel is small enough to be evaluated eagerly.
+        """
+        full = torch.cat([self._train_x, x], dim=-2)
+        return self._kernel(full[..., self._train_x.size(-2) :, :], full)
+
+    def diag(self, x: Tensor) -> Tensor:
+        """Diagonal of the test-test kernel block, `(m) x q`."""
+        return self._model.covar_module(x, x, diag=True)
+
+    def _kernel(self, x1: Tensor, x2: Tensor) -> Tensor:
+        with lazily_evaluate_kernels(False):
+            return self._model.covar_module(x1, x2).to_dense()
+
+
+def trace_prior_terms(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+    """Trace every method of `PriorTerms` for ``model``.
+
+    Args:
+        model: A fitted ``SingleTaskGP`` in eval mode whose parameters do not
+            require grad.
+        example_X: A `q x d` example input (any ``q >= 2``).
+
+    Returns:
+        A traced module with the methods of `PriorTerms`.
+    """
+    terms = PriorTerms(model)
+    x = terms.inputs(example_X)
+    methods = {
+        "inputs": example_X,
+        "prior_mean": x,
+        "cross": x,
+        "test_test": x,
+        "joint": x,
+        "diag": x,
+    }
+    with warnings.catch_warnings():
+        # The kernels' Python branches (e.g. ``torch.equal(x1, x2)``) take the same
+        # side for every q in each method, and the export gate checks other sizes.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch.jit.trace is deprecated in torch 2.13, yet TorchScript is the only
+        # format that loads without Python model code (see README, "Design").
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        # trace_mode makes kernels skip their custom autograd Functions (e.g.
+        # RBFCovariance for d=1), which TorchScript cannot save; the forward
+        # arithmetic is the same.
+        with torch.no_grad(), trace_mode(True):
+            return torch.jit.trace_module(terms, methods, check_trace=False)
