@@ -34,3 +34,40 @@ $(MODEL_DIR)/posterior.pt: | install
 test: install install-compat
 	$(PY) -m pytest tests
 	$(COMPAT_VENV)/bin/python -m pytest tests/export
+
+# --- serving ---
+MAR := model_store/gp.mar
+SERVE_LOGS := logs
+PREDICT_URL := http://127.0.0.1:8080/predictions/gp
+
+.PHONY: archive serve start stop predict
+
+## archive: package the exported model and the handler into model_store/gp.mar
+archive: $(MAR)
+
+$(MAR): $(MODEL_DIR)/posterior.pt $(MODEL_DIR)/metadata.json handler/gp_handler.py handler/gp_request.py handler/model-config.yaml | install
+	$(VENV)/bin/torch-model-archiver --model-name gp --version 1.0 --force \
+	  --serialized-file $(MODEL_DIR)/posterior.pt --handler handler/gp_handler.py \
+	  --extra-files $(MODEL_DIR)/metadata.json,handler/gp_request.py \
+	  --config-file handler/model-config.yaml --export-path model_store
+	@echo "wrote $(MAR)"
+
+$(MODEL_DIR)/metadata.json: $(MODEL_DIR)/posterior.pt
+
+## serve: install, export and archive if needed, run TorchServe in the foreground (Ctrl-C stops it)
+serve: archive
+	$(PY) -m client.local_server serve --workdir $(SERVE_LOGS)
+
+## start: run TorchServe in the background; returns once the model answers a prediction
+start: archive
+	$(PY) -m client.local_server start --workdir $(SERVE_LOGS)
+
+## stop: stop the TorchServe started by `make start`
+stop:
+	$(PY) -m client.local_server stop --workdir $(SERVE_LOGS)
+
+## predict: send a sample request to the running server
+predict:
+	curl -sS --fail-with-body $(PREDICT_URL) -H 'Content-Type: application/json' \
+	  -d '{"inputs": [[0.2, 0.4], [0.6, 0.8]], "covariance": "full"}'
+	@echo

@@ -1,0 +1,271 @@
+"""Run a local TorchServe for the GP model: start, wait until it answers, stop.
+
+Used by the Make targets (``python -m client.local_server serve|start|stop``), the
+serving tests and the benchmark. Every instance keeps its pid file, worker sockets
+and extracted archives in its own ``<workdir>/tmp`` and its logs in ``<workdir>``,
+so several instances (tests, benchmark, ``make start``) never collide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+MODEL_NAME = "gp"
+READY_TIMEOUT_S = 180.0
+
+
+def read_properties(path: str | os.PathLike) -> dict[str, str]:
+    """Read a Java ``.properties`` file of ``key=value`` lines (no continuations)."""
+    properties = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+class LocalTorchServe:
+    """One TorchServe process serving ``gp`` from a model store on loopback.
+
+    Attributes:
+        inference_url: e.g. ``http://127.0.0.1:8080``.
+        management_url: e.g. ``http://127.0.0.1:8081``.
+        metrics_url: e.g. ``http://127.0.0.1:8082``.
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike,
+        model_store: str | os.PathLike,
+        workdir: str | os.PathLike,
+        models: str = f"{MODEL_NAME}={MODEL_NAME}.mar",
+    ) -> None:
+        """
+        Args:
+            config: The ``config.properties`` to run with.
+            model_store: The folder holding the ``.mar`` files.
+            workdir: Where logs (and ``tmp/``: pid file, sockets) go.
+            models: TorchServe's ``--models`` argument (space-separated list).
+        """
+        self.config = Path(config).resolve()
+        self.model_store = Path(model_store).resolve()
+        self.workdir = Path(workdir).resolve()
+        self.models = models.split()
+        properties = read_properties(self.config)
+        self.inference_url = properties.get("inference_address", "http://127.0.0.1:8080")
+        self.management_url = properties.get("management_address", "http://127.0.0.1:8081")
+        self.metrics_url = properties.get("metrics_address", "http://127.0.0.1:8082")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def predict_url(self) -> str:
+        """The prediction endpoint of the ``gp`` model."""
+        return f"{self.inference_url}/predictions/{MODEL_NAME}"
+
+    def _env(self) -> dict[str, str]:
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(self.workdir),
+            METRICS_LOCATION=str(self.workdir),
+        )
+        return env
+
+    def _command(self, *flags: str) -> list[str]:
+        torchserve = str(Path(sys.executable).with_name("torchserve"))
+        return [
+            torchserve, *flags, "--ncs", "--model-store", str(self.model_store),
+            "--models", *self.models, "--ts-config", str(self.config),
+        ]
+
+    def start(self, foreground: bool = False) -> None:
+        """Launch TorchServe (``--foreground`` keeps it a child of this process).
+
+        Args:
+            foreground: Run ``torchserve --foreground`` in its own session, so that
+                Ctrl-C reaches only this process, which then stops it cleanly.
+
+        Raises:
+            RuntimeError: If the launcher fails.
+        """
+        env = self._env()
+        if foreground:
+            self.process = subprocess.Popen(
+                self._command("--foreground", "--start"), cwd=self.workdir, env=env,
+                start_new_session=True,
+            )
+            return
+        with open(self.workdir / "torchserve.out", "ab") as out:
+            result = subprocess.run(
+                self._command("--start"), cwd=self.workdir, env=env, stdout=out,
+                stderr=subprocess.STDOUT, check=False,
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"torchserve --start failed (exit {result.returncode})\n"
+                               + self.log_tail())
+
+    def pid(self) -> int | None:
+        """The Java frontend's pid from this instance's pid file, if it is running."""
+        pid_file = self.workdir / "tmp" / ".model_server.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def sample_point(self) -> list[float]:
+        """The middle of the training bounds, from the model's metadata."""
+        response = requests.get(
+            f"{self.management_url}/models/{MODEL_NAME}", params={"customized": "true"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        metadata = response.json()[0]["customizedMetadata"]
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        return [(lower + upper) / 2 for lower, upper in metadata["input_bounds"]]
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
+        """Wait until the model answers a prediction at its sample point.
+
+        Args:
+            timeout: Seconds to wait.
+
+        Returns:
+            The JSON answer to the sample prediction.
+
+        Raises:
+            RuntimeError: If TorchServe exits or does not answer in time; the
+                message ends with the tail of its logs.
+        """
+        deadline = time.monotonic() + timeout
+        error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                error = f"torchserve exited with {self.process.returncode}"
+                break
+            if self.process is None and self.pid() is None:
+                error = "TorchServe is not running (it exited)"
+                break
+            try:
+                response = requests.post(
+                    self.predict_url, json={"inputs": [self.sample_point()]}, timeout=10
+                )
+                if response.status_code == 200:
+                    return response.json()
+                error = f"HTTP {response.status_code}: {response.text[:300]}"
+            except (requests.RequestException, KeyError, ValueError) as e:
+                error = f"{type(e).__name__}: {e}"
+            time.sleep(0.5)
+        raise RuntimeError(f"the model did not answer at {self.predict_url}: {error}\n"
+                           + self.log_tail())
+
+    def stop(self) -> None:
+        """Stop this instance (``torchserve --stop`` on its own pid file) and wait."""
+        subprocess.run(
+            [str(Path(sys.executable).with_name("torchserve")), "--stop", "--foreground"],
+            cwd=self.workdir, env=self._env(), stdout=subprocess.DEVNULL, check=False,
+        )
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the frontend, model and stdout logs."""
+        parts = []
+        for name in ("ts_log.log", "model_log.log", "torchserve.out"):
+            path = self.workdir / name
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+        return "\n".join(parts) or f"(no logs in {self.workdir})"
+
+    def examples(self) -> str:
+        """Ready-to-paste curl commands for this instance."""
+        url = self.predict_url
+        json_type = "-H 'Content-Type: application/json'"
+        return "\n".join([
+            f"curl -s {url} {json_type} -d '{{\"inputs\": [[0.2, 0.4], [0.6, 0.8]]}}'",
+            f"curl -s {url} {json_type} -d '{{\"inputs\": [[0.2, 0.4]], \"covariance\": \"diag\"}}'",
+            f"curl -s {url} {json_type} -d '{{\"instances\": [{{\"x1\": 0.2, \"x2\": 0.4}}]}}'",
+            "printf 'x1,x2\\n0.2,0.4\\n0.6,0.8\\n' > points.csv",
+            f"curl -s --data-binary @points.csv -H 'Content-Type: text/csv' {url} > scores.csv",
+            f"curl -s '{self.management_url}/models/{MODEL_NAME}?customized=true'",
+            f"curl -s {self.metrics_url}/metrics | head",
+        ])
+
+
+def _serve(server: LocalTorchServe) -> int:
+    server.start(foreground=True)
+    try:
+        server.wait_ready()
+        print(f"\nTorchServe is serving '{MODEL_NAME}'. Try (Ctrl-C stops it):\n\n"
+              + server.examples() + "\n", flush=True)
+        return server.process.wait()
+    except KeyboardInterrupt:
+        print("\nStopping TorchServe ...", flush=True)
+        return 0
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()
+
+
+def _start(server: LocalTorchServe) -> int:
+    if server.pid() is not None:
+        print(f"error: TorchServe is already running (pid {server.pid()}); "
+              "run `make stop` first", file=sys.stderr)
+        return 1
+    try:
+        server.start()
+        server.wait_ready()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        server.stop()
+        return 1
+    print(f"TorchServe is serving '{MODEL_NAME}' (pid {server.pid()}, logs in "
+          f"{server.workdir}). Try:\n\n{server.examples()}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m client.local_server {serve,start,stop}``."""
+    parser = argparse.ArgumentParser(prog="python -m client.local_server", description=__doc__)
+    parser.add_argument("action", choices=["serve", "start", "stop"])
+    parser.add_argument("--config", default="config.properties")
+    parser.add_argument("--model-store", default="model_store")
+    parser.add_argument("--workdir", default="logs")
+    args = parser.parse_args(argv)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    server = LocalTorchServe(args.config, args.model_store, args.workdir)
+    if args.action == "serve":
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        return _serve(server)
+    if args.action == "start":
+        return _start(server)
+    if server.pid() is None:
+        print("TorchServe is not running.")
+        return 0
+    server.stop()
+    print("TorchServe has stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
