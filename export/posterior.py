@@ -13,7 +13,7 @@ accepts any number of points and keeps eager BoTorch's output-major layout.
 from __future__ import annotations
 
 import copy
-from typing import Tuple
+from typing import List, Tuple
 
 import gpytorch
 import torch
@@ -74,6 +74,7 @@ class ExactPosterior(nn.Module):
         self.eager_kernel_size = eager_kernel_size
         self.joint_test_covar = joint_test_covar
         self.min_variance = min_variance
+        self.diag_block = 256
 
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
@@ -121,12 +122,30 @@ class ExactPosterior(nn.Module):
         blocks = (scale * covar) * scale
         return mean, torch.block_diag(blocks.unbind(0))
 
+    def _test_diag(self, x: Tensor) -> Tensor:
+        """Diagonal of the test-test kernel block, `(m) x q`, as eager BoTorch sees it.
+
+        Where GPyTorch < 1.15 takes the test covariance from the joint kernel, its
+        diagonal carries the rounding of an unshortcut distance computation (it
+        matters for Matern-1/2, whose sqrt magnifies it). Recomputing it in column
+        blocks reproduces it without a `q x q` matrix.
+        """
+        q = x.size(-2)
+        if not (self.joint_test_covar and q + self.num_train <= self.eager_kernel_size):
+            return self.prior.diag(x)
+        parts: List[Tensor] = []
+        for start in range(0, q, self.diag_block):
+            stop = min(start + self.diag_block, q)
+            block = self.prior.pair(x, x[..., start:stop, :])
+            parts.append(torch.diagonal(block[..., start:stop, :], dim1=-2, dim2=-1))
+        return torch.cat(parts, dim=-1)
+
     def _mean_variance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         x = self.prior.inputs(X)
         cross = self.prior.cross(x)
         mean = self._latent_mean(x, cross)
         root = cross @ self.covar_cache
-        variance = self.prior.diag(x) + (root * -root).sum(-1)
+        variance = self._test_diag(x) + (root * -root).sum(-1)
         if noisy:
             variance = variance + self.noise.expand(variance.shape)
         if not self.batched:

@@ -1,0 +1,82 @@
+"""Command line: fit a ``SingleTaskGP`` on a CSV file (or the default) and export it.
+
+    python -m export --data train.csv --inputs x1,x2 --outputs y1,y2 --out DIR
+    python -m export --out DIR          # BoTorch's BraninCurrin, offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from export.artifact import export_model
+from export.data import DataError, default_data, load_csv
+from export.fit import fit_model
+from export.gate import ExportGateError
+
+log = logging.getLogger("export")
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Fit a BoTorch SingleTaskGP and export its posterior as TorchScript.",
+    )
+    parser.add_argument("--data", type=Path, help="training CSV with a header row "
+                        "(default: BoTorch's BraninCurrin on 64 seeded points)")
+    parser.add_argument("--inputs", type=_names,
+                        help="input columns (default: all columns not named elsewhere)")
+    parser.add_argument("--outputs", type=_names, help="output columns (required with --data)")
+    parser.add_argument("--noise", type=_names,
+                        help="observation noise variance columns, one per output")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for posterior.pt and metadata.json")
+    args = parser.parse_args(argv)
+    if args.data is None and (args.inputs or args.outputs or args.noise):
+        parser.error("--inputs, --outputs and --noise need --data")
+    if args.data is not None and not args.outputs:
+        parser.error("--data needs --outputs")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="export: %(message)s")
+    try:
+        if args.data is None:
+            log.info("using the default data: BraninCurrin (negated), 64 seeded points")
+            data = default_data()
+        else:
+            log.info("reading %s", args.data)
+            data = load_csv(args.data, args.inputs, args.outputs, args.noise)
+        log.info("fitting a SingleTaskGP on N=%d, d=%d, m=%d", data.X.size(0),
+                 data.X.size(1), data.Y.size(1))
+        model = fit_model(data)
+        bounds = data.X.aminmax(dim=0)
+        export_model(
+            model,
+            args.out,
+            input_names=data.input_names,
+            output_names=data.output_names,
+            input_bounds=torch.stack([bounds.min, bounds.max], dim=-1),
+            data_sha256=data.sha256(),
+        )
+    except (DataError, ExportGateError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The exactness gate: a compiled posterior must equal eager BoTorch before it ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from botorch.models import SingleTaskGP
+from torch import Tensor
+
+TOLERANCE = 1e-8
+GATE_SIZES = (1, 2, 7, 64, 257)
+GATE_SEED = 1234
+
+
+class ExportGateError(RuntimeError):
+    """The compiled posterior differs from eager BoTorch beyond the tolerance."""
+
+
+@dataclass
+class GateReport:
+    """Relative errors of every check; see `relative_error`."""
+
+    tolerance: float
+    checks: list[dict] = field(default_factory=list)
+
+    @property
+    def worst(self) -> dict:
+        return max(self.checks, key=lambda check: check["relative_error"])
+
+    def to_dict(self) -> dict:
+        worst = self.worst
+        return {
+            "tolerance": self.tolerance,
+            "max_relative_error": worst["relative_error"],
+            "worst_case": describe(worst),
+            "checks": [dict(check) for check in self.checks],
+        }
+
+
+def describe(check: dict) -> str:
+    return f"{check['method']} q={check['q']} {check['quantity']}"
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """``max |actual - expected| / max |expected|`` (the max-norm relative error).
+
+    Args:
+        actual: Any shape.
+        expected: The same shape as ``actual``.
+
+    Returns:
+        The relative error; ``inf`` if the shapes differ or anything is not finite.
+    """
+    if actual.shape != expected.shape or not torch.isfinite(actual).all():
+        return float("inf")
+    scale = expected.abs().max().item()
+    error = (actual - expected).abs().max().item()
+    return error / scale if scale > 0 else error
+
+
+def sample_points(bounds: Tensor, q: int, seed: int) -> Tensor:
+    """`q x d` points uniform in ``bounds`` widened by 10% on each side.
+
+    Args:
+        bounds: `d x 2` lower and upper bounds.
+        q: Number of points.
+        seed: Seed of the generator.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    lower, upper = bounds[:, 0], bounds[:, 1]
+    width = (upper - lower).clamp_min(1e-12)
+    unit = torch.rand(q, bounds.size(0), generator=generator, dtype=torch.float64)
+    return lower - 0.1 * width + 1.2 * width * unit
+
+
+def check(
+    module: torch.jit.ScriptModule,
+    model: SingleTaskGP,
+    bounds: Tensor,
+    sizes: tuple[int, ...] = GATE_SIZES,
+    tolerance: float = TOLERANCE,
+) -> GateReport:
+    """Compare every method of ``module`` with eager ``model.posterior``.
+
+    Args:
+        module: The compiled posterior (ideally as loaded back from disk).
+        model: The fitted model it was compiled from.
+        bounds: `d x 2` input bounds for the fresh test points.
+        sizes: Numbers of points to check.
+        tolerance: Largest allowed `relative_error`.
+
+    Returns:
+        The report of every check.
+
+    Raises:
+        ExportGateError: If any check exceeds the tolerance, naming the worst case.
+    """
+    report = GateReport(tolerance=tolerance)
+    for q in sizes:
+        X = sample_points(bounds, q, GATE_SEED + q)
+        for noisy in (False, True):
+            suffix = "_noisy" if noisy else ""
+            with torch.no_grad():
+                eager = model.posterior(X, observation_noise=noisy)
+                expected = {
+                    "mean": eager.mean,
+                    "variance": eager.variance,
+                    "covariance": eager.distribution.covariance_matrix,
+                }
+                mean, covariance = getattr(module, "forward" + suffix)(X)
+                mv_mean, variance = getattr(module, "mean_var" + suffix)(X)
+            pairs = {
+                ("forward" + suffix, "mean"): mean,
+                ("forward" + suffix, "covariance"): covariance,
+                ("mean_var" + suffix, "mean"): mv_mean,
+                ("mean_var" + suffix, "variance"): variance,
+            }
+            for (method, quantity), actual in pairs.items():
+                error = relative_error(actual, expected[quantity])
+                report.checks.append(
+                    {"method": method, "q": q, "quantity": quantity, "relative_error": error}
+                )
+    worst = report.worst
+    if not worst["relative_error"] <= tolerance:
+        raise ExportGateError(
+            f"exactness gate failed: {describe(worst)} differs from eager BoTorch by "
+            f"{worst['relative_error']:.3g} relative (tolerance {tolerance:g}); "
+            "nothing was written"
+        )
+    return report

@@ -1,0 +1,136 @@
+"""The command line: default data, a CSV file, and bad data (nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.__main__ import main
+from export.data import default_data
+from export.gate import GATE_SIZES, TOLERANCE
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = "x1,x2,noise_y,y,z\n" + "".join(
+    f"{i / 10},{(i * 7 % 11) / 10},0.01,{(i * 3 % 5) / 2},{i * i / 50}\n" for i in range(12)
+)
+
+
+def test_default_export_runs_offline_and_reports_progress(tmp_path):
+    out = tmp_path / "model"
+    run = subprocess.run([sys.executable, "-m", "export", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""
+    for step in ("fitting", "tracing", "verifying", "wrote"):
+        assert step in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "posterior.pt"]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["format"] == "gp-serve/1"
+    assert meta["input_names"] == ["x1", "x2"]
+    assert meta["output_names"] == ["branin", "currin"]
+    assert (meta["num_train"], meta["num_inputs"], meta["num_outputs"]) == (64, 2, 2)
+    assert meta["covariance_layout"] == "output-major"
+    assert meta["data_sha256"] == default_data().sha256()
+    assert set(meta["versions"]) == {"python", "torch", "botorch", "gpytorch", "linear_operator"}
+    gate = meta["gate"]
+    assert gate["tolerance"] == TOLERANCE and gate["max_relative_error"] <= TOLERANCE
+    assert {check["q"] for check in gate["checks"]} == set(GATE_SIZES)
+    X = default_data().X
+    assert meta["input_bounds"] == torch.stack([X.min(0).values, X.max(0).values], -1).tolist()
+    module = torch.jit.load(str(out / "posterior.pt"))
+    mean, cov = module(torch.rand(3, 2, dtype=torch.float64))
+    assert mean.shape == (3, 2) and cov.shape == (6, 6)
+
+
+def test_csv_export_with_known_noise(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(GOOD)
+    out = tmp_path / "model"
+    code = main(["--data", str(data), "--inputs", "x2,x1", "--outputs", "z,y",
+                 "--noise", "noise_y,noise_y", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["input_names"] == ["x2", "x1"] and meta["output_names"] == ["z", "y"]
+    assert meta["num_train"] == 12
+    assert meta["input_bounds"] == [[0.0, 1.0], [0.0, 1.1]]
+
+
+def test_inputs_default_to_the_remaining_columns(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text(GOOD)
+    assert main(["--data", str(data), "--outputs", "y", "--noise", "noise_y",
+                 "--out", str(tmp_path / "m")]) == 0
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["input_names"] == ["x1", "x2", "z"]
+
+
+
+BAD_DATA = {
+    "nan": (GOOD + "0.5,0.5,0.01,nan,1\n",
+            "line 14, column 'y': expected a finite number, got 'nan'"),
+    "inf": (GOOD + "0.5,inf,0.01,1,1\n", "line 14, column 'x2': expected a finite number, got 'inf'"),
+    "non-numeric": (GOOD + "0.5,abc,0.01,1,1\n",
+                    "line 14, column 'x2': expected a number, got 'abc'"),
+    "ragged": (GOOD + "0.5,0.1,0.01,1\n", "line 14: expected 5 cells, got 4"),
+    "duplicate column": (GOOD.replace("noise_y", "x1", 1),
+                         "expected distinct column names in"),
+    "one row": ("x1,x2,noise_y,y,z\n1,2,0.1,3,4\n", "expected at least 2 training rows, got 1"),
+    "no rows": ("x1,x2,noise_y,y,z\n", "expected at least 2 training rows, got 0"),
+    "empty file": ("", "expected a header row"),
+    "constant output": ("".join([GOOD.split("\n")[0] + "\n"] + [
+        f"{i},{i % 3},0.1,7,{i}\n" for i in range(5)]),
+        "expected output 'y' to vary, got the constant 7.0"),
+    "negative noise": (GOOD.replace(",0.01,", ",-0.01,"),
+                       "expected non-negative noise variances"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_refused_and_nothing_is_written(case, tmp_path, capsys):
+    text, message = BAD_DATA[case]
+    data = tmp_path / "train.csv"
+    data.write_text(text)
+    out = tmp_path / "model"
+    code = main(["--data", str(data), "--inputs", "x1,x2", "--outputs", "y,z",
+                 "--noise", "noise_y,noise_y", "--out", str(out)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--inputs", "x1,w"], "unknown columns ['w']"),
+        (["--inputs", "x1,y"], "expected distinct input and output names, got ['y'] twice"),
+        (["--noise", "noise_y"], "expected one noise column per output (2), got 1"),
+    ],
+    ids=["unknown column", "input also output", "noise count"],
+)
+def test_bad_columns_are_refused(args, message, tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(GOOD)
+    base = {"--inputs": "x1,x2", "--outputs": "y,z"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = [item for pair in base.items() for item in pair] + ["--data", str(data),
+                                                               "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_file_is_refused(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nope.csv"), "--outputs", "y",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_data_options_need_data(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--outputs", "y", "--out", str(tmp_path / "m")])
+    assert exit_info.value.code == 2

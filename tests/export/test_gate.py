@@ -1,0 +1,69 @@
+"""The exactness gate refuses a compiled posterior that differs from eager BoTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gpytorch.kernels import RBFKernel
+
+from export import ExportGateError, export_model, trace_posterior
+from export.gate import check, relative_error
+from tests.export.conftest import make_model
+
+
+class SizeDependentRBF(RBFKernel):
+    """A (legal) custom kernel whose Python branch on the number of rows cannot be
+    traced: the trace freezes the branch taken for the example input."""
+
+    def forward(self, x1, x2, diag=False, **params):
+        covar = super().forward(x1, x2, diag=diag, **params)
+        return covar * 0.9 if x1.size(-2) > 5 else covar
+
+
+def test_gate_names_the_worst_case_and_nothing_is_written(tmp_path):
+    kernel = SizeDependentRBF(ard_num_dims=2, batch_shape=torch.Size([2])).double()
+    model = make_model(30, 2, 2, covar_module=kernel)
+    out = tmp_path / "model"
+    with pytest.raises(ExportGateError, match=r"exactness gate failed: \w+ q=\d+ \w+ differs "
+                       r"from eager BoTorch by .* relative \(tolerance 1e-08\); nothing was written"):
+        export_model(model, out)
+    assert not out.exists()
+
+
+def test_failed_gate_keeps_a_previous_artifact(tmp_path):
+    out = tmp_path / "model"
+    export_model(make_model(30, 2, 2), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    kernel = SizeDependentRBF(ard_num_dims=2, batch_shape=torch.Size([2])).double()
+    with pytest.raises(ExportGateError):
+        export_model(make_model(30, 2, 2, covar_module=kernel), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_gate_passes_the_module_it_compiled():
+    model = make_model(25, 3, 2, yvar=True)
+    bounds = torch.tensor([[-1.0, 3.0]] * 3, dtype=torch.float64)
+    report = check(trace_posterior(model, torch.rand(4, 3, dtype=torch.float64)), model, bounds)
+    assert len(report.checks) == 5 * 2 * 4
+    assert report.to_dict()["max_relative_error"] <= 1e-8
+
+
+def test_gate_refuses_another_models_posterior():
+    model = make_model(25, 2, 2, seed=1)
+    other = trace_posterior(make_model(25, 2, 2, seed=2), torch.rand(4, 2, dtype=torch.float64))
+    bounds = torch.tensor([[-1.0, 3.0]] * 2, dtype=torch.float64)
+    with pytest.raises(ExportGateError, match="exactness gate failed"):
+        check(other, model, bounds)
+
+
+def test_relative_error():
+    expected = torch.tensor([[2.0, -4.0]], dtype=torch.float64)
+    assert relative_error(expected, expected) == 0.0
+    assert relative_error(expected + torch.tensor([[0.0, 1e-3]]), expected) == pytest.approx(2.5e-4)
+    assert relative_error(expected.T, expected) == float("inf")
+    assert relative_error(expected * float("nan"), expected) == float("inf")
+
+
+def test_export_model_names_must_match(tmp_path):
+    with pytest.raises(ValueError, match="expected 2 input and 2 output names, got 3 and 2"):
+        export_model(make_model(10, 2, 2), tmp_path, input_names=["a", "b", "c"])

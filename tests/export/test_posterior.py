@@ -1,0 +1,151 @@
+"""trace_posterior equals eager BoTorch, for any q, after a save/load round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Log
+from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
+
+from export import trace_posterior
+from export.gate import relative_error
+from tests.export.conftest import assert_matches_eager, make_model, points
+
+SIZES = (1, 2, 7, 130)
+
+GRID = [
+    # n, d, m, options
+    (2, 1, 1, {}),
+    (12, 1, 2, {"yvar": True}),
+    (30, 2, 2, {}),
+    (30, 2, 2, {"yvar": True}),
+    (25, 3, 1, {"normalize": False}),
+    (40, 3, 3, {"standardize": False}),
+    (40, 4, 2, {"normalize": False, "standardize": False, "yvar": True}),
+    (60, 5, 4, {}),
+    (150, 2, 2, {"yvar": True}),
+    (200, 6, 1, {}),
+]
+
+
+@pytest.mark.parametrize(("n", "d", "m", "options"), GRID)
+def test_matches_eager_over_grid(n, d, m, options, saved_and_loaded):
+    model = make_model(n, d, m, seed=n + d + m, **options)
+    module = saved_and_loaded(trace_posterior(model, points(model, 5, 0)))
+    for q in SIZES:
+        assert_matches_eager(module, model, points(model, q, q))
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=3, batch_shape=torch.Size([2]))),
+        ScaleKernel(MaternKernel(nu=0.5, ard_num_dims=3, batch_shape=torch.Size([2]))),
+        RBFKernel(ard_num_dims=3, batch_shape=torch.Size([2])),
+    ],
+    ids=["matern52", "matern12", "rbf"],
+)
+def test_matches_eager_with_other_kernels(kernel, saved_and_loaded):
+    model = make_model(35, 3, 2, covar_module=kernel.double(), seed=7)
+    module = saved_and_loaded(trace_posterior(model, points(model, 3, 0)))
+    for q in SIZES:
+        assert_matches_eager(module, model, points(model, q, q))
+
+
+def test_fitted_default_model_matches_eager(saved_and_loaded):
+    from export.data import default_data
+    from export.fit import fit_model
+
+    model = fit_model(default_data())
+    module = saved_and_loaded(trace_posterior(model, torch.rand(4, 2, dtype=torch.float64)))
+    for q in (1, 2, 7, 300):
+        assert_matches_eager(module, model, torch.rand(q, 2, dtype=torch.float64))
+
+
+def test_covariance_is_output_major_block_diagonal(saved_and_loaded):
+    model = make_model(20, 2, 3, seed=3)
+    module = saved_and_loaded(trace_posterior(model, points(model, 4, 0)))
+    q, m = 6, 3
+    mean, cov = module(points(model, q, 1))
+    _, var = module.mean_var(points(model, q, 1))
+    assert mean.shape == (q, m) and cov.shape == (q * m, q * m)
+    blocks = cov.reshape(m, q, m, q)
+    for t in range(m):
+        for s in range(m):
+            if s != t:
+                assert torch.count_nonzero(blocks[t, :, s, :]) == 0
+        # output t, point i sits at index t*q + i
+        assert relative_error(torch.diagonal(blocks[t, :, t, :]), var[:, t]) <= 1e-8
+
+
+def test_mean_var_scales_past_eager_limits(saved_and_loaded):
+    """10^5 points in one call: rows equal the same points scored in small batches."""
+    model = make_model(50, 2, 2, seed=4)
+    module = saved_and_loaded(trace_posterior(model, points(model, 5, 0)))
+    X = points(model, 100_000, 2)
+    mean, var = module.mean_var(X)
+    assert mean.shape == var.shape == (100_000, 2)
+    for rows in (slice(0, 3), slice(54_321, 54_400), slice(99_990, 100_000)):
+        assert_matches_eager(module, model, X[rows])
+        small_mean, small_var = module.mean_var(X[rows])
+        assert relative_error(mean[rows], small_mean) <= 1e-12
+        assert relative_error(var[rows], small_var) <= 1e-12
+
+
+@pytest.mark.parametrize("q", [4096 - 40, 4096 - 39])
+def test_both_sides_of_the_eager_kernel_size(q, saved_and_loaded):
+    """GPyTorch switches how it evaluates the test covariance at N + q = 4096."""
+    model = make_model(40, 2, 1, seed=5)
+    module = saved_and_loaded(trace_posterior(model, points(model, 5, 0)))
+    assert_matches_eager(module, model, points(model, q, 3))
+
+
+def test_more_than_4096_training_points(tmp_path):
+    """Above 4096 points the old trace kept a Python autograd Function and could not
+    be saved; here N=4200 exports, saves, loads and matches eager."""
+    model = make_model(4200, 2, 2, seed=6)
+    path = tmp_path / "big.pt"
+    torch.jit.save(trace_posterior(model, points(model, 5, 0)), str(path))
+    module = torch.jit.load(str(path))
+    for q in (1, 2, 7, 120):
+        assert_matches_eager(module, model, points(model, q, q))
+
+
+def test_model_is_left_untouched():
+    model = make_model(20, 2, 2, seed=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.requires_grad for p in model.parameters()]
+    trace_posterior(model, points(model, 3, 0))
+    assert model.prediction_strategy is None
+    assert grads == [p.requires_grad for p in model.parameters()]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_rejects_float32_model():
+    model = make_model(10, 2, 1).float()
+    with pytest.raises(ValueError, match="expected a float64 model, got torch.float32"):
+        trace_posterior(model, torch.rand(3, 2))
+
+
+def test_rejects_unsupported_outcome_transform():
+    X = torch.rand(10, 2, dtype=torch.float64)
+    model = SingleTaskGP(X, X.sum(-1, keepdim=True).exp(), outcome_transform=Log()).eval()
+    with pytest.raises(ValueError, match="expected a Standardize outcome transform or none, got Log"):
+        trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))
+
+
+def test_rejects_example_of_wrong_width():
+    model = make_model(10, 3, 2)
+    with pytest.raises(ValueError, match=r"expected example_X of shape q x 3 with q >= 2, got \(4, 2\)"):
+        trace_posterior(model, torch.rand(4, 2, dtype=torch.float64))
+
+
+def test_rejects_other_model_types():
+    from botorch.models import MultiTaskGP
+
+    X = torch.cat([torch.rand(10, 2), torch.randint(0, 2, (10, 1))], -1).double()
+    model = MultiTaskGP(X, torch.rand(10, 1, dtype=torch.float64), task_feature=-1)
+    with pytest.raises(TypeError, match="expected a SingleTaskGP, got MultiTaskGP"):
+        trace_posterior(model, torch.rand(3, 3, dtype=torch.float64))
