@@ -1,0 +1,131 @@
+"""Serving fixtures: an exported model, its archives and a real TorchServe on loopback.
+
+The model is fitted here with BoTorch and exported with the ``export`` API (tests
+only; the handler never imports it). TorchServe runs on free 127.0.0.1 ports with
+a ``config.properties`` derived from the repository's, its model store, logs, pid
+file and sockets all under ``tmp_path_factory``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.input import Normalize
+from botorch.test_functions.multi_objective import BraninCurrin
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from client.local_server import LocalTorchServe, read_properties
+from export import export_model
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "handler"))  # gp_request, as the archive ships it
+
+BATCH_MODEL = "gpbatch"
+BATCH_SIZE = 4
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A fitted model and its exported artifact."""
+
+    model: SingleTaskGP
+    directory: Path
+    input_names: list[str]
+    output_names: list[str]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """BraninCurrin (negated, 40 seeded points) fitted and exported to a tmp dir."""
+    torch.manual_seed(7)
+    problem = BraninCurrin(negate=True).to(torch.float64)
+    train_X = torch.rand(40, 2, dtype=torch.float64)
+    model = SingleTaskGP(train_X, problem(train_X), input_transform=Normalize(d=2))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    directory = tmp_path_factory.mktemp("model")
+    export_model(model, directory, input_names=["x1", "x2"], output_names=["branin", "currin"])
+    return Exported(model, directory, ["x1", "x2"], ["branin", "currin"])
+
+
+def _archive(name: str, exported: Exported, config: Path, store: Path) -> None:
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name", name, "--version", "1.0", "--force",
+            "--serialized-file", str(exported.directory / "posterior.pt"),
+            "--handler", str(REPO / "handler" / "gp_handler.py"),
+            "--extra-files",
+            f"{exported.directory / 'metadata.json'},{REPO / 'handler' / 'gp_request.py'}",
+            "--config-file", str(config), "--export-path", str(store),
+        ],
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(
+    exported: Exported, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+):
+    """TorchServe serving ``gp`` (the repository's model-config.yaml) and ``gpbatch``.
+
+    ``gpbatch`` is the same model with one worker, ``batchSize`` 4 and a long
+    ``maxBatchDelay``, so concurrent requests are answered in one batch.
+    """
+    root = tmp_path_factory.mktemp("torchserve")
+    store = root / "model_store"
+    store.mkdir()
+    model_config = REPO / "handler" / "model-config.yaml"
+    _archive("gp", exported, model_config, store)
+    batch_config = yaml.safe_load(model_config.read_text())
+    batch_config.update(minWorkers=1, maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
+    batch_config_path = root / "model-config-batch.yaml"
+    batch_config_path.write_text(yaml.safe_dump(batch_config))
+    _archive(BATCH_MODEL, exported, batch_config_path, store)
+
+    properties = read_properties(REPO / "config.properties")
+    inference, management, metrics, grpc, grpc_management = _free_ports(5)
+    properties.update(
+        inference_address=f"http://127.0.0.1:{inference}",
+        management_address=f"http://127.0.0.1:{management}",
+        metrics_address=f"http://127.0.0.1:{metrics}",
+        grpc_inference_port=str(grpc),
+        grpc_management_port=str(grpc_management),
+        model_store=str(store),
+    )
+    config = root / "config.properties"
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+
+    instance = LocalTorchServe(config, store, root / "logs", models=f"gp=gp.mar {BATCH_MODEL}={BATCH_MODEL}.mar")
+    failed_before = request.session.testsfailed
+    try:
+        instance.start()
+        instance.wait_ready()
+        yield instance
+    finally:
+        instance.stop()
+        if request.session.testsfailed > failed_before:
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():
+                print("\nTorchServe logs (tests failed):\n" + instance.log_tail(80))
