@@ -71,3 +71,20 @@ predict:
 	curl -sS --fail-with-body $(PREDICT_URL) -H 'Content-Type: application/json' \
 	  -d '{"inputs": [[0.2, 0.4], [0.6, 0.8]], "covariance": "full"}'
 	@echo
+
+# --- docker ---
+DOCKER_IMAGE ?= gp-serve:latest
+
+.PHONY: docker-engine docker-image docker-test
+
+## docker-engine: make sure a Docker engine answers (installs docker.io, starts dockerd without a bridge)
+docker-engine:
+	docker/engine.sh
+
+## docker-image: build $(DOCKER_IMAGE) (engine, local base if BASE_IMAGE can't be pulled, wheelhouse)
+docker-image:
+	IMAGE=$(DOCKER_IMAGE) docker/build.sh
+
+## docker-test: only the Docker tier (builds the image, runs it on the host network)
+docker-test: install
+	$(PY) -m pytest -m docker tests/docker

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Inside the image build: install requirement files into a virtual environment.
+#
+#   pip-install.sh VENV REQUIREMENTS...
+#
+# With wheels in /wheelhouse (make docker-image fills docker/wheelhouse/): offline,
+# `pip install --no-index --find-links /wheelhouse`. Without (plain `docker build .` with normal
+# internet): torch's CPU build from the PyTorch CPU index first (no other package is taken from
+# that index), then everything else from PyPI; the pinned torch is then already satisfied.
+set -euo pipefail
+
+venv=$1
+shift
+reqs=()
+for f in "$@"; do reqs+=(-r "$f"); done
+
+[[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check)
+
+if compgen -G '/wheelhouse/*.whl' >/dev/null; then
+    echo "pip-install: offline, from /wheelhouse" >&2
+    "${pip[@]}" --no-index --find-links /wheelhouse "${reqs[@]}"
+else
+    echo "pip-install: online (PyPI; torch from ${TORCH_INDEX_URL})" >&2
+    torch_pin=$(cat "$@" | sed -n 's/^\(torch==[^[:space:]#]*\).*/\1/p' | head -n 1)
+    if [[ -n $torch_pin ]]; then
+        "${pip[@]}" --no-deps --index-url "$TORCH_INDEX_URL" "$torch_pin"
+    fi
+    "${pip[@]}" "${reqs[@]}"
+fi
+# Fail the build on a broken or incomplete environment.
+"$venv/bin/python" -m pip check
