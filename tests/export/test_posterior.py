@@ -8,7 +8,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Log
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 
-from export import trace_posterior
+from export import export_model, trace_posterior
 from export.gate import relative_error
 from tests.export.conftest import assert_matches_eager, make_model, points
 
@@ -101,14 +101,14 @@ def test_both_sides_of_the_eager_kernel_size(q, saved_and_loaded):
     assert_matches_eager(module, model, points(model, q, 3))
 
 
-def test_more_than_4096_training_points(tmp_path):
-    """Above 4096 points the old trace kept a Python autograd Function and could not
-    be saved; here N=4200 exports, saves, loads and matches eager."""
-    model = make_model(4200, 2, 2, seed=6)
-    path = tmp_path / "big.pt"
-    torch.jit.save(trace_posterior(model, points(model, 5, 0)), str(path))
-    module = torch.jit.load(str(path))
-    for q in (1, 2, 7, 120):
+def test_5000_training_points_export_and_save(tmp_path):
+    """Above 4096 points a plain trace keeps a Python autograd Function and cannot be
+    saved; here N=5000 exports through the gate, saves, loads and matches eager."""
+    model = make_model(5000, 2, 2, seed=6)
+    meta = export_model(model, tmp_path / "big")
+    assert meta["num_train"] == 5000 and meta["gate"]["max_relative_error"] <= 1e-8
+    module = torch.jit.load(str(tmp_path / "big" / "posterior.pt"))
+    for q in (1, 7, 120):
         assert_matches_eager(module, model, points(model, q, q))
 
 

@@ -1,0 +1,1 @@
+"""Serving benchmarks (see workers_batching.py)."""
