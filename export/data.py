@@ -103,8 +103,13 @@ def validate(
     for name, column in zip(output_names, Y.unbind(-1)):
         if bool((column == column[0]).all()):
             raise DataError(f"expected output {name!r} to vary, got the constant {float(column[0])}")
-    to64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
-    return TrainingData(to64(X), to64(Y), to64(Yvar), list(input_names), list(output_names))
+    return TrainingData(
+        X.to(torch.float64),
+        Y.to(torch.float64),
+        None if Yvar is None else Yvar.to(torch.float64),
+        list(input_names),
+        list(output_names),
+    )
 
 
 def load_csv(

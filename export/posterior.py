@@ -196,11 +196,19 @@ def _check_model(model: SingleTaskGP, example_X: Tensor) -> None:
             f"got train inputs of shape {tuple(train_x.shape)}"
         )
     d = train_x.size(-1)
-    if example_X.dim() != 2 or example_X.size(-1) != d or example_X.size(0) < 2:
+    if example_X.dim() != 2 or example_X.size(-1) != d or example_X.size(0) < 1:
         raise ValueError(
-            f"expected example_X of shape q x {d} with q >= 2, "
+            f"expected example_X of shape q x {d} with q >= 1, "
             f"got {tuple(example_X.shape)}"
         )
+
+
+def _tracing_points(example_X: Tensor, model: SingleTaskGP) -> Tensor:
+    """Points to trace with: never the training inputs themselves (the kernels'
+    ``torch.equal(x1, x2)`` shortcut would be frozen in), and at least 2 of them."""
+    q = 4 if model.train_inputs[0].size(-2) == 3 else 3
+    steps = torch.arange(q, dtype=torch.float64).unsqueeze(-1)
+    return example_X[:1] + 0.1 * steps + 0.01 * steps.square()
 
 
 def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
@@ -212,7 +220,8 @@ def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptM
         model: A fitted ``SingleTaskGP`` with ``m >= 1`` outputs, float64, with or
             without ``train_Yvar``, any input transform, and a ``Standardize``
             outcome transform or none.
-        example_X: A `q x d` float64 example input (raw, untransformed), q >= 2.
+        example_X: A `q x d` example input (raw, untransformed), any q >= 1;
+            its values do not matter.
 
     Returns:
         A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`,
@@ -232,7 +241,7 @@ def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptM
         covar_cache = strategy.covar_cache.detach().clone()
     y_mean, y_std = _outcome_scale(frozen)
     posterior = ExactPosterior(
-        prior=trace_prior_terms(frozen, example_X),
+        prior=trace_prior_terms(frozen, _tracing_points(example_X, frozen)),
         mean_cache=mean_cache,
         covar_cache=covar_cache,
         noise=_observation_noise(frozen),

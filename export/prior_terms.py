@@ -81,7 +81,7 @@ def trace_prior_terms(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
     Args:
         model: A fitted ``SingleTaskGP`` in eval mode whose parameters do not
             require grad.
-        example_X: A `q x d` example input (any ``q >= 2``).
+        example_X: A `q x d` example input, ``q >= 2``, not the training inputs.
 
     Returns:
         A traced module with the methods of `PriorTerms`.

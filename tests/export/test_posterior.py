@@ -138,8 +138,17 @@ def test_rejects_unsupported_outcome_transform():
 
 def test_rejects_example_of_wrong_width():
     model = make_model(10, 3, 2)
-    with pytest.raises(ValueError, match=r"expected example_X of shape q x 3 with q >= 2, got \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"expected example_X of shape q x 3 with q >= 1, got \(4, 2\)"):
         trace_posterior(model, torch.rand(4, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("example", ["one point", "the training inputs"])
+def test_any_example_input_traces_a_general_posterior(example, saved_and_loaded):
+    model = make_model(20, 2, 2, normalize=False, seed=9)
+    X = model.train_inputs[0][0][:1] if example == "one point" else model.train_inputs[0][0]
+    module = saved_and_loaded(trace_posterior(model, X.clone()))
+    for q in (1, 20, 33):
+        assert_matches_eager(module, model, points(model, q, q))
 
 
 def test_rejects_other_model_types():
