@@ -1,0 +1,166 @@
+"""The Docker tier: the real image, built by docker/build.sh, run by a real Docker engine.
+
+Containers run with ``--network host`` (the engine here has no bridge) and TorchServe's
+listeners moved to free loopback ports through its TS_* environment overrides, so nothing
+else on the machine (another TorchServe on 8080, say) is disturbed. Under CI=true an engine
+that cannot be started fails the tier; elsewhere it skips it with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("GP_SERVE_TEST_IMAGE", "gp-serve:latest")
+HOME = "/home/model-server"
+HEALTH_TIMEOUT_S = 240
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the docker client; on failure the message carries its output."""
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that are free right now."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Container:
+    """One ``docker run -d --network host`` of the image, on its own loopback ports."""
+
+    def __init__(self, image: str, *run_args: str) -> None:
+        ports = free_ports(5)
+        self.inference, self.management, self.metrics = ports[:3]
+        self.name = f"gp-serve-test-{uuid.uuid4().hex[:10]}"
+        self.url = f"http://127.0.0.1:{self.inference}"
+        self.management_url = f"http://127.0.0.1:{self.management}"
+        env = {
+            "TS_INFERENCE_ADDRESS": self.url,
+            "TS_MANAGEMENT_ADDRESS": self.management_url,
+            "TS_METRICS_ADDRESS": f"http://127.0.0.1:{self.metrics}",
+            "TS_GRPC_INFERENCE_PORT": str(ports[3]),
+            "TS_GRPC_MANAGEMENT_PORT": str(ports[4]),
+        }
+        env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *run_args, image)
+        self.started = time.monotonic()
+
+    def state(self) -> dict:
+        return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
+
+    def logs(self) -> str:
+        result = docker("logs", "--tail", "80", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> float:
+        """Seconds from ``docker run`` until Docker reports the container healthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            status = state.get("Health", {}).get("Status")
+            if status == "healthy":
+                return time.monotonic() - self.started
+            if not state["Running"] or status == "unhealthy":
+                break
+            time.sleep(0.5)
+        raise AssertionError(
+            f"{self.name} not healthy: {json.dumps(self.state(), indent=1)}\n--- logs ---\n"
+            f"{self.logs()}"
+        )
+
+    def stop(self) -> float:
+        """``docker stop`` (SIGTERM, then SIGKILL after 10 s); the seconds it took."""
+        started = time.monotonic()
+        docker("stop", "--time", "10", self.name, timeout=60)
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """A Docker engine (docker/engine.sh installs and starts one if needed)."""
+    result = subprocess.run(
+        [str(ROOT / "docker" / "engine.sh")], capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        message = f"no Docker engine: docker/engine.sh -> {result.returncode}\n{result.stderr}"
+        if IN_CI:
+            pytest.fail(message + "\n(CI=true: the Docker tier must run)", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def image(engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image, built exactly as `make docker-image` builds it."""
+    log = tmp_path_factory.mktemp("docker-build") / "build.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        result = subprocess.run(
+            [str(ROOT / "docker" / "build.sh")],
+            env={**os.environ, "IMAGE": IMAGE},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
+        )
+    text = log.read_text()
+    assert result.returncode == 0, f"docker/build.sh failed:\n{text[-6000:]}"
+    print(f"[docker] build: {time.monotonic() - started:.1f}s")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def baked_model(image: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The model baked into the image, copied out: metadata and the TorchScript module."""
+    out = tmp_path_factory.mktemp("baked")
+    cid = docker("create", "--network", "none", image).stdout.strip()
+    try:
+        docker("cp", f"{cid}:{HOME}/model-store/gp.mar", str(out / "gp.mar"))
+    finally:
+        docker("rm", "-f", cid, check=False)
+    with zipfile.ZipFile(out / "gp.mar") as mar:
+        mar.extract("posterior.pt", out)
+        metadata = json.loads(mar.read("metadata.json"))
+    return {"metadata": metadata, "module": torch.jit.load(str(out / "posterior.pt"))}
+
+
+def predict(url: str, model: str = "gp", **kwargs) -> requests.Response:
+    return requests.post(f"{url}/predictions/{model}", timeout=60, **kwargs)
+
+
+def assert_close(served: list, expected: torch.Tensor, rtol: float = 1e-9) -> None:
+    got = torch.tensor(served, dtype=torch.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    scale = expected.abs().clamp_min(1e-12)
+    worst = ((got - expected).abs() / scale).max().item()
+    assert worst <= rtol, f"served differs from the in-process module by {worst:.3g} (relative)"

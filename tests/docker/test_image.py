@@ -1,0 +1,157 @@
+"""The default image: built as `make docker-image` builds it, run on the host network.
+
+One container for the module; the last test stops it and times `docker stop`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+import requests
+import torch
+
+from tests.docker.conftest import HOME, Container, assert_close, docker, predict
+
+pytestmark = pytest.mark.docker
+
+POINTS = [[0.1, 0.2], [0.5, 0.5], [0.93, 0.07]]
+
+
+@pytest.fixture(scope="module")
+def container(image: str):
+    c = Container(image)
+    try:
+        print(f"[docker] default image healthy after {c.wait_healthy():.1f}s")
+        yield c
+    finally:
+        c.remove()
+
+
+def test_image_is_under_2_gb(image: str) -> None:
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    print(f"[docker] image size: {size / 1e9:.2f} GB")
+    assert size < 2e9
+
+
+def test_image_metadata(image: str) -> None:
+    config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", image).stdout)
+    assert config["User"] == "1000:1000"
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "8081/tcp", "8082/tcp"}
+    assert config["Entrypoint"][0] == "/usr/bin/tini"
+    assert "healthcheck.py" in " ".join(config["Healthcheck"]["Test"])
+
+
+def test_container_config_exposes_only_inference(image: str) -> None:
+    """Inside the container inference binds every interface; management and metrics only
+    the container's loopback (not reachable through -p)."""
+    text = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
+        f"{HOME}/config.properties",
+    ).stdout  # fmt: skip
+    props = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert props["inference_address"] == "http://0.0.0.0:8080"
+    assert props["management_address"] == "http://127.0.0.1:8081"
+    assert props["metrics_address"] == "http://127.0.0.1:8082"
+    assert props["model_store"] == f"{HOME}/model-store"
+    assert props["enable_envvars_config"] == "true"
+
+
+def test_healthcheck_ran_a_prediction(container: Container) -> None:
+    health = container.state()["Health"]
+    assert health["Status"] == "healthy"
+    assert "gp answered a prediction" in health["Log"][-1]["Output"]
+
+
+def test_json_prediction_matches_baked_module(container: Container, baked_model: dict) -> None:
+    response = predict(container.url, json={"inputs": POINTS, "covariance": "diag"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "gp"
+    assert body["outputs"] == baked_model["metadata"]["output_names"] == ["branin", "currin"]
+    mean, var = baked_model["module"].mean_var(torch.tensor(POINTS, dtype=torch.float64))
+    assert_close(body["mean"], mean)
+    assert_close(body["variance"], var)
+
+
+def test_full_covariance(container: Container, baked_model: dict) -> None:
+    response = predict(container.url, json={"inputs": POINTS[:2]})
+    assert response.status_code == 200, response.text
+    _, cov = baked_model["module"](torch.tensor(POINTS[:2], dtype=torch.float64))
+    assert_close(response.json()["covariance"], cov)
+
+
+def test_csv_batch_scoring(container: Container, baked_model: dict, tmp_path) -> None:
+    points_csv = tmp_path / "points.csv"
+    points_csv.write_text("x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in POINTS))
+    response = predict(
+        container.url, data=points_csv.read_bytes(), headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == ["mean_branin", "std_branin", "mean_currin", "std_currin"]
+    assert len(rows) == 1 + len(POINTS)
+    mean, var = baked_model["module"].mean_var(torch.tensor(POINTS, dtype=torch.float64))
+    got = torch.tensor([[float(v) for v in row] for row in rows[1:]], dtype=torch.float64)
+    assert_close(got[:, [0, 2]].tolist(), mean)
+    assert_close(got[:, [1, 3]].tolist(), var.sqrt())
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"inputs": [[0.1]]}', "application/json"),  # wrong number of inputs
+        ('{"inputs": [[0.1, 0.2]', "application/json"),  # malformed JSON
+        ('{"inputs": [["a", 0.2]]}', "application/json"),  # a string for a number
+        ("x1,x2\n0.1,oops\n", "text/csv"),  # an unparsable CSV row
+    ],
+    ids=["arity", "malformed", "string", "csv"],
+)
+def test_bad_input_is_400(container: Container, body: str, content_type: str) -> None:
+    response = predict(container.url, data=body.encode(), headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["code"] == 400 and error["error"]
+
+
+def test_still_answers_after_bad_inputs(container: Container) -> None:
+    response = predict(container.url, json={"inputs": [POINTS[0]], "covariance": "none"})
+    assert response.status_code == 200, response.text
+    assert all(math.isfinite(v) for v in response.json()["mean"][0])
+
+
+def test_management_answers_on_loopback(container: Container) -> None:
+    response = requests.get(f"{container.management_url}/models/gp?customized=true", timeout=30)
+    assert response.status_code == 200, response.text
+    meta = response.json()[0]["customizedMetadata"]
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    assert meta["input_names"] == ["x1", "x2"]
+
+
+def test_server_processes_are_not_root(container: Container) -> None:
+    assert docker("exec", container.name, "id", "-u").stdout.strip() == "1000"
+    lines = docker("top", container.name, "-o", "uid,pid,comm").stdout.splitlines()[1:]
+    processes = [line.split() for line in lines]
+    commands = [p[2] for p in processes]
+    assert "java" in commands and commands.count("python") >= 1, lines
+    assert all(p[0] == "1000" for p in processes), lines
+
+
+def test_docker_stop_is_quick_and_clean(container: Container) -> None:
+    """Last: SIGTERM reaches the JVM (not a launcher that ignores it) and it exits < 10 s."""
+    seconds = container.stop()
+    state = container.state()
+    print(f"[docker] docker stop: {seconds:.2f}s, exit code {state['ExitCode']}")
+    assert seconds < 10
+    assert not state["Running"]
+    # 137 would be SIGKILL after the grace period; the JVM exits 143 on SIGTERM.
+    assert state["ExitCode"] in (0, 143), state
+    assert not state["OOMKilled"]
+    # TorchServe's shutdown hook ran: the models were unregistered, the workers scaled down.
+    logs = container.logs()
+    assert "Unregistering model gp" in logs, logs
