@@ -237,8 +237,8 @@ def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptM
         # The caches are computed exactly as eager BoTorch computes them.
         frozen.posterior(example_X)
         strategy = frozen.prediction_strategy
-        mean_cache = strategy.mean_cache.detach().clone()
-        covar_cache = strategy.covar_cache.detach().clone()
+        mean_cache = strategy.mean_cache.detach()
+        covar_cache = strategy.covar_cache.detach()
     y_mean, y_std = _outcome_scale(frozen)
     posterior = ExactPosterior(
         prior=trace_prior_terms(frozen, _tracing_points(example_X, frozen)),
