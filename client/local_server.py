@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import requests
 
 MODEL_NAME = "gp"
 READY_TIMEOUT_S = 180.0
+HANDLER_DIR = Path(__file__).resolve().parents[1] / "handler"
 
 
 def read_properties(path: str | os.PathLike) -> dict[str, str]:
@@ -32,6 +34,75 @@ def read_properties(path: str | os.PathLike) -> dict[str, str]:
             key, value = line.split("=", 1)
             properties[key.strip()] = value.strip()
     return properties
+
+
+def build_archive(
+    name: str, model_dir: str | os.PathLike, model_config: str | os.PathLike,
+    store: str | os.PathLike,
+) -> Path:
+    """Package an exported model with the handler, as ``make archive`` does.
+
+    Args:
+        name: The model name (the archive is ``<store>/<name>.mar``).
+        model_dir: Holds ``posterior.pt`` and ``metadata.json``.
+        model_config: The ``model-config.yaml`` (workers, batching, limits).
+        store: The model store to write to.
+
+    Returns:
+        The archive's path.
+    """
+    model_dir = Path(model_dir)
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name", name, "--version", "1.0", "--force",
+            "--serialized-file", str(model_dir / "posterior.pt"),
+            "--handler", str(HANDLER_DIR / "gp_handler.py"),
+            "--extra-files", f"{model_dir / 'metadata.json'},{HANDLER_DIR / 'gp_request.py'}",
+            "--config-file", str(model_config), "--export-path", str(store),
+        ],
+        check=True,
+    )
+    return Path(store) / f"{name}.mar"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store: str) -> Path:
+    """Copy ``base`` (config.properties) to ``target`` with free loopback ports.
+
+    Args:
+        base: The properties to start from.
+        target: Where to write the result.
+        model_store: The model store to name in it.
+
+    Returns:
+        ``target``.
+    """
+    properties = read_properties(base)
+    inference, management, metrics, grpc, grpc_management = free_ports(5)
+    properties.update(
+        inference_address=f"http://127.0.0.1:{inference}",
+        management_address=f"http://127.0.0.1:{management}",
+        metrics_address=f"http://127.0.0.1:{metrics}",
+        grpc_inference_port=str(grpc),
+        grpc_management_port=str(grpc_management),
+        model_store=str(model_store),
+    )
+    target = Path(target)
+    target.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    return target
 
 
 class LocalTorchServe:

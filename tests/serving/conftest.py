@@ -8,8 +8,6 @@ file and sockets all under ``tmp_path_factory``.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.test_functions.multi_objective import BraninCurrin
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from client.local_server import LocalTorchServe, read_properties
+from client.local_server import LocalTorchServe, build_archive, write_config
 from export import export_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,18 +41,6 @@ class Exported:
     output_names: list[str]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """BraninCurrin (negated, 40 seeded points) fitted and exported to a tmp dir."""
@@ -67,21 +53,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     directory = tmp_path_factory.mktemp("model")
     export_model(model, directory, input_names=["x1", "x2"], output_names=["branin", "currin"])
     return Exported(model, directory, ["x1", "x2"], ["branin", "currin"])
-
-
-def _archive(name: str, exported: Exported, config: Path, store: Path) -> None:
-    subprocess.run(
-        [
-            str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", name, "--version", "1.0", "--force",
-            "--serialized-file", str(exported.directory / "posterior.pt"),
-            "--handler", str(REPO / "handler" / "gp_handler.py"),
-            "--extra-files",
-            f"{exported.directory / 'metadata.json'},{REPO / 'handler' / 'gp_request.py'}",
-            "--config-file", str(config), "--export-path", str(store),
-        ],
-        check=True,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -97,25 +68,14 @@ def server(
     store = root / "model_store"
     store.mkdir()
     model_config = REPO / "handler" / "model-config.yaml"
-    _archive("gp", exported, model_config, store)
+    build_archive("gp", exported.directory, model_config, store)
     batch_config = yaml.safe_load(model_config.read_text())
     batch_config.update(minWorkers=1, maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
     batch_config_path = root / "model-config-batch.yaml"
     batch_config_path.write_text(yaml.safe_dump(batch_config))
-    _archive(BATCH_MODEL, exported, batch_config_path, store)
+    build_archive(BATCH_MODEL, exported.directory, batch_config_path, store)
 
-    properties = read_properties(REPO / "config.properties")
-    inference, management, metrics, grpc, grpc_management = _free_ports(5)
-    properties.update(
-        inference_address=f"http://127.0.0.1:{inference}",
-        management_address=f"http://127.0.0.1:{management}",
-        metrics_address=f"http://127.0.0.1:{metrics}",
-        grpc_inference_port=str(grpc),
-        grpc_management_port=str(grpc_management),
-        model_store=str(store),
-    )
-    config = root / "config.properties"
-    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    config = write_config(REPO / "config.properties", root / "config.properties", str(store))
 
     instance = LocalTorchServe(config, store, root / "logs", models=f"gp=gp.mar {BATCH_MODEL}={BATCH_MODEL}.mar")
     failed_before = request.session.testsfailed
