@@ -161,23 +161,24 @@ class LocalTorchServe:
         ]
 
     def start(self, foreground: bool = False) -> None:
-        """Launch TorchServe (``--foreground`` keeps it a child of this process).
+        """Launch TorchServe; its console output goes to ``<workdir>/torchserve.out``.
 
         Args:
-            foreground: Run ``torchserve --foreground`` in its own session, so that
-                Ctrl-C reaches only this process, which then stops it cleanly.
+            foreground: Run ``torchserve --foreground`` as a child in its own
+                session, so that Ctrl-C reaches only this process, which then
+                stops it cleanly (`stop`).
 
         Raises:
             RuntimeError: If the launcher fails.
         """
         env = self._env()
-        if foreground:
-            self.process = subprocess.Popen(
-                self._command("--foreground", "--start"), cwd=self.workdir, env=env,
-                start_new_session=True,
-            )
-            return
         with open(self.workdir / "torchserve.out", "ab") as out:
+            if foreground:
+                self.process = subprocess.Popen(
+                    self._command("--foreground", "--start"), cwd=self.workdir, env=env,
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+                return
             result = subprocess.run(
                 self._command("--start"), cwd=self.workdir, env=env, stdout=out,
                 stderr=subprocess.STDOUT, check=False,
@@ -283,19 +284,21 @@ class LocalTorchServe:
 
 def _serve(server: LocalTorchServe) -> int:
     server.start(foreground=True)
+    code = 1
     try:
         server.wait_ready()
-        print(f"\nTorchServe is serving '{MODEL_NAME}'. Try (Ctrl-C stops it):\n\n"
-              + server.examples() + "\n", flush=True)
-        return server.process.wait()
+        print(f"TorchServe is serving '{MODEL_NAME}' (logs in {server.workdir}). "
+              f"Try:\n\n{server.examples()}\n\nCtrl-C stops it.", flush=True)
+        code = server.process.wait()
     except KeyboardInterrupt:
         print("\nStopping TorchServe ...", flush=True)
-        return 0
+        code = 0
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
     finally:
         server.stop()
+    print("TorchServe has stopped.")
+    return code
 
 
 def _start(server: LocalTorchServe) -> int:
@@ -326,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     server = LocalTorchServe(args.config, args.model_store, args.workdir)
     if args.action == "serve":
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.default_int_handler)
         return _serve(server)
     if args.action == "start":
         return _start(server)
