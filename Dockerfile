@@ -73,10 +73,19 @@ FROM python AS runtime
 ARG OPENJDK_VERSION=17.0.21.1+2-1~deb12u1
 ARG TINI_VERSION=0.19.0-1+b3
 # The man1 folder: openjdk's postinst registers java.1.gz there (missing in slim images).
+# Debian replaces openjdk's version with each quarterly security update and drops the old one:
+# the build then stops here, naming the version to put in OPENJDK_VERSION (an empty value takes
+# whatever bookworm has, unpinned).
 RUN mkdir -p /usr/share/man/man1 \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "openjdk-17-jre-headless=${OPENJDK_VERSION}" "tini=${TINI_VERSION}" \
+    && if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            "openjdk-17-jre-headless${OPENJDK_VERSION:+=${OPENJDK_VERSION}}" \
+            "tini${TINI_VERSION:+=${TINI_VERSION}}"; then \
+        apt-cache policy openjdk-17-jre-headless tini; \
+        echo "pinned OPENJDK_VERSION=${OPENJDK_VERSION} / TINI_VERSION=${TINI_VERSION} not in the" \
+             "archive: set the build args to the candidates above" >&2; \
+        exit 1; \
+    fi \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log \
     && java -version
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/model-server \

@@ -14,6 +14,22 @@ shift
 reqs=()
 for f in "$@"; do reqs+=(-r "$f"); done
 
+# The lines of requirement files, following their `-r other.txt` includes.
+requirement_lines() {
+    local f inc
+    for f in "$@"; do
+        while IFS= read -r line || [[ -n $line ]]; do
+            if [[ $line =~ ^-r[[:space:]]*([^[:space:]#]+) ]]; then
+                inc=${BASH_REMATCH[1]}
+                [[ $inc == /* ]] || inc=$(dirname "$f")/$inc
+                requirement_lines "$inc"
+            else
+                printf '%s\n' "$line"
+            fi
+        done <"$f"
+    done
+}
+
 [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check)
 
@@ -22,8 +38,8 @@ if compgen -G '/wheelhouse/*.whl' >/dev/null; then
     "${pip[@]}" --no-index --find-links /wheelhouse "${reqs[@]}"
 else
     echo "pip-install: online (PyPI; torch from ${TORCH_INDEX_URL})" >&2
-    torch_pin=$(cat "$@" | sed -n 's/^\(torch==[^[:space:]#]*\).*/\1/p' | head -n 1)
-    if [[ -n $torch_pin ]]; then
+    torch_pin=$(requirement_lines "$@" | sed -n 's/^\(torch==[^[:space:]#]*\).*/\1/p' | head -n 1)
+    if [[ -n $torch_pin ]] && ! "$venv/bin/python" -m pip show -q torch >/dev/null 2>&1; then
         "${pip[@]}" --no-deps --index-url "$TORCH_INDEX_URL" "$torch_pin"
     fi
     "${pip[@]}" "${reqs[@]}"
