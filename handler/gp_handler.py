@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from http import HTTPStatus
 from typing import Any
 
 import torch
@@ -55,12 +56,11 @@ def _body(row: dict) -> tuple[str, Any]:
     )
 
 
-def _check_finite(points: list[int], *tensors: Tensor) -> None:
-    finite = torch.ones(len(points), dtype=torch.bool)
-    for tensor in tensors:
-        finite &= torch.isfinite(tensor.reshape(len(points), -1)).all(dim=-1).cpu()
+def _check_finite(mean: Tensor, variance: Tensor, offset: int = 0) -> None:
+    """Refuse points (`q x m` answers) where the posterior overflowed to inf/NaN."""
+    finite = torch.isfinite(mean).all(dim=-1) & torch.isfinite(variance).all(dim=-1)
     if not bool(finite.all()):
-        bad = [points[i] for i in (~finite).nonzero().flatten().tolist()[:10]]
+        bad = [offset + i for i in (~finite).nonzero().flatten().tolist()[:10]]
         raise RequestError(
             f"the posterior is not finite at points {bad} (first 10): expected inputs "
             "at a sane distance from the training bounds"
@@ -132,7 +132,8 @@ class GPHandler(BaseHandler):
         }
         return _dumps({**self.metadata, "serving": serving})
 
-    def _content_type(self, idx: int, part: str | None) -> str | None:
+    def _content_type(self, idx: int, part: str) -> str | None:
+        """The Content-Type of request ``idx``: its body part's, else the request's."""
         headers = self.context.get_all_request_header(idx)
         part_headers = headers.get(part)
         if isinstance(part_headers, dict) and part_headers.get("content-type"):
@@ -143,6 +144,7 @@ class GPHandler(BaseHandler):
         return None
 
     def _answer(self, idx: int, row: dict) -> str:
+        """Answer request ``idx`` of the batch; errors become its own 4xx/5xx."""
         try:
             part, body = _body(row)
             if is_csv(self._content_type(idx, part)):
@@ -158,7 +160,7 @@ class GPHandler(BaseHandler):
                 answer = self._json_prediction(X, request)
         except RequestError as e:
             answer, status = _error(str(e), e.status), e.status
-            self.context.set_response_status(status, "Bad Request" if status == 400 else "", idx)
+            self.context.set_response_status(status, HTTPStatus(status).phrase, idx)
         except Exception as e:  # noqa: BLE001 - one request's failure must not fail its batch
             logger.exception("prediction failed")
             answer = _error(f"internal error: {type(e).__name__}: {e}", 500)
@@ -173,6 +175,7 @@ class GPHandler(BaseHandler):
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _json_prediction(self, X: Tensor, request: PredictRequest) -> str:
+        """The JSON answer for `q x d` ``X``; the covariance only when ``"full"``."""
         q = X.size(0)
         if request.covariance == "full" and q > self.max_full_points:
             raise RequestError(
@@ -180,9 +183,8 @@ class GPHandler(BaseHandler):
                 'send "covariance": "diag" (or "none") for more points',
                 413,
             )
-        indices = list(range(q))
         mean, variance = self._mean_var(X, request.observation_noise)
-        _check_finite(indices, mean, variance)
+        _check_finite(mean, variance)
         outside = ((X < self.lower) | (X > self.upper)).any(dim=-1)
         answer = {
             "model": self.model_name,
@@ -196,9 +198,7 @@ class GPHandler(BaseHandler):
         }
         if request.covariance == "full":
             forward = self.model.forward_noisy if request.observation_noise else self.model
-            covariance = forward(X)[1]
-            _check_finite([0], covariance)
-            answer["covariance"] = covariance.tolist()
+            answer["covariance"] = forward(X)[1].tolist()
         if request.envelope == "instances":
             answer["predictions"] = [
                 {"mean": mu, "variance": var}
@@ -207,12 +207,13 @@ class GPHandler(BaseHandler):
         return _dumps(answer)
 
     def _csv_scores(self, X: Tensor) -> str:
+        """CSV ``mean_<output>,std_<output>`` rows for `q x d` ``X``, chunk by chunk."""
         out = io.StringIO()
         out.write(",".join(f"mean_{n},std_{n}" for n in self.output_names) + "\n")
         for start in range(0, X.size(0), self.chunk_rows):
             chunk = X[start : start + self.chunk_rows]
             mean, variance = self._mean_var(chunk, False)
-            _check_finite(list(range(start, start + chunk.size(0))), mean, variance)
+            _check_finite(mean, variance, offset=start)
             columns = torch.stack([mean, variance.sqrt()], dim=-1).flatten(1)
             for values in columns.tolist():
                 out.write(",".join(map(repr, values)) + "\n")

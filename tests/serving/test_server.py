@@ -288,11 +288,17 @@ def test_management_describes_the_model(server, exported) -> None:
 def test_model_registration_is_off(server) -> None:
     response = requests.post(f"{server.management_url}/models",
                              params={"url": "gp.mar", "model_name": "other"}, timeout=10)
-    assert response.status_code >= 400
-    assert requests.delete(f"{server.management_url}/models/gp", timeout=10).status_code >= 400
+    assert response.status_code == 405
+    assert requests.delete(f"{server.management_url}/models/gp", timeout=10).status_code == 405
     assert post(server, {"inputs": [[0.5, 0.5]]}).status_code == 200
 
 
 def test_prometheus_metrics(server) -> None:
     response = requests.get(f"{server.metrics_url}/metrics", timeout=10)
     assert response.status_code == 200 and "# TYPE" in response.text
+
+
+def test_inputs_too_far_out_are_400(server) -> None:
+    """Finite inputs whose posterior overflows are refused, not answered with NaN."""
+    response = post(server, {"inputs": [[0.5, 0.5], [1e308, -1e308]], "covariance": "diag"})
+    assert response.status_code == 400 and "points [1]" in response.json()["error"]
