@@ -40,8 +40,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 if ! command -v debootstrap >/dev/null 2>&1; then
     log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >&2 \
-        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >&2; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >&2 \
+        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >&2; }
 fi
 
 # The machine's configured Debian mirrors (deb822 .sources or one-line .list files).

@@ -26,7 +26,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2
     # policy-rc.d on these machines keeps the package from starting the service itself.
-    apt-get install -y -q --no-install-recommends docker.io >&2
+    apt-get install -y -q docker.io >&2
 fi
 if ! command -v docker >/dev/null 2>&1; then
     log "dockerd is installed but no docker client is on PATH"

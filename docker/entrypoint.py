@@ -28,7 +28,7 @@ from ts import model_server
 HOME = "/home/model-server"
 
 
-def _exec_instead_of_spawn(cmd, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+def _exec_instead_of_spawn(cmd, *args, **kwargs):
     """Stand-in for ``subprocess.Popen`` in the launcher: become the Java frontend."""
     sys.stdout.flush()
     sys.stderr.flush()

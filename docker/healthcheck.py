@@ -70,7 +70,7 @@ def _call(url: str, body: bytes | None = None, api: str = "management") -> tuple
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -96,7 +96,9 @@ def _probe_point(description: list) -> list[list[float]] | None:
 def check() -> str:
     """Raise RuntimeError unless every model answers; return a one-line summary."""
     props = _properties(CONFIG)
-    inference = _base_url("TS_INFERENCE_ADDRESS", "inference_address", "http://127.0.0.1:8080", props)
+    inference = _base_url(
+        "TS_INFERENCE_ADDRESS", "inference_address", "http://127.0.0.1:8080", props
+    )
     management = _base_url(
         "TS_MANAGEMENT_ADDRESS", "management_address", "http://127.0.0.1:8081", props
     )

@@ -15,8 +15,9 @@ reqs=()
 for f in "$@"; do reqs+=(-r "$f"); done
 
 # The lines of requirement files, following their `-r other.txt` includes.
+# shellcheck disable=SC2094  # only reads $f
 requirement_lines() {
-    local f inc
+    local f inc line
     for f in "$@"; do
         while IFS= read -r line || [[ -n $line ]]; do
             if [[ $line =~ ^-r[[:space:]]*([^[:space:]#]+) ]]; then

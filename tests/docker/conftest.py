@@ -111,7 +111,11 @@ class Container:
 def engine() -> None:
     """A Docker engine (docker/engine.sh installs and starts one if needed)."""
     result = subprocess.run(
-        [str(ROOT / "docker" / "engine.sh")], capture_output=True, text=True, timeout=600
+        [str(ROOT / "docker" / "engine.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if result.returncode != 0:
         message = f"no Docker engine: docker/engine.sh -> {result.returncode}\n{result.stderr}"
@@ -132,6 +136,7 @@ def image(engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=1800,
+            check=False,
         )
     text = log.read_text()
     assert result.returncode == 0, f"docker/build.sh failed:\n{text[-6000:]}"

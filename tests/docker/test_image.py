@@ -52,9 +52,7 @@ def test_container_config_exposes_only_inference(image: str) -> None:
         "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
         f"{HOME}/config.properties",
     ).stdout  # fmt: skip
-    props = dict(
-        line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
-    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
     assert props["inference_address"] == "http://0.0.0.0:8080"
     assert props["management_address"] == "http://127.0.0.1:8081"
     assert props["metrics_address"] == "http://127.0.0.1:8082"
