@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -245,6 +246,16 @@ def test_bad_requests_leave_workers_alive(server) -> None:
     assert post(server, {"inputs": [[0.5, 0.5]]}).status_code == 200
 
 
+def wait_for_log_line(server: LocalTorchServe, marker: str, words: list[str]) -> bool:
+    """Whether a ``ts_log.log`` line with ``marker`` and all ``words`` appears (30 s)."""
+    for _ in range(300):
+        lines = (server.workdir / "ts_log.log").read_text().splitlines()
+        if any(marker in line and all(w in line for w in words) for line in lines):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_one_bad_request_in_a_batch(server, module) -> None:
     """``gpbatch`` (batchSize 4) answers a batch of 3 good and 1 bad request."""
     bodies = [{"inputs": points(i + 1, seed=100 + i).tolist(), "covariance": "diag"}
@@ -265,11 +276,10 @@ def test_one_bad_request_in_a_batch(server, module) -> None:
             mean = module.mean_var(torch.tensor(body["inputs"], dtype=torch.float64))[0]
             got = torch.tensor(response.json()["mean"], dtype=torch.float64)
             assert relative_error(got, mean) <= TOLERANCE
-    # The worker logs one PredictionTime metric per batch, tagged with its request ids.
+    # The worker logs one PredictionTime metric per batch, tagged with its request
+    # ids; the frontend copies it to ts_log.log asynchronously, so wait for it.
     ids = [response.headers["x-request-id"] for response in responses]
-    log = (server.workdir / "ts_log.log").read_text()
-    batches = [line for line in log.splitlines() if "[METRICS]PredictionTime" in line]
-    assert any(all(i in line for i in ids) for line in batches), "not one batch"
+    assert wait_for_log_line(server, "[METRICS]PredictionTime", ids), "not one batch"
 
 
 def test_management_describes_the_model(server, exported) -> None:
