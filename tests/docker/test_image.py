@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import subprocess
 
 import pytest
 import requests
@@ -138,6 +139,30 @@ def test_server_processes_are_not_root(container: Container) -> None:
     commands = [p[2] for p in processes]
     assert "java" in commands and commands.count("python") >= 1, lines
     assert all(p[0] == "1000" for p in processes), lines
+
+
+def test_healthcheck_fails_when_no_worker_can_answer(container: Container) -> None:
+    """With every worker scaled away /ping still says Healthy; the image's check does not."""
+
+    def healthcheck() -> subprocess.CompletedProcess:
+        return docker(
+            "exec", container.name, "python", "/opt/gp-serve/healthcheck.py", check=False
+        )  # fmt: skip
+
+    scale = f"{container.management_url}/models/gp?synchronous=true"
+    requests.put(f"{scale}&min_worker=0&max_worker=0", timeout=60)  # answers 500, yet scales
+    try:
+        ping = requests.get(f"{container.url}/ping", timeout=30)
+        assert ping.status_code == 200 and ping.json()["status"] == "Healthy"
+        down = healthcheck()
+        assert down.returncode == 1, down.stdout
+        assert down.stdout.startswith("unhealthy:") and "no worker" in down.stdout
+    finally:
+        up = requests.put(f"{scale}&min_worker=2&max_worker=2", timeout=120)
+    assert up.status_code == 200, up.text
+    again = healthcheck()
+    assert again.returncode == 0, again.stdout
+    assert again.stdout.strip() == "healthy: gp answered a prediction"
 
 
 def test_docker_stop_is_quick_and_clean(container: Container) -> None:
