@@ -35,24 +35,48 @@ fi
 
 sock=/var/run/docker.sock
 pidfile=/var/run/docker.pid
-if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    log "dockerd (pid $(cat "$pidfile")) is running but not answering yet; waiting"
-else
-    logfile=${DOCKERD_LOG:-/var/log/gp-serve-dockerd.log}
+logfile=${DOCKERD_LOG:-/var/log/gp-serve-dockerd.log}
+
+# A process that exists and is not a zombie (an engine killed with its parent gone can linger
+# as one, and dockerd would then refuse to start over its pid file).
+alive() {
+    local pid state
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z* ]]
+}
+
+start_dockerd() {
     log "starting dockerd (no bridge, no iptables); log: $logfile"
     rm -f "$pidfile"
+    alive /var/run/docker/containerd/containerd.pid || rm -f /var/run/docker/containerd/containerd.pid
     # setsid + nohup: the engine outlives this script and the shell that ran it.
     setsid nohup dockerd \
         --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
         --host="unix://$sock" --pidfile="$pidfile" \
         >>"$logfile" 2>&1 </dev/null &
+    started=$!
+}
+
+started=
+if alive "$pidfile"; then
+    log "dockerd (pid $(cat "$pidfile")) is running but not answering yet; waiting"
+else
+    start_dockerd
 fi
 
 deadline=$((SECONDS + ${DOCKER_WAIT_S:-60}))
 until docker info >/dev/null 2>&1; do
+    if [[ -z $started ]] && ! alive "$pidfile"; then
+        start_dockerd  # the one we were waiting for went away
+    elif [[ -n $started ]] && ! kill -0 "$started" 2>/dev/null && ! alive "$pidfile"; then
+        log "dockerd exited; last lines of its log:"
+        tail -n 30 "$logfile" >&2 || true
+        exit 1
+    fi
     if ((SECONDS >= deadline)); then
         log "dockerd did not answer within ${DOCKER_WAIT_S:-60}s; last lines of its log:"
-        tail -n 30 "${DOCKERD_LOG:-/var/log/gp-serve-dockerd.log}" >&2 || true
+        tail -n 30 "$logfile" >&2 || true
         exit 1
     fi
     sleep 1
