@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="input columns (default: all columns not named elsewhere)")
     parser.add_argument("--outputs", type=_names, help="output columns (required with --data)")
     parser.add_argument("--noise", type=_names,
-                        help="observation noise variance columns, one per output")
+                        help="observation noise variances, one per output: a column name, "
+                        "or a number for every row")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for posterior.pt and metadata.json")
     args = parser.parse_args(argv)

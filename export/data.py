@@ -124,7 +124,8 @@ def load_csv(
         path: The CSV file.
         inputs: Input column names; None means every column not named elsewhere.
         outputs: Output column names.
-        noise: Noise-variance column names, one per output, or None.
+        noise: Per output, the name of a column of noise variances or one
+            noise variance for every row (a number); or None to infer the noise.
 
     Raises:
         DataError: On unknown columns, non-numeric cells or invalid values.
@@ -143,38 +144,60 @@ def load_csv(
     noise = noise or []
     if noise and len(noise) != len(outputs):
         raise DataError(f"expected one noise column per output ({len(outputs)}), got {len(noise)}")
+    constants = {name: _number(name) for name in noise if name not in header}
+    noise_columns = [name for name in noise if name not in constants]
     if inputs is None:
-        inputs = [name for name in header if name not in outputs + noise]
-    unknown = [name for name in inputs + outputs + noise if name not in header]
+        inputs = [name for name in header if name not in outputs + noise_columns]
+    unknown = [name for name in inputs + outputs if name not in header]
+    unknown += [name for name, value in constants.items() if value is None]
     if unknown:
         raise DataError(f"unknown columns {unknown}; the file has {header}")
     if not inputs:
         raise DataError("expected at least one input column, got none")
+    used = list(dict.fromkeys(inputs + outputs + noise_columns))
     body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    values = [_parse_row(row, header, line) for line, row in enumerate(body, start=2)]
+    values = [_parse_row(row, header, used, line) for line, row in enumerate(body, start=2)]
 
     def columns(names: list[str]) -> Tensor:
-        index = [header.index(name) for name in names]
-        return torch.tensor([[row[i] for i in index] for row in values], dtype=torch.float64)
+        index = [used.index(name) for name in names]
+        return torch.tensor([[row[i] for i in index] for row in values],
+                            dtype=torch.float64).reshape(len(values), len(names))
 
     return validate(
-        columns(inputs).reshape(len(values), len(inputs)),
-        columns(outputs).reshape(len(values), len(outputs)),
-        columns(noise).reshape(len(values), len(noise)) if noise else None,
+        columns(inputs),
+        columns(outputs),
+        _noise(noise, constants, columns, len(values)) if noise else None,
         inputs,
         outputs,
     )
 
 
-def _parse_row(row: list[str], header: list[str], line: int) -> list[float]:
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _noise(noise: list[str], constants: dict, columns, rows: int) -> Tensor:
+    per_output = [
+        torch.full((rows,), constants[name], dtype=torch.float64)
+        if name in constants
+        else columns([name]).reshape(rows)
+        for name in noise
+    ]
+    return torch.stack(per_output, dim=-1)
+
+
+def _parse_row(row: list[str], header: list[str], used: list[str], line: int) -> list[float]:
     if len(row) != len(header):
         raise DataError(f"line {line}: expected {len(header)} cells, got {len(row)}")
     values = []
-    for name, cell in zip(header, row):
-        try:
-            value = float(cell)
-        except ValueError as e:
-            raise DataError(f"line {line}, column {name!r}: expected a number, got {cell!r}") from e
+    for name in used:
+        cell = row[header.index(name)]
+        value = _number(cell)
+        if value is None:
+            raise DataError(f"line {line}, column {name!r}: expected a number, got {cell!r}")
         if not math.isfinite(value):
             raise DataError(f"line {line}, column {name!r}: expected a finite number, got {cell!r}")
         values.append(value)

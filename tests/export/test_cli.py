@@ -134,3 +134,21 @@ def test_data_options_need_data(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["--outputs", "y", "--out", str(tmp_path / "m")])
     assert exit_info.value.code == 2
+
+
+def test_noise_as_numbers_and_unused_text_columns(tmp_path):
+    data = tmp_path / "train.csv"
+    rows = GOOD.strip().split("\n")
+    data.write_text("\n".join(["id," + rows[0]] + [f"p{i}," + r for i, r in enumerate(rows[1:])]))
+    assert main(["--data", str(data), "--inputs", "x1,x2", "--outputs", "y,z",
+                 "--noise", "0.01,noise_y", "--out", str(tmp_path / "m")]) == 0
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["num_train"] == 12 and meta["output_names"] == ["y", "z"]
+
+
+def test_noise_that_is_neither_column_nor_number(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(GOOD)
+    assert main(["--data", str(data), "--inputs", "x1,x2", "--outputs", "y,z",
+                 "--noise", "0.01,sigma", "--out", str(tmp_path / "m")]) == 2
+    assert "unknown columns ['sigma']" in capsys.readouterr().err
