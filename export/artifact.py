@@ -18,6 +18,7 @@ from torch import Tensor
 
 from export import gate
 from export.posterior import trace_posterior
+from export.torchscript import quiet_torchscript
 
 ARTIFACT = "posterior.pt"
 METADATA = "metadata.json"
@@ -75,9 +76,11 @@ def export_model(
     module = trace_posterior(model, gate.sample_points(bounds, 5, gate.GATE_SEED))
     artifact_tmp, meta_tmp = _temp_path(out_dir, ARTIFACT), _temp_path(out_dir, METADATA)
     try:
-        torch.jit.save(module, str(artifact_tmp))
+        with quiet_torchscript():
+            torch.jit.save(module, str(artifact_tmp))
+            loaded = torch.jit.load(str(artifact_tmp))
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
-        report = gate.check(torch.jit.load(str(artifact_tmp)), model, bounds)
+        report = gate.check(loaded, model, bounds)
         meta = _metadata(model, input_names, output_names, bounds, report, data_sha256)
         meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
     except BaseException:

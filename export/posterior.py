@@ -24,6 +24,7 @@ from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
 from export.prior_terms import trace_prior_terms
+from export.torchscript import quiet_torchscript
 
 
 class ExactPosterior(nn.Module):
@@ -252,4 +253,5 @@ def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptM
         joint_test_covar=not hasattr(ExactGP, "_get_test_prior_mean_and_covariances"),
         min_variance=gpytorch.settings.min_variance.value(torch.float64),
     )
-    return torch.jit.script(posterior)
+    with quiet_torchscript():
+        return torch.jit.script(posterior)

@@ -16,6 +16,8 @@ from botorch.models import SingleTaskGP
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
+from export.torchscript import quiet_torchscript
+
 
 class PriorTerms(nn.Module):
     """Input transform, prior mean and kernel blocks of a fitted ``SingleTaskGP``.
@@ -97,14 +99,10 @@ def trace_prior_terms(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
         "pair": (x, x[..., :1, :]),
         "diag": x,
     }
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_torchscript():
         # The kernels' Python branches (e.g. ``torch.equal(x1, x2)``) take the same
         # side for every q in each method, and the export gate checks other sizes.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # torch.jit.trace is deprecated in torch 2.13, yet TorchScript is the only
-        # format that loads without Python model code (see README, "Design").
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
         # trace_mode makes kernels skip their custom autograd Functions (e.g.
         # RBFCovariance for d=1), which TorchScript cannot save; the forward
         # arithmetic is the same.

@@ -9,6 +9,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 
 from export.gate import relative_error
+from export.torchscript import quiet_torchscript
 
 TOL = 1e-8
 
@@ -82,7 +83,8 @@ def saved_and_loaded(tmp_path):
 
     def round_trip(module):
         path = tmp_path / "posterior.pt"
-        torch.jit.save(module, str(path))
-        return torch.jit.load(str(path))
+        with quiet_torchscript():
+            torch.jit.save(module, str(path))
+            return torch.jit.load(str(path))
 
     return round_trip

@@ -21,6 +21,7 @@ GRID = [
     (30, 2, 2, {}),
     (30, 2, 2, {"yvar": True}),
     (25, 3, 1, {"normalize": False}),
+    (15, 2, 1, {"yvar": True}),
     (40, 3, 3, {"standardize": False}),
     (40, 4, 2, {"normalize": False, "standardize": False, "yvar": True}),
     (60, 5, 4, {}),
