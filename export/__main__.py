@@ -11,9 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
-from export.artifact import export_model
+from export.artifact import export_model, input_bounds
 from export.data import DataError, default_data, load_csv
 from export.fit import fit_model
 from export.gate import ExportGateError
@@ -64,13 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("fitting a SingleTaskGP on N=%d, d=%d, m=%d", data.X.size(0),
                  data.X.size(1), data.Y.size(1))
         model = fit_model(data)
-        bounds = data.X.aminmax(dim=0)
         export_model(
             model,
             args.out,
             input_names=data.input_names,
             output_names=data.output_names,
-            input_bounds=torch.stack([bounds.min, bounds.max], dim=-1),
+            input_bounds=input_bounds(data.X),
             data_sha256=data.sha256(),
         )
     except (DataError, ExportGateError) as e:

@@ -103,6 +103,12 @@ def _temp_path(out_dir: Path, name: str) -> Path:
     return Path(path)
 
 
+def input_bounds(X: Tensor) -> Tensor:
+    """`d x 2` lower and upper bounds of `N x d` inputs."""
+    lower, upper = X.aminmax(dim=0)
+    return torch.stack([lower, upper], dim=-1)
+
+
 def _training_bounds(model: SingleTaskGP) -> Tensor:
     train_x = model.train_inputs[0]
     if train_x.dim() == 3:
@@ -110,7 +116,7 @@ def _training_bounds(model: SingleTaskGP) -> Tensor:
     transform = getattr(model, "input_transform", None)
     with torch.no_grad():
         raw = train_x if transform is None else transform.untransform(train_x)
-    return torch.stack([raw.min(0).values, raw.max(0).values], dim=-1)
+    return input_bounds(raw)
 
 
 def _model_sha256(model: SingleTaskGP) -> str:

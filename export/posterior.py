@@ -100,10 +100,20 @@ class ExactPosterior(nn.Module):
         mean = (cross @ self.mean_cache.unsqueeze(-1)).squeeze(-1)
         return mean + self.prior.prior_mean(x)
 
+    def _outcome_mean(self, mean: Tensor) -> Tensor:
+        """Untransform the latent `(m) x q` mean into the `q x m` outcome mean."""
+        if not self.batched:
+            mean = mean.unsqueeze(0)
+        return self.y_mean + self.y_std * mean.transpose(0, 1)
+
+    def _joint_regime(self, q: int) -> bool:
+        """Whether GPyTorch takes the `q` test rows from the joint kernel."""
+        return self.joint_test_covar and q + self.num_train <= self.eager_kernel_size
+
     def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         x = self.prior.inputs(X)
         n = self.num_train
-        if self.joint_test_covar and X.size(0) + n <= self.eager_kernel_size:
+        if self._joint_regime(X.size(0)):
             joint = self.prior.joint(x)
             cross = joint[..., :n]
             test_test = joint[..., n:]
@@ -116,12 +126,10 @@ class ExactPosterior(nn.Module):
         if noisy:
             covar = covar + torch.diag_embed(self.noise.expand(mean.shape))
         if not self.batched:
-            mean = mean.unsqueeze(0)
             covar = covar.unsqueeze(0)
-        mean = self.y_mean + self.y_std * mean.transpose(0, 1)
         scale = self.y_std.view(-1, 1, 1)
         blocks = (scale * covar) * scale
-        return mean, torch.block_diag(blocks.unbind(0))
+        return self._outcome_mean(mean), torch.block_diag(blocks.unbind(0))
 
     def _test_diag(self, x: Tensor) -> Tensor:
         """Diagonal of the test-test kernel block, `(m) x q`, as eager BoTorch sees it.
@@ -132,7 +140,7 @@ class ExactPosterior(nn.Module):
         blocks reproduces it without a `q x q` matrix.
         """
         q = x.size(-2)
-        if not (self.joint_test_covar and q + self.num_train <= self.eager_kernel_size):
+        if not self._joint_regime(q):
             return self.prior.diag(x)
         parts: List[Tensor] = []
         for start in range(0, q, self.diag_block):
@@ -150,12 +158,10 @@ class ExactPosterior(nn.Module):
         if noisy:
             variance = variance + self.noise.expand(variance.shape)
         if not self.batched:
-            mean = mean.unsqueeze(0)
             variance = variance.unsqueeze(0)
-        mean = self.y_mean + self.y_std * mean.transpose(0, 1)
         scale = self.y_std.unsqueeze(-1)
         variance = ((scale * variance) * scale).transpose(0, 1)
-        return mean, variance.clamp_min(self.min_variance)
+        return self._outcome_mean(mean), variance.clamp_min(self.min_variance)
 
 
 def _observation_noise(model: SingleTaskGP) -> Tensor:
