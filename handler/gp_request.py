@@ -235,12 +235,8 @@ def parse_json(body: Any, input_names: list[str]) -> PredictRequest:
 
 def _csv_number(cell: str, line: int, name: str) -> float:
     text = cell.strip()
-    if not _NUMBER.fullmatch(text):
-        raise RequestError(
-            f"CSV line {line}, column {name}: expected a finite number, got {cell!r}"
-        )
-    number = float(text)
-    if not math.isfinite(number):
+    number = float(text) if _NUMBER.fullmatch(text) else math.nan
+    if not math.isfinite(number):  # not a number, or one that overflows (1e999)
         raise RequestError(
             f"CSV line {line}, column {name}: expected a finite number, got {cell!r}"
         )
