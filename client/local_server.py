@@ -38,7 +38,7 @@ def read_properties(path: str | os.PathLike) -> dict[str, str]:
 
 def build_archive(
     name: str, model_dir: str | os.PathLike, model_config: str | os.PathLike,
-    store: str | os.PathLike,
+    store: str | os.PathLike, version: str = "1.0",
 ) -> Path:
     """Package an exported model with the handler, as ``make archive`` does.
 
@@ -47,6 +47,7 @@ def build_archive(
         model_dir: Holds ``posterior.pt`` and ``metadata.json``.
         model_config: The ``model-config.yaml`` (workers, batching, limits).
         store: The model store to write to.
+        version: The model version TorchServe reports.
 
     Returns:
         The archive's path.
@@ -55,13 +56,14 @@ def build_archive(
     subprocess.run(
         [
             str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", name, "--version", "1.0", "--force",
+            "--model-name", name, "--version", version, "--force",
             "--serialized-file", str(model_dir / "posterior.pt"),
             "--handler", str(HANDLER_DIR / "gp_handler.py"),
             "--extra-files", f"{model_dir / 'metadata.json'},{HANDLER_DIR / 'gp_request.py'}",
             "--config-file", str(model_config), "--export-path", str(store),
         ],
         check=True,
+        timeout=300,
     )
     return Path(store) / f"{name}.mar"
 
@@ -69,14 +71,15 @@ def build_archive(
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
     sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+
+from client.local_server import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("GP_SERVE_TEST_IMAGE", "gp-serve:latest")
@@ -38,20 +39,6 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
             f"docker {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
         )
     return result
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports that are free right now."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Container:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from client.local_server import build_archive
 from tests.docker.conftest import HOME, ROOT, Container, assert_close, predict
 
 pytestmark = pytest.mark.docker
@@ -41,16 +42,8 @@ def user_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     store = work / "store"
     store.mkdir()
-    archiver = Path(sys.executable).with_name("torch-model-archiver")
-    subprocess.run(
-        [str(archiver), "--model-name", "mygp", "--version", "2.0", "--force",
-         "--serialized-file", str(work / "model" / "posterior.pt"),
-         "--handler", str(ROOT / "handler" / "gp_handler.py"),
-         "--extra-files", f"{work / 'model' / 'metadata.json'},{ROOT / 'handler' / 'gp_request.py'}",
-         "--config-file", str(ROOT / "handler" / "model-config.yaml"),
-         "--export-path", str(store)],
-        check=True, timeout=300,
-    )  # fmt: skip
+    build_archive("mygp", work / "model", ROOT / "handler" / "model-config.yaml", store,
+                  version="2.0")
     # The container's user (uid 1000) must be able to read the mounted folder.
     store.chmod(0o755)
     (store / "mygp.mar").chmod(0o644)
