@@ -59,6 +59,7 @@ RUN pip-install /opt/venv requirements.txt
 COPY Makefile ./
 COPY export/ export/
 COPY handler/ handler/
+COPY serving/ serving/
 # `make archive` exactly as outside Docker, with /opt/venv standing in for .venv (marked as
 # installed, so make does not reinstall): exports build/model, writes model_store/gp.mar.
 RUN mkdir -p model_store \
@@ -91,7 +92,10 @@ RUN mkdir -p /usr/share/man/man1 \
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/model-server \
         --shell /usr/sbin/nologin model-server
 COPY --from=serve-venv-slim /opt/venv /opt/venv
-COPY docker/entrypoint.py docker/healthcheck.py /opt/gp-serve/
+# The entrypoint, and the healthcheck with what it imports: the config reader, the artifact contract.
+COPY docker/entrypoint.py /opt/gp-serve/
+COPY serving/__init__.py serving/properties.py serving/healthcheck.py /opt/gp-serve/serving/
+COPY handler/gp_artifact.py /opt/gp-serve/handler/
 COPY --from=build /src/container-config.properties /home/model-server/config.properties
 COPY --from=build --chown=1000:1000 /src/model_store/gp.mar /home/model-server/model-store/gp.mar
 ENV PATH=/opt/venv/bin:${PATH} \
@@ -104,10 +108,11 @@ RUN mkdir -p /home/model-server/tmp /home/model-server/logs \
     && python -c 'import torch, ts, yaml; print("torch", torch.__version__)'
 USER 1000:1000
 WORKDIR /home/model-server
+# The ports of config.properties (a test checks that they agree).
 EXPOSE 8080 8081 8082
 # Healthy only when every loaded model answers a real prediction (not just /ping).
 HEALTHCHECK --interval=10s --timeout=8s --start-period=120s --retries=3 \
-    CMD ["/opt/venv/bin/python", "/opt/gp-serve/healthcheck.py"]
+    CMD ["/usr/bin/env", "PYTHONPATH=/opt/gp-serve", "/opt/venv/bin/python", "-m", "serving.healthcheck"]
 # tini (PID 1) forwards SIGTERM to TorchServe's JVM, which the entrypoint execs (see there).
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/venv/bin/python", "/opt/gp-serve/entrypoint.py"]
 CMD []

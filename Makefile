@@ -38,39 +38,42 @@ test: install install-compat
 # --- serving ---
 MAR := model_store/gp.mar
 SERVE_LOGS := logs
-PREDICT_URL := http://127.0.0.1:8080/predictions/gp
+SOAK_SECONDS ?= 300
 
-.PHONY: archive serve start stop predict
+.PHONY: archive serve start stop predict soak
 
 ## archive: package the exported model and the handler into model_store/gp.mar
 archive: $(MAR)
 
-$(MAR): $(MODEL_DIR)/posterior.pt $(MODEL_DIR)/metadata.json handler/gp_handler.py handler/gp_request.py handler/model-config.yaml | install
-	$(VENV)/bin/torch-model-archiver --model-name gp --version 1.0 --force \
-	  --serialized-file $(MODEL_DIR)/posterior.pt --handler handler/gp_handler.py \
-	  --extra-files $(MODEL_DIR)/metadata.json,handler/gp_request.py \
-	  --config-file handler/model-config.yaml --export-path model_store
-	@echo "wrote $(MAR)"
+# The recipe (torch-model-archiver's arguments) is serving/archive.py's, shared with the tests.
+$(MAR): $(MODEL_DIR)/posterior.pt $(MODEL_DIR)/metadata.json $(wildcard handler/*.py) handler/model-config.yaml serving/archive.py | install
+	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --store model_store
 
 $(MODEL_DIR)/metadata.json: $(MODEL_DIR)/posterior.pt
 
 ## serve: install, export and archive if needed, run TorchServe in the foreground (Ctrl-C stops it)
 serve: archive
-	$(PY) -m client.local_server serve --workdir $(SERVE_LOGS)
+	$(PY) -m serving.local_server serve --workdir $(SERVE_LOGS)
 
 ## start: run TorchServe in the background; returns once the model answers a prediction
 start: archive
-	$(PY) -m client.local_server start --workdir $(SERVE_LOGS)
+	$(PY) -m serving.local_server start --workdir $(SERVE_LOGS)
 
 ## stop: stop the TorchServe started by `make start`
 stop:
-	$(PY) -m client.local_server stop --workdir $(SERVE_LOGS)
+	$(PY) -m serving.local_server stop --workdir $(SERVE_LOGS)
 
-## predict: send a sample request to the running server
+## predict: send a sample request to the running server (address from config.properties)
 predict:
-	curl -sS --fail-with-body $(PREDICT_URL) -H 'Content-Type: application/json' \
+	curl -sS --fail-with-body "$$($(PY) -m serving.properties inference /predictions/gp)" \
+	  -H 'Content-Type: application/json' \
 	  -d '{"inputs": [[0.2, 0.4], [0.6, 0.8]], "covariance": "full"}'
 	@echo
+
+## soak: 16 loopback clients of mixed sizes and modes for SOAK_SECONDS (default 300) against
+## a fresh TorchServe; prints requests, errors, p50/p99 and worker RSS growth
+soak: archive
+	$(PY) -m serving.soak --seconds $(SOAK_SECONDS) --model-dir $(MODEL_DIR)
 
 # --- docker ---
 DOCKER_IMAGE ?= gp-serve:latest

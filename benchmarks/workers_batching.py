@@ -23,9 +23,10 @@ import requests
 import torch
 import yaml
 
-from client.local_server import LocalTorchServe, build_archive, write_config
+from serving.archive import MODEL_CONFIG, build_archive
+from serving.local_server import LocalTorchServe, write_config
+from serving.properties import DEFAULT_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
 # (workers, batchSize, torch threads per worker); the first is TorchServe's default
 # on this 2-core machine (a worker per core, no batching, torch's default threads).
 CONFIGS = [(2, 1, 2), (1, 1, 1), (2, 1, 1), (2, 4, 1), (2, 8, 1)]
@@ -66,13 +67,13 @@ def measure(model_dir: Path, workdir: Path, config: tuple[int, int, int], rounds
             requests_per_client: int) -> dict[str, tuple[float, float]]:
     """Serve ``model_dir`` with one configuration; median (req/s, latency) per workload."""
     workers, batch, threads = config
-    model_config = yaml.safe_load((REPO / "handler" / "model-config.yaml").read_text())
+    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
     model_config.update(minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=5)
     model_config["handler"]["torch_threads"] = threads
     (workdir / "model_store").mkdir(parents=True)
     (workdir / "model-config.yaml").write_text(yaml.safe_dump(model_config))
-    build_archive("gp", model_dir, workdir / "model-config.yaml", workdir / "model_store")
-    config_path = write_config(REPO / "config.properties", workdir / "config.properties",
+    build_archive(model_dir, workdir / "model_store", model_config=workdir / "model-config.yaml")
+    config_path = write_config(DEFAULT_CONFIG, workdir / "config.properties",
                                str(workdir / "model_store"))
     server = LocalTorchServe(config_path, workdir / "model_store", workdir / "logs")
     server.start()

@@ -1,1 +1,1 @@
-"""Client-side tools for gp-serve: CSV batch scoring and a local TorchServe runner."""
+"""What a gp-serve client user runs: CSV batch scoring against a running server."""

@@ -20,8 +20,15 @@ from typing import BinaryIO
 import requests
 from tqdm import tqdm
 
-DEFAULT_URL = "http://127.0.0.1:8080/predictions/gp"
+from serving.archive import MODEL_NAME
+from serving.properties import DEFAULT_CONFIG, ConfigError, address, read_properties
+
 DEFAULT_CHUNK_ROWS = 10_000
+
+
+def default_url() -> str:
+    """The ``gp`` model's prediction endpoint on the server this repository configures."""
+    return f"{address(read_properties(DEFAULT_CONFIG), 'inference', {})}/predictions/{MODEL_NAME}"
 
 
 class ScoringError(RuntimeError):
@@ -56,7 +63,7 @@ def _chunks(stream: BinaryIO, rows: int) -> Iterator[tuple[int, bytes | None, li
 def score_csv(
     source: str | os.PathLike,
     target: str | os.PathLike,
-    url: str = DEFAULT_URL,
+    url: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = True,
 ) -> int:
@@ -109,15 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="CSV of points (optional header of input names)")
     parser.add_argument("-o", "--output", required=True, help="where to write the scores")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    parser.add_argument("--url", help="the prediction endpoint (default: the gp model at "
+                        "inference_address in config.properties)")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error(f"--chunk-rows: expected a positive integer, got {args.chunk_rows}")
     try:
-        rows = score_csv(args.source, args.output, args.url, args.chunk_rows, not args.quiet)
-    except (ScoringError, requests.RequestException, OSError) as e:
+        url = args.url or default_url()
+        rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet)
+    except (ScoringError, ConfigError, requests.RequestException, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"scored {rows} rows into {args.output}", file=sys.stderr)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from export.artifact import export_model, input_bounds
-from export.data import DataError, default_data, load_csv
+from export.data import default_data, load_csv
 from export.fit import fit_model
 from export.gate import ExportGateError
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             input_bounds=input_bounds(data.X),
             data_sha256=data.sha256(),
         )
-    except (DataError, ExportGateError) as e:
+    except (ValueError, ExportGateError) as e:  # DataError, or an unusable --out folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

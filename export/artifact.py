@@ -1,13 +1,20 @@
-"""Writing the served artifact: TorchScript posterior plus metadata, atomically."""
+"""Writing the served artifact: TorchScript posterior plus metadata, all at once.
+
+The files, their names and the metadata schema are the artifact contract's
+(``handler/gp_artifact.py``); this module fills them in and commits them atomically.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime
+import errno
 import hashlib
-import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -19,10 +26,11 @@ from torch import Tensor
 from export import gate
 from export.posterior import trace_posterior
 from export.torchscript import quiet_torchscript
+from handler import gp_artifact
 
-ARTIFACT = "posterior.pt"
-METADATA = "metadata.json"
-FORMAT = "gp-serve/1"
+STAGING_PREFIX = ".gp-serve-staging-"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
 
 log = logging.getLogger("export")
 
@@ -38,8 +46,10 @@ def export_model(
     """Compile ``model``'s posterior, verify it and write it to ``out_dir``.
 
     Writes ``posterior.pt`` (TorchScript, see `trace_posterior`) and
-    ``metadata.json``. Both are written to temporary files and renamed into place
-    only after the exactness gate passes, so a failure leaves ``out_dir`` as it was.
+    ``metadata.json`` (the contract's schema, ``handler/gp_artifact.py``). Both are
+    written to a staging folder beside ``out_dir`` and put in place in one atomic
+    step only after the exactness gate passes: a failure or an interruption at any
+    step leaves ``out_dir`` as it was.
 
     Args:
         model: A fitted float64 ``SingleTaskGP``.
@@ -55,7 +65,8 @@ def export_model(
         The metadata written.
 
     Raises:
-        ValueError: If the names do not match the model.
+        ValueError: If the names do not match the model, or ``out_dir`` holds
+            other files than an artifact.
         ExportGateError: If the compiled posterior differs from eager BoTorch.
     """
     model.eval()
@@ -69,38 +80,80 @@ def export_model(
         )
     bounds = _training_bounds(model) if input_bounds is None else input_bounds.to(torch.float64)
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
 
     log.info("tracing the posterior (N=%d, d=%d, m=%d)", model.train_inputs[0].size(-2), d, m)
     module = trace_posterior(model, gate.sample_points(bounds, 5, gate.GATE_SEED))
-    artifact_tmp, meta_tmp = _temp_path(out_dir, ARTIFACT), _temp_path(out_dir, METADATA)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir.parent))
     try:
+        staging.chmod(0o755)  # readable by a server running as another user
+        posterior = staging / gp_artifact.POSTERIOR_FILE
         with quiet_torchscript():
-            torch.jit.save(module, str(artifact_tmp))
-            loaded = torch.jit.load(str(artifact_tmp))
+            torch.jit.save(module, str(posterior))
+            loaded = torch.jit.load(str(posterior))
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(loaded, model, bounds)
         meta = _metadata(model, input_names, output_names, bounds, report, data_sha256)
-        meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    except BaseException:
-        artifact_tmp.unlink(missing_ok=True)
-        meta_tmp.unlink(missing_ok=True)
-        if created:
-            out_dir.rmdir()
-        raise
-    os.replace(artifact_tmp, out_dir / ARTIFACT)
-    os.replace(meta_tmp, out_dir / METADATA)
-    log.info("wrote %s and %s (worst relative error %.3g)", out_dir / ARTIFACT,
-             METADATA, report.worst["relative_error"])
+        (staging / gp_artifact.METADATA_FILE).write_text(gp_artifact.dumps(meta))
+        for name in gp_artifact.ARTIFACT_FILES:
+            (staging / name).chmod(0o644)
+        _commit(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s and %s (worst relative error %.3g)", out_dir / gp_artifact.POSTERIOR_FILE,
+             gp_artifact.METADATA_FILE, report.worst["relative_error"])
     return meta
 
 
-def _temp_path(out_dir: Path, name: str) -> Path:
-    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-    os.fchmod(fd, 0o644)  # readable by a server running as another user
-    os.close(fd)
-    return Path(path)
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything but an artifact (it is replaced whole)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"expected {out_dir} to be a folder, got a file")
+    if out_dir.is_dir():
+        other = sorted(p.name for p in out_dir.iterdir()
+                       if p.name not in gp_artifact.ARTIFACT_FILES)
+        if other:
+            raise ValueError(
+                f"expected {out_dir} to hold only {list(gp_artifact.ARTIFACT_FILES)} (it is "
+                f"replaced as a whole), got also {other[:10]}; export to a new folder"
+            )
+
+
+def _rename_exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Raises:
+        OSError: If the system or the filesystem cannot (``ENOSYS``, ``EINVAL``, ...).
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(a))
+
+
+def _commit(staging: Path, out_dir: Path) -> None:
+    """Make ``staging``'s files the artifact in ``out_dir`` in one step.
+
+    A new ``out_dir`` is a rename of ``staging``; an existing one is swapped with it
+    atomically, so a reader (or an interruption at any point) sees either the whole
+    previous artifact or the whole new one, never a mix. Where the filesystem cannot
+    swap, the files are replaced one by one, metadata last.
+    """
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    try:
+        _rename_exchange(staging, out_dir)  # staging now holds the previous artifact
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise
+        log.warning("cannot swap folders atomically here (%s): replacing file by file", e)
+        for name in gp_artifact.ARTIFACT_FILES:
+            os.replace(staging / name, out_dir / name)
 
 
 def input_bounds(X: Tensor) -> Tensor:
@@ -142,14 +195,14 @@ def _metadata(
     data_sha256: str | None,
 ) -> dict:
     return {
-        "format": FORMAT,
+        "format": gp_artifact.FORMAT,
         "input_names": input_names,
         "output_names": output_names,
         "input_bounds": bounds.tolist(),
         "num_train": model.train_inputs[0].size(-2),
         "num_inputs": len(input_names),
         "num_outputs": len(output_names),
-        "covariance_layout": "output-major",
+        "covariance_layout": gp_artifact.COVARIANCE_LAYOUT,
         "versions": _versions(),
         "data_sha256": data_sha256 or _model_sha256(model),
         "gate": report.to_dict(),

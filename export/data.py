@@ -132,12 +132,14 @@ def load_csv(
     """
     try:
         with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as e:
+            reader = csv.reader(handle)
+            # (physical line number, cells); blank lines are skipped, not renumbered
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path}: {e}") from e
     if not rows:
         raise DataError(f"expected a header row in {path}, got an empty file")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in rows[0][1]]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DataError(f"expected distinct column names in {path}, got {repeated} twice")
@@ -155,8 +157,7 @@ def load_csv(
     if not inputs:
         raise DataError("expected at least one input column, got none")
     used = list(dict.fromkeys(inputs + outputs + noise_columns))
-    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    values = [_parse_row(row, header, used, line) for line, row in enumerate(body, start=2)]
+    values = [_parse_row(row, header, used, line) for line, row in rows[1:]]
 
     def columns(names: list[str]) -> Tensor:
         index = [used.index(name) for name in names]

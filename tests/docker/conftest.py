@@ -20,7 +20,8 @@ import pytest
 import requests
 import torch
 
-from client.local_server import free_ports
+from handler import gp_artifact
+from serving.local_server import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("GP_SERVE_TEST_IMAGE", "gp-serve:latest")
@@ -141,9 +142,10 @@ def baked_model(image: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     finally:
         docker("rm", "-f", cid, check=False)
     with zipfile.ZipFile(out / "gp.mar") as mar:
-        mar.extract("posterior.pt", out)
-        metadata = json.loads(mar.read("metadata.json"))
-    return {"metadata": metadata, "module": torch.jit.load(str(out / "posterior.pt"))}
+        mar.extract(gp_artifact.POSTERIOR_FILE, out)
+        metadata = gp_artifact.parse_metadata(mar.read(gp_artifact.METADATA_FILE))
+    module = torch.jit.load(str(out / gp_artifact.POSTERIOR_FILE))
+    return {"metadata": metadata, "module": module}
 
 
 def predict(url: str, model: str = "gp", **kwargs) -> requests.Response:

@@ -15,6 +15,7 @@ import pytest
 import requests
 import torch
 
+from serving.properties import DEFAULT_CONFIG, port, read_properties
 from tests.docker.conftest import HOME, Container, assert_close, docker, predict
 
 pytestmark = pytest.mark.docker
@@ -41,9 +42,11 @@ def test_image_is_under_2_gb(image: str) -> None:
 def test_image_metadata(image: str) -> None:
     config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", image).stdout)
     assert config["User"] == "1000:1000"
-    assert set(config["ExposedPorts"]) == {"8080/tcp", "8081/tcp", "8082/tcp"}
+    ours = read_properties(DEFAULT_CONFIG)
+    ports = {f"{port(ours, api)}/tcp" for api in ("inference", "management", "metrics")}
+    assert set(config["ExposedPorts"]) == ports
     assert config["Entrypoint"][0] == "/usr/bin/tini"
-    assert "healthcheck.py" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Healthcheck"]["Test"][-2:] == ["-m", "serving.healthcheck"]
 
 
 def test_container_config_exposes_only_inference(image: str) -> None:
@@ -54,9 +57,10 @@ def test_container_config_exposes_only_inference(image: str) -> None:
         f"{HOME}/config.properties",
     ).stdout  # fmt: skip
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
-    assert props["inference_address"] == "http://0.0.0.0:8080"
-    assert props["management_address"] == "http://127.0.0.1:8081"
-    assert props["metrics_address"] == "http://127.0.0.1:8082"
+    ours = read_properties(DEFAULT_CONFIG)  # same ports, other interfaces
+    assert props["inference_address"] == f"http://0.0.0.0:{port(ours, 'inference')}"
+    assert props["management_address"] == f"http://127.0.0.1:{port(ours, 'management')}"
+    assert props["metrics_address"] == f"http://127.0.0.1:{port(ours, 'metrics')}"
     assert props["model_store"] == f"{HOME}/model-store"
     assert props["enable_envvars_config"] == "true"
 
@@ -72,7 +76,7 @@ def test_json_prediction_matches_baked_module(container: Container, baked_model:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == "gp"
-    assert body["outputs"] == baked_model["metadata"]["output_names"] == ["branin", "currin"]
+    assert body["outputs"] == baked_model["metadata"].output_names == ["branin", "currin"]
     mean, var = baked_model["module"].mean_var(torch.tensor(POINTS, dtype=torch.float64))
     assert_close(body["mean"], mean)
     assert_close(body["variance"], var)
@@ -102,20 +106,24 @@ def test_csv_batch_scoring(container: Container, baked_model: dict, tmp_path) ->
 
 
 @pytest.mark.parametrize(
-    ("body", "content_type"),
+    ("body", "content_type", "error"),
     [
-        ('{"inputs": [[0.1]]}', "application/json"),  # wrong number of inputs
-        ('{"inputs": [[0.1, 0.2]', "application/json"),  # malformed JSON
-        ('{"inputs": [["a", 0.2]]}', "application/json"),  # a string for a number
-        ("x1,x2\n0.1,oops\n", "text/csv"),  # an unparsable CSV row
+        ('{"inputs": [[0.1]]}', "application/json",
+         "inputs[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1"),
+        ('{"inputs": [[0.1, 0.2]', "application/json",
+         "malformed JSON: Expecting ',' delimiter at line 1 column 23; expected an object like "
+         '{"inputs": [[...], ...]} or a list of points'),
+        ('{"inputs": [["a", 0.2]]}', "application/json",
+         'inputs[0][0] (x1): expected a finite number, got a string ("a")'),
+        ("x1,x2\n0.1,oops\n", "text/csv",
+         "CSV line 2, column x2: expected a finite number, got 'oops'"),
     ],
     ids=["arity", "malformed", "string", "csv"],
 )
-def test_bad_input_is_400(container: Container, body: str, content_type: str) -> None:
+def test_bad_input_is_400(container: Container, body: str, content_type: str, error: str) -> None:
     response = predict(container.url, data=body.encode(), headers={"Content-Type": content_type})
     assert response.status_code == 400, response.text
-    error = response.json()
-    assert error["code"] == 400 and error["error"]
+    assert response.json() == {"error": error, "code": 400}
 
 
 def test_still_answers_after_bad_inputs(container: Container) -> None:
@@ -144,10 +152,12 @@ def test_server_processes_are_not_root(container: Container) -> None:
 def test_healthcheck_fails_when_no_worker_can_answer(container: Container) -> None:
     """With every worker scaled away /ping still says Healthy; the image's check does not."""
 
+    command = json.loads(
+        docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", container.name).stdout
+    )[1:]  # ["CMD", ...]: the image's own healthcheck command
+
     def healthcheck() -> subprocess.CompletedProcess:
-        return docker(
-            "exec", container.name, "python", "/opt/gp-serve/healthcheck.py", check=False
-        )  # fmt: skip
+        return docker("exec", container.name, *command, check=False)
 
     scale = f"{container.management_url}/models/gp?synchronous=true"
     requests.put(f"{scale}&min_worker=0&max_worker=0", timeout=60)  # answers 500, yet scales

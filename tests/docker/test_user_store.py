@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.local_server import build_archive
+from handler import gp_artifact
+from serving.archive import build_archive
 from tests.docker.conftest import HOME, ROOT, Container, assert_close, predict
 
 pytestmark = pytest.mark.docker
@@ -42,8 +43,7 @@ def user_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     store = work / "store"
     store.mkdir()
-    build_archive("mygp", work / "model", ROOT / "handler" / "model-config.yaml", store,
-                  version="2.0")
+    build_archive(work / "model", store, "mygp", version="2.0")
     # The container's user (uid 1000) must be able to read the mounted folder.
     store.chmod(0o755)
     (store / "mygp.mar").chmod(0o644)
@@ -68,8 +68,8 @@ def test_health_probed_the_mounted_model(container: Container) -> None:
 
 def test_mounted_model_is_served(container: Container, user_store: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(user_store / "mygp.mar") as mar:
-        mar.extract("posterior.pt", tmp_path)
-    module = torch.jit.load(str(tmp_path / "posterior.pt"))
+        mar.extract(gp_artifact.POSTERIOR_FILE, tmp_path)
+    module = torch.jit.load(str(tmp_path / gp_artifact.POSTERIOR_FILE))
     points = [[310.0, 2.0, 0.5], [395.5, 4.5, 1.9]]
     response = predict(container.url, "mygp", json={"inputs": points, "covariance": "diag"})
     assert response.status_code == 200, response.text

@@ -8,7 +8,6 @@ file and sockets all under ``tmp_path_factory``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from botorch.models.transforms.input import Normalize
 from botorch.test_functions.multi_objective import BraninCurrin
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from client.local_server import LocalTorchServe, build_archive, write_config
 from export import export_model
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "handler"))  # gp_request, as the archive ships it
+from serving.archive import MODEL_CONFIG, build_archive
+from serving.local_server import LocalTorchServe, write_config
+from serving.properties import DEFAULT_CONFIG
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
@@ -67,15 +65,14 @@ def server(
     root = tmp_path_factory.mktemp("torchserve")
     store = root / "model_store"
     store.mkdir()
-    model_config = REPO / "handler" / "model-config.yaml"
-    build_archive("gp", exported.directory, model_config, store)
-    batch_config = yaml.safe_load(model_config.read_text())
+    build_archive(exported.directory, store)
+    batch_config = yaml.safe_load(MODEL_CONFIG.read_text())
     batch_config.update(minWorkers=1, maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
     batch_config_path = root / "model-config-batch.yaml"
     batch_config_path.write_text(yaml.safe_dump(batch_config))
-    build_archive(BATCH_MODEL, exported.directory, batch_config_path, store)
+    build_archive(exported.directory, store, BATCH_MODEL, batch_config_path)
 
-    config = write_config(REPO / "config.properties", root / "config.properties", str(store))
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
 
     instance = LocalTorchServe(config, store, root / "logs", models=f"gp=gp.mar {BATCH_MODEL}={BATCH_MODEL}.mar")
     failed_before = request.session.testsfailed

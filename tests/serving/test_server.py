@@ -16,8 +16,8 @@ import pytest
 import requests
 import torch
 
-from client.local_server import LocalTorchServe
 from client.score_csv import score_csv
+from serving.local_server import LocalTorchServe
 from tests.serving.cases import BAD_REQUESTS, JSON
 from tests.serving.conftest import BATCH_MODEL, BATCH_SIZE, Exported
 
@@ -128,7 +128,9 @@ def test_full_covariance_limit(server) -> None:
     X = points(2001, seed=1).tolist()
     response = post(server, {"inputs": X})
     assert response.status_code == 413
-    assert response.json()["code"] == 413 and '"covariance": "diag"' in response.json()["error"]
+    assert response.json() == {
+        "error": 'a full covariance is limited to 2000 points, got 2001; send "covariance": '
+                 '"diag" (or "none") for more points', "code": 413}
     diag = post(server, {"inputs": X, "covariance": "diag"})
     assert diag.status_code == 200 and len(diag.json()["variance"]) == 2001
 
@@ -217,15 +219,15 @@ def worker_pids(server: LocalTorchServe, model: str = "gp") -> list[int]:
     return sorted(worker["pid"] for worker in described[0]["workers"])
 
 
-@pytest.mark.parametrize("name, content_type, body", BAD_REQUESTS,
+@pytest.mark.parametrize("name, content_type, body, error", BAD_REQUESTS,
                          ids=[case[0] for case in BAD_REQUESTS])
-def test_bad_request_is_400_json(server, name: str, content_type: str, body: str) -> None:
+def test_bad_request_is_400_json(server, name: str, content_type: str, body: str,
+                                 error: str) -> None:
     response = requests.post(server.predict_url, data=body.encode(),
                              headers={"Content-Type": content_type}, timeout=60)
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"].startswith("application/json")
-    answer = response.json()
-    assert answer["code"] == 400 and "expected" in answer["error"]
+    assert response.json() == {"error": error, "code": 400}
 
 
 def test_bad_requests_leave_workers_alive(server) -> None:
@@ -233,17 +235,27 @@ def test_bad_requests_leave_workers_alive(server) -> None:
     statuses = {
         requests.post(server.predict_url, data=body.encode(),
                       headers={"Content-Type": content_type}, timeout=60).status_code
-        for _, content_type, body in BAD_REQUESTS
+        for _, content_type, body, _ in BAD_REQUESTS
     }
-    odd = [b"\xff\xfe\x00", b'{"inputs": [[0.1, 0.2]]}']  # not UTF-8; JSON sent as a form
-    statuses |= {requests.post(server.predict_url, data=odd[0], timeout=60,
-                               headers={"Content-Type": JSON}).status_code}
-    statuses |= {requests.post(server.predict_url, data=odd[1], timeout=60,
-                               headers={"Content-Type": "application/x-www-form-urlencoded"}
-                               ).status_code}
     assert statuses == {400}
     assert worker_pids(server) == before
     assert post(server, {"inputs": [[0.5, 0.5]]}).status_code == 200
+
+
+def test_invalid_utf8_is_400(server) -> None:
+    response = requests.post(server.predict_url, data=b"\xff\xfe\x00", timeout=60,
+                             headers={"Content-Type": JSON})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(
+        "expected a UTF-8 encoded body, got invalid bytes: 'utf-8' codec can't decode byte 0xff")
+
+
+def test_json_sent_as_a_form_is_400(server) -> None:
+    response = requests.post(server.predict_url, data=b'{"inputs": [[0.1, 0.2]]}', timeout=60,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert "(curl -d sends a form: add -H 'Content-Type: application/json')" in (
+        response.json()["error"])
 
 
 def wait_for_log_line(server: LocalTorchServe, marker: str, words: list[str]) -> bool:
@@ -315,4 +327,7 @@ def test_inputs_too_far_out_are_400(server) -> None:
     whole request non-finite.)
     """
     response = post(server, {"inputs": [[0.5, 0.5], [1e308, -1e308]], "covariance": "diag"})
-    assert response.status_code == 400 and "not finite" in response.json()["error"]
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "the posterior is not finite at points [0, 1] (first 10): expected inputs at a sane "
+        "distance from the training bounds")

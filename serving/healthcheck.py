@@ -4,11 +4,16 @@
 the management API which models are loaded, reads each one's metadata (input bounds, from the
 handler's describe), and POSTs one point at the centre of the training box to
 ``/predictions/<model>``; the answer must be HTTP 200 with finite means. Exit 0 if all answer,
-1 otherwise (with the reason on stdout, which ``docker inspect`` keeps).
+1 otherwise (with the reason on stdout, which ``docker inspect`` keeps). When a model does not
+answer because its artifact failed to load, the reason is the handler's own log line (from
+TorchServe's ``model_log.log``), on the first check rather than after the start period.
+
+Run in the image as ``python -m serving.healthcheck`` with ``/opt/gp-serve`` on PYTHONPATH
+(this package and ``handler/gp_artifact.py``, the artifact contract, are copied there).
 
 Addresses come from the same place TorchServe takes them: ``TS_INFERENCE_ADDRESS`` /
 ``TS_MANAGEMENT_ADDRESS`` if set, else the config file (``TS_CONFIG_FILE``). A model whose
-metadata has no bounds is asked at ``HEALTHCHECK_INPUTS`` (a JSON list of points) if set.
+metadata is not gp-serve's is asked at ``HEALTHCHECK_INPUTS`` (a JSON list of points) if set.
 With token authorization on, the keys are read from TorchServe's ``key_file.json`` (cwd).
 Standard library only.
 """
@@ -21,37 +26,16 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+from handler import gp_artifact
+from serving.properties import address, read_properties
 
 TIMEOUT_S = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "4"))
 CONFIG = os.environ.get("TS_CONFIG_FILE", "/home/model-server/config.properties")
-
-
-def _properties(path: str) -> dict[str, str]:
-    props: dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, value = line.split("=", 1)
-                    props[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return props
-
-
-def _base_url(env: str, key: str, default: str, props: dict[str, str]) -> str:
-    """The address a local client reaches: a wildcard bind becomes loopback."""
-    url = os.environ.get(env) or props.get(key) or default
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme or 'http'}://{host}{port}"
+# TorchServe's own variable for its log folder (default: logs/ in its working directory).
+MODEL_LOG = os.path.join(os.environ.get("LOG_LOCATION", "logs"), "model_log.log")
+LOG_TAIL_BYTES = 256 * 1024
 
 
 def _token(api: str) -> str | None:
@@ -76,32 +60,34 @@ def _call(url: str, body: bytes | None = None, api: str = "management") -> tuple
         return e.code, e.read()
 
 
-def _probe_point(description: list) -> list[list[float]] | None:
-    """The centre of the model's training box, from its describe metadata."""
+def _probe_point(description: list) -> list[list[float]]:
+    """The centre of the model's training box (its describe metadata), or HEALTHCHECK_INPUTS."""
     override = os.environ.get("HEALTHCHECK_INPUTS")
     if override:
         return json.loads(override)
-    for entry in description:
-        meta = entry.get("customizedMetadata")
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                continue
-        if isinstance(meta, dict) and meta.get("input_bounds"):
-            return [[(float(lo) + float(hi)) / 2.0 for lo, hi in meta["input_bounds"]]]
-    return None
+    meta = description[0].get("customizedMetadata")
+    if isinstance(meta, str):
+        meta = json.loads(meta)
+    return [gp_artifact.validate(meta).centre()]
+
+
+def _load_error(name: str) -> str | None:
+    """The handler's last "cannot load" line for model ``name`` in the model log, if any."""
+    try:
+        with open(MODEL_LOG, "rb") as f:
+            f.seek(max(0, os.path.getsize(MODEL_LOG) - LOG_TAIL_BYTES))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    marker = f"{gp_artifact.LOAD_ERROR_MARKER} {name!r}"
+    found = [line[line.index(marker):] for line in lines if marker in line]
+    return found[-1] if found else None
 
 
 def check() -> str:
     """Raise RuntimeError unless every model answers; return a one-line summary."""
-    props = _properties(CONFIG)
-    inference = _base_url(
-        "TS_INFERENCE_ADDRESS", "inference_address", "http://127.0.0.1:8080", props
-    )
-    management = _base_url(
-        "TS_MANAGEMENT_ADDRESS", "management_address", "http://127.0.0.1:8081", props
-    )
+    props = read_properties(CONFIG)
+    inference, management = address(props, "inference"), address(props, "management")
     status, body = _call(f"{management}/models")
     if status != 200:
         raise RuntimeError(f"GET {management}/models -> {status}: {body[:200]!r}")
@@ -112,14 +98,17 @@ def check() -> str:
     for name in names:
         status, body = _call(f"{management}/models/{quote(name)}?customized=true")
         if status != 200:
-            raise RuntimeError(f"describe {name} -> {status}: {body[:200]!r}")
-        point = _probe_point(json.loads(body))
-        if point is None:
-            raise RuntimeError(f"{name}: no input_bounds in its metadata; set HEALTHCHECK_INPUTS")
+            raise RuntimeError(_load_error(name) or f"describe {name} -> {status}: {body[:200]!r}")
+        try:
+            point = _probe_point(json.loads(body))
+        except (ValueError, IndexError, AttributeError) as e:  # ArtifactError is a ValueError
+            raise RuntimeError(f"{name}: no usable metadata ({e}); set HEALTHCHECK_INPUTS") from e
         payload = json.dumps({"inputs": point, "covariance": "none"}).encode()
         status, body = _call(f"{inference}/predictions/{quote(name)}", payload, "inference")
         if status != 200:
-            raise RuntimeError(f"POST /predictions/{name} -> {status}: {body[:200]!r}")
+            raise RuntimeError(
+                _load_error(name) or f"POST /predictions/{name} -> {status}: {body[:200]!r}"
+            )
         mean = json.loads(body).get("mean")
         values = [v for row in mean or [] for v in row]
         if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):

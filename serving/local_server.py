@@ -1,7 +1,7 @@
 """Run a local TorchServe for the GP model: start, wait until it answers, stop.
 
-Used by the Make targets (``python -m client.local_server serve|start|stop``), the
-serving tests and the benchmark. Every instance keeps its pid file, worker sockets
+Used by the Make targets (``python -m serving.local_server serve|start|stop``), the
+serving tests, the soak and the benchmarks. Every instance keeps its pid file, worker sockets
 and extracted archives in its own ``<workdir>/tmp`` and its logs in ``<workdir>``,
 so several instances (tests, benchmark, ``make start``) never collide.
 """
@@ -20,52 +20,12 @@ from pathlib import Path
 
 import requests
 
-MODEL_NAME = "gp"
+from handler import gp_artifact
+from serving.archive import MODEL_NAME
+from serving.properties import DEFAULT_CONFIG, address, read_properties, write_properties
+
 READY_TIMEOUT_S = 180.0
-HANDLER_DIR = Path(__file__).resolve().parents[1] / "handler"
-
-
-def read_properties(path: str | os.PathLike) -> dict[str, str]:
-    """Read a Java ``.properties`` file of ``key=value`` lines (no continuations)."""
-    properties = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "!")) and "=" in line:
-            key, value = line.split("=", 1)
-            properties[key.strip()] = value.strip()
-    return properties
-
-
-def build_archive(
-    name: str, model_dir: str | os.PathLike, model_config: str | os.PathLike,
-    store: str | os.PathLike, version: str = "1.0",
-) -> Path:
-    """Package an exported model with the handler, as ``make archive`` does.
-
-    Args:
-        name: The model name (the archive is ``<store>/<name>.mar``).
-        model_dir: Holds ``posterior.pt`` and ``metadata.json``.
-        model_config: The ``model-config.yaml`` (workers, batching, limits).
-        store: The model store to write to.
-        version: The model version TorchServe reports.
-
-    Returns:
-        The archive's path.
-    """
-    model_dir = Path(model_dir)
-    subprocess.run(
-        [
-            str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", name, "--version", version, "--force",
-            "--serialized-file", str(model_dir / "posterior.pt"),
-            "--handler", str(HANDLER_DIR / "gp_handler.py"),
-            "--extra-files", f"{model_dir / 'metadata.json'},{HANDLER_DIR / 'gp_request.py'}",
-            "--config-file", str(model_config), "--export-path", str(store),
-        ],
-        check=True,
-        timeout=300,
-    )
-    return Path(store) / f"{name}.mar"
+MODEL_LOG = "model_log.log"
 
 
 def free_ports(count: int) -> list[int]:
@@ -103,18 +63,28 @@ def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store
         grpc_management_port=str(grpc_management),
         model_store=str(model_store),
     )
-    target = Path(target)
-    target.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
-    return target
+    return write_properties(properties, target)
+
+
+def load_errors(log: Path, offset: int = 0) -> list[str]:
+    """Lines of a TorchServe model log (from byte ``offset``) saying a model failed to load."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    marker = gp_artifact.LOAD_ERROR_MARKER
+    return [line[line.index(marker):] for line in text.splitlines() if marker in line]
 
 
 class LocalTorchServe:
     """One TorchServe process serving ``gp`` from a model store on loopback.
 
     Attributes:
-        inference_url: e.g. ``http://127.0.0.1:8080``.
-        management_url: e.g. ``http://127.0.0.1:8081``.
-        metrics_url: e.g. ``http://127.0.0.1:8082``.
+        inference_url: The inference API's base URL (from the config).
+        management_url: The management API's.
+        metrics_url: The metrics API's.
     """
 
     def __init__(
@@ -136,10 +106,12 @@ class LocalTorchServe:
         self.workdir = Path(workdir).resolve()
         self.models = models.split()
         properties = read_properties(self.config)
-        self.inference_url = properties.get("inference_address", "http://127.0.0.1:8080")
-        self.management_url = properties.get("management_address", "http://127.0.0.1:8081")
-        self.metrics_url = properties.get("metrics_address", "http://127.0.0.1:8082")
+        environ: dict[str, str] = {}  # the config alone: TorchServe runs with the envvars off
+        self.inference_url = address(properties, "inference", environ)
+        self.management_url = address(properties, "management", environ)
+        self.metrics_url = address(properties, "metrics", environ)
         self.process: subprocess.Popen | None = None
+        self._log_offset = 0
 
     @property
     def predict_url(self) -> str:
@@ -175,6 +147,8 @@ class LocalTorchServe:
             RuntimeError: If the launcher fails.
         """
         env = self._env()
+        log = self.workdir / MODEL_LOG
+        self._log_offset = log.stat().st_size if log.exists() else 0
         with open(self.workdir / "torchserve.out", "ab") as out:
             if foreground:
                 self.process = subprocess.Popen(
@@ -210,7 +184,7 @@ class LocalTorchServe:
         metadata = response.json()[0]["customizedMetadata"]
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
-        return [(lower + upper) / 2 for lower, upper in metadata["input_bounds"]]
+        return gp_artifact.validate(metadata).centre()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
         """Wait until the model answers a prediction at its sample point.
@@ -222,12 +196,16 @@ class LocalTorchServe:
             The JSON answer to the sample prediction.
 
         Raises:
-            RuntimeError: If TorchServe exits or does not answer in time; the
-                message ends with the tail of its logs.
+            RuntimeError: If TorchServe exits, the model fails to load (at once, with
+                the handler's reason) or does not answer in time; the message ends with
+                the tail of its logs.
         """
         deadline = time.monotonic() + timeout
         error = "no answer yet"
         while time.monotonic() < deadline:
+            failed = load_errors(self.workdir / MODEL_LOG, self._log_offset)
+            if failed:
+                raise RuntimeError(f"{failed[0]}\n" + self.log_tail())
             if self.process is not None and self.process.poll() is not None:
                 error = f"torchserve exited with {self.process.returncode}"
                 break
@@ -241,7 +219,7 @@ class LocalTorchServe:
                 if response.status_code == 200:
                     return response.json()
                 error = f"HTTP {response.status_code}: {response.text[:300]}"
-            except (requests.RequestException, KeyError, ValueError) as e:
+            except (requests.RequestException, KeyError, ValueError, IndexError) as e:
                 error = f"{type(e).__name__}: {e}"
             time.sleep(0.5)
         raise RuntimeError(f"the model did not answer at {self.predict_url}: {error}\n"
@@ -263,7 +241,7 @@ class LocalTorchServe:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the frontend, model and stdout logs."""
         parts = []
-        for name in ("ts_log.log", "model_log.log", "torchserve.out"):
+        for name in ("ts_log.log", MODEL_LOG, "torchserve.out"):
             path = self.workdir / name
             if path.exists():
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
@@ -322,10 +300,10 @@ def _start(server: LocalTorchServe) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m client.local_server {serve,start,stop}``."""
-    parser = argparse.ArgumentParser(prog="python -m client.local_server", description=__doc__)
+    """``python -m serving.local_server {serve,start,stop}``."""
+    parser = argparse.ArgumentParser(prog="python -m serving.local_server", description=__doc__)
     parser.add_argument("action", choices=["serve", "start", "stop"])
-    parser.add_argument("--config", default="config.properties")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--model-store", default="model_store")
     parser.add_argument("--workdir", default="logs")
     args = parser.parse_args(argv)

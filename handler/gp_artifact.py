@@ -1,0 +1,207 @@
+"""The artifact contract: what an exported GP posterior is, on disk and in a model archive.
+
+One module owns every fact about the artifact, and everything else reads them from here:
+the export stage writes through it (``export/artifact.py``), the TorchServe handler loads
+through it (it ships in the ``.mar`` next to the handler, imported as ``gp_artifact``), and
+the archive recipe, the local-server tooling, the Docker healthcheck and the tests read it.
+Standard library only: it runs in the serving image and in the healthcheck, where neither
+BoTorch nor (for the healthcheck) torch is needed.
+
+An artifact is a folder (or an archive) holding
+
+- ``posterior.pt``: the TorchScript posterior (a zip file, ``torch.jit.save``'s format);
+- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+POSTERIOR_FILE = "posterior.pt"
+METADATA_FILE = "metadata.json"
+ARTIFACT_FILES = (POSTERIOR_FILE, METADATA_FILE)
+FORMAT = "gp-serve/1"
+# Entry ``t*q + i`` of the `(q*m) x (q*m)` covariance is output ``t`` at point ``i``.
+COVARIANCE_LAYOUT = "output-major"
+# The handler logs one line starting with this when a model cannot be loaded; the
+# local-server tooling and the Docker healthcheck look for it to fail fast.
+LOAD_ERROR_MARKER = "gp-serve: cannot load model"
+
+
+class ArtifactError(ValueError):
+    """An artifact is missing, truncated or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """The validated contents of ``metadata.json``.
+
+    Attributes:
+        input_names: ``d`` distinct input names, in the order of the posterior's columns.
+        output_names: ``m`` distinct output names, in the order of its outputs.
+        input_bounds: `d x 2` lower and upper bounds of the training inputs.
+        num_train: The number of training points ``N``.
+        document: The whole document (every key, including ones this class does not name).
+    """
+
+    input_names: list[str]
+    output_names: list[str]
+    input_bounds: list[list[float]]
+    num_train: int
+    document: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def covariance_layout(self) -> str:
+        return COVARIANCE_LAYOUT
+
+    def centre(self) -> list[float]:
+        """The centre of the training box: the point health probes ask about (``d``)."""
+        return [(lower + upper) / 2.0 for lower, upper in self.input_bounds]
+
+
+def _names(document: dict, key: str) -> list[str]:
+    names = document.get(key)
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+    ):
+        raise ArtifactError(f"{key}: expected a non-empty list of non-empty strings, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"{key}: expected distinct names, got {names!r}")
+    return list(names)
+
+
+def _bounds(document: dict, d: int) -> list[list[float]]:
+    bounds = document.get("input_bounds")
+    if not isinstance(bounds, list) or len(bounds) != d:
+        raise ArtifactError(f"input_bounds: expected {d} [lower, upper] pairs, got {bounds!r}")
+    for j, pair in enumerate(bounds):
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+            and all(math.isfinite(v) for v in pair)
+            and pair[0] <= pair[1]
+        ):
+            raise ArtifactError(
+                f"input_bounds[{j}]: expected finite [lower, upper] with lower <= upper, "
+                f"got {pair!r}"
+            )
+    return [[float(lower), float(upper)] for lower, upper in bounds]
+
+
+def validate(document: Any) -> Metadata:
+    """Check a decoded ``metadata.json`` against the contract.
+
+    Args:
+        document: The decoded JSON value.
+
+    Returns:
+        The validated metadata.
+
+    Raises:
+        ArtifactError: Naming the first key that is missing or wrong, expected vs actual.
+    """
+    if not isinstance(document, dict):
+        raise ArtifactError(f"expected a JSON object, got {type(document).__name__}")
+    if document.get("format") != FORMAT:
+        raise ArtifactError(f"format: expected {FORMAT!r}, got {document.get('format')!r}")
+    if document.get("covariance_layout") != COVARIANCE_LAYOUT:
+        raise ArtifactError(
+            f"covariance_layout: expected {COVARIANCE_LAYOUT!r}, "
+            f"got {document.get('covariance_layout')!r}"
+        )
+    inputs, outputs = _names(document, "input_names"), _names(document, "output_names")
+    for key, expected in (("num_inputs", len(inputs)), ("num_outputs", len(outputs))):
+        if document.get(key) != expected:
+            raise ArtifactError(f"{key}: expected {expected}, got {document.get(key)!r}")
+    num_train = document.get("num_train")
+    if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
+        raise ArtifactError(f"num_train: expected a positive integer, got {num_train!r}")
+    return Metadata(inputs, outputs, _bounds(document, len(inputs)), num_train, dict(document))
+
+
+def dumps(document: dict) -> str:
+    """``metadata.json``'s text for ``document``, validated first.
+
+    Raises:
+        ArtifactError: If ``document`` does not follow the contract.
+    """
+    validate(document)
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def parse_metadata(text: str | bytes, source: str = METADATA_FILE) -> Metadata:
+    """Decode and validate ``metadata.json``'s text.
+
+    Args:
+        text: The file's contents.
+        source: Where it came from, for error messages.
+
+    Raises:
+        ArtifactError: If it is not UTF-8, not complete JSON, or breaks the contract.
+    """
+    try:
+        document = json.loads(text)
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{source}: expected UTF-8 JSON, got invalid bytes ({e})") from e
+    except json.JSONDecodeError as e:
+        raise ArtifactError(
+            f"{source}: truncated or malformed JSON ({e.msg} at line {e.lineno} column "
+            f"{e.colno}); re-export the model"
+        ) from e
+    try:
+        return validate(document)
+    except ArtifactError as e:
+        raise ArtifactError(f"{source}: {e}") from e
+
+
+def load_metadata(directory: str | os.PathLike) -> Metadata:
+    """Read and validate ``<directory>/metadata.json``.
+
+    Raises:
+        ArtifactError: If the file is missing, unreadable or breaks the contract.
+    """
+    path = os.path.join(directory, METADATA_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror or e}); re-export the model") from e
+    return parse_metadata(text, path)
+
+
+def check_posterior(directory: str | os.PathLike) -> str:
+    """The path of ``<directory>/posterior.pt`` after checking it is a complete archive.
+
+    ``torch.jit.save`` writes a zip file; a truncated or overwritten one fails its
+    central-directory or CRC checks. This catches that with a clear message before
+    ``torch.jit.load`` would fail with a low-level one.
+
+    Raises:
+        ArtifactError: If the file is missing, empty, truncated or corrupt.
+    """
+    path = os.path.join(directory, POSTERIOR_FILE)
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path}: missing; re-export the model") from e
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ArtifactError(
+            f"{path}: truncated or corrupt: expected a complete TorchScript archive "
+            f"({type(e).__name__}: {e}); re-export the model"
+        ) from e
+    if bad is not None:
+        raise ArtifactError(
+            f"{path}: corrupt: member {bad!r} fails its CRC check ({size} bytes); "
+            "re-export the model"
+        )
+    return path

@@ -1,0 +1,92 @@
+"""The archive recipe: an exported artifact plus the handler, packaged as a TorchServe ``.mar``.
+
+The one place that knows torch-model-archiver's arguments. ``make archive``, the tests,
+the benchmarks and the Docker build (through ``make archive``) all call it.
+
+    python -m serving.archive --model-dir build/model --store model_store [--name gp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from handler import gp_artifact
+
+REPO = Path(__file__).resolve().parents[1]
+HANDLER_DIR = REPO / "handler"
+HANDLER = HANDLER_DIR / "gp_handler.py"
+# The modules the handler imports, shipped beside it (the artifact contract, the protocol).
+HANDLER_MODULES = (HANDLER_DIR / "gp_artifact.py", HANDLER_DIR / "gp_protocol.py")
+MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
+MODEL_NAME = "gp"
+
+
+def build_archive(
+    model_dir: str | Path,
+    store: str | Path,
+    name: str = MODEL_NAME,
+    model_config: str | Path = MODEL_CONFIG,
+    version: str = "1.0",
+) -> Path:
+    """Package an exported artifact with the handler into ``<store>/<name>.mar``.
+
+    The artifact is checked against its contract first, so a truncated or foreign one
+    is refused here rather than by a worker at load time.
+
+    Args:
+        model_dir: Holds ``posterior.pt`` and ``metadata.json`` (``export_model``'s output).
+        store: The model store to write to (created if missing).
+        name: The model name TorchServe serves it under.
+        model_config: The ``model-config.yaml`` (workers, batching, handler limits).
+        version: The model version TorchServe reports.
+
+    Returns:
+        The archive's path.
+
+    Raises:
+        gp_artifact.ArtifactError: If the artifact breaks the contract.
+        subprocess.CalledProcessError: If torch-model-archiver fails.
+    """
+    model_dir, store = Path(model_dir), Path(store)
+    gp_artifact.load_metadata(model_dir)
+    posterior = gp_artifact.check_posterior(model_dir)
+    extra = [model_dir / gp_artifact.METADATA_FILE, *HANDLER_MODULES]
+    store.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name", name, "--version", version, "--force",
+            "--serialized-file", posterior, "--handler", str(HANDLER),
+            "--extra-files", ",".join(map(str, extra)),
+            "--config-file", str(model_config), "--export-path", str(store),
+        ],
+        check=True,
+        timeout=600,
+    )  # fmt: skip
+    return store / f"{name}.mar"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.archive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--store", required=True, type=Path)
+    parser.add_argument("--name", default=MODEL_NAME)
+    parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path)
+    parser.add_argument("--version", default="1.0")
+    args = parser.parse_args(argv)
+    try:
+        path = build_archive(args.model_dir, args.store, args.name, args.model_config,
+                             args.version)
+    except gp_artifact.ArtifactError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
