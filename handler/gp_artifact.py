@@ -153,7 +153,7 @@ def parse_metadata(text: str | bytes, source: str = METADATA_FILE) -> Metadata:
         raise ArtifactError(f"{source}: expected UTF-8 JSON, got invalid bytes ({e})") from e
     except json.JSONDecodeError as e:
         raise ArtifactError(
-            f"{source}: truncated or malformed JSON ({e.msg} at line {e.lineno} column "
+            f"{source}: truncated or malformed JSON ({e.msg}: line {e.lineno} column "
             f"{e.colno}); re-export the model"
         ) from e
     try:

@@ -77,6 +77,11 @@ BAD_DATA = {
     "non-numeric": (GOOD + "0.5,abc,0.01,1,1\n",
                     "line 14, column 'x2': expected a number, got 'abc'"),
     "ragged": (GOOD + "0.5,0.1,0.01,1\n", "line 14: expected 5 cells, got 4"),
+    # Blank lines count: the message names the line of the file, as an editor shows it.
+    "blank lines before": (GOOD.replace("\n", "\n\n", 2) + "\r\n0.5,abc,0.01,1,1\n",
+                           "line 17, column 'x2': expected a number, got 'abc'"),
+    "quoted newline": (GOOD + '0.5,"0.1\n",0.01,1,1\n0.5,x,0.01,1,1\n',
+                       "line 16, column 'x2': expected a number, got 'x'"),
     "duplicate column": (GOOD.replace("noise_y", "x1", 1),
                          "expected distinct column names in"),
     "one row": ("x1,x2,noise_y,y,z\n1,2,0.1,3,4\n", "expected at least 2 training rows, got 1"),
@@ -152,3 +157,21 @@ def test_noise_that_is_neither_column_nor_number(tmp_path, capsys):
     assert main(["--data", str(data), "--inputs", "x1,x2", "--outputs", "y,z",
                  "--noise", "0.01,sigma", "--out", str(tmp_path / "m")]) == 2
     assert "unknown columns ['sigma']" in capsys.readouterr().err
+
+
+def test_blank_line_then_bad_cell_on_line_4(tmp_path, capsys):
+    """The issue's case: a blank line 2, a bad cell on line 4."""
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n\n0.1,1\n0.2,oops\n0.3,2\n")
+    assert main(["--data", str(data), "--outputs", "y", "--out", str(tmp_path / "m")]) == 2
+    assert "error: line 4, column 'y': expected a number, got 'oops'" in capsys.readouterr().err
+
+
+def test_out_folder_with_other_files_is_refused(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(GOOD)
+    assert main(["--data", str(data), "--outputs", "y", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: expected {tmp_path} to hold only ['posterior.pt', 'metadata.json'] (it " \
+           "is replaced as a whole), got also ['train.csv']; export to a new folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
