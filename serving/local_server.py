@@ -174,17 +174,20 @@ class LocalTorchServe:
             return None
         return pid
 
-    def sample_point(self) -> list[float]:
-        """The middle of the training bounds, from the model's metadata."""
+    def metadata(self, model: str = MODEL_NAME) -> gp_artifact.Metadata:
+        """The served model's metadata (its describe answer), validated."""
         response = requests.get(
-            f"{self.management_url}/models/{MODEL_NAME}", params={"customized": "true"},
-            timeout=10,
+            f"{self.management_url}/models/{model}", params={"customized": "true"}, timeout=10
         )
         response.raise_for_status()
         metadata = response.json()[0]["customizedMetadata"]
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
-        return gp_artifact.validate(metadata).centre()
+        return gp_artifact.validate(metadata)
+
+    def sample_point(self) -> list[float]:
+        """The middle of the training bounds, from the model's metadata."""
+        return self.metadata().centre()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
         """Wait until the model answers a prediction at its sample point.
