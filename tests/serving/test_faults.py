@@ -1,0 +1,169 @@
+"""Faults against a real TorchServe: a worker killed under load, broken archives.
+
+Each server here is its own (free loopback ports, its own logs), so the session server's
+worker pids, which other tests compare, are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+import gp_artifact
+from serving.archive import build_archive
+from serving.local_server import MODEL_LOG, LocalTorchServe, load_errors, write_config
+from serving.properties import DEFAULT_CONFIG
+from serving.soak import REQUEST_TIMEOUT_S, run_load
+from tests.conftest import REPO
+from tests.serving.conftest import Exported
+from tests.serving.test_server import worker_pids
+
+PROMPT_S = 60  # "promptly": well under the 180 s the tools otherwise wait
+
+
+def serve(store: Path, root: Path, models: str = "gp=gp.mar") -> LocalTorchServe:
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
+    return LocalTorchServe(config, store, root / "logs", models=models)
+
+
+def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Path) -> None:
+    build_archive(exported.directory, tmp_path / "store")
+    server = serve(tmp_path / "store", tmp_path)
+    server.start()
+    try:
+        server.wait_ready()
+        module = torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
+        before = worker_pids(server)
+        stop, results = threading.Event(), []
+        load = threading.Thread(target=lambda: results.append(run_load(
+            server.predict_url, module, server.metadata().input_bounds, clients=8,
+            seconds=120, seed=5, stop=stop)))
+        load.start()
+        time.sleep(3)
+        killed = before[0]
+        os.kill(killed, signal.SIGKILL)
+        killed_at = time.monotonic()
+        replaced = None
+        while time.monotonic() - killed_at < 90:
+            described = requests.get(f"{server.management_url}/models/gp", timeout=10).json()
+            workers = described[0]["workers"]
+            pids = sorted(w["pid"] for w in workers)
+            if killed not in pids and len(pids) == 2 and all(w["status"] == "READY" for w in workers):
+                replaced = time.monotonic() - killed_at
+                break
+            time.sleep(0.2)
+        time.sleep(3)  # keep the load on the replaced worker for a while
+        stop.set()
+        load.join(timeout=REQUEST_TIMEOUT_S + 30)
+        assert not load.is_alive(), "a request hung past its timeout"
+        result = results[0]
+        print(f"\n[faults] SIGKILL of worker {killed} under 8 clients: replaced after "
+              f"{replaced:.1f}s; {result.requests} requests, {len(result.errors)} lost: "
+              f"{result.errors}")
+        assert replaced is not None, f"worker {killed} not replaced in 90 s"
+        # At most the request the killed worker was computing (batchSize 1) is lost, with
+        # an answer (a 5xx from the frontend), never a hang.
+        assert len(result.errors) <= 1, result.errors
+        assert all('"message": "Worker died."' in error for error in result.errors), result.errors
+        assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
+                             timeout=30).status_code == 200
+    finally:
+        server.stop()
+
+
+def broken_archive(good: Path, target: Path, how: str) -> Path:
+    """A copy of the ``good`` archive with ``posterior.pt`` or ``metadata.json`` broken."""
+    name = gp_artifact.POSTERIOR_FILE if how.startswith("posterior") else gp_artifact.METADATA_FILE
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(target, "w") as out:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == name:
+                if how.endswith("missing"):
+                    continue
+                data = data[: len(data) // 2]
+            out.writestr(info, data)
+    return target
+
+
+# archive variant -> what its one log line says
+BROKEN = {
+    "posterior-truncated": "posterior.pt: truncated or corrupt: expected a complete "
+                           "TorchScript archive (BadZipFile: File is not a zip file); "
+                           "re-export the model",
+    "posterior-missing": "posterior.pt: missing; re-export the model",
+    "metadata-truncated": "metadata.json: truncated or malformed JSON (",
+    "metadata-missing": "metadata.json: cannot read (No such file or directory); re-export "
+                        "the model",
+}
+
+
+@pytest.fixture(scope="module")
+def good_archive(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_archive(exported.directory, tmp_path_factory.mktemp("good"))
+
+
+def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
+                                                          tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    for how in BROKEN:
+        broken_archive(good_archive, store / f"{how}.mar", how)
+    models = " ".join(f"{how}={how}.mar" for how in BROKEN)
+    server = serve(store, tmp_path, models)
+    server.start()
+    try:
+        deadline, lines = time.monotonic() + PROMPT_S, {}
+        while time.monotonic() < deadline and len(lines) < len(BROKEN):
+            for line in load_errors(server.workdir / MODEL_LOG):
+                how = line.split("'")[1]
+                lines.setdefault(how, line)
+            time.sleep(0.5)
+        assert sorted(lines) == sorted(BROKEN), server.log_tail()
+        for how, line in lines.items():
+            assert line.startswith(f"{gp_artifact.LOAD_ERROR_MARKER} '{how}': ")
+            assert BROKEN[how] in line, line
+        # The frontend keeps answering for a model it cannot load (a 5xx: the server's
+        # side is broken, not the request), at once rather than after a timeout.
+        response = requests.post(f"{server.inference_url}/predictions/posterior-missing",
+                                 json={"inputs": [[0.5, 0.5]]}, timeout=30)
+        assert response.status_code in (500, 503), response.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("action", ["start", "serve"])
+def test_make_start_and_serve_report_a_broken_archive_promptly(
+    action: str, good_archive: Path, tmp_path: Path
+) -> None:
+    """``make start`` / ``make serve`` run exactly this command (with the repository's config)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    broken_archive(good_archive, store / "gp.mar", "posterior-truncated")
+    config = write_config(DEFAULT_CONFIG, tmp_path / "config.properties", str(store))
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "serving.local_server", action, "--config", str(config),
+         "--model-store", str(store), "--workdir", str(tmp_path / "logs")],
+        cwd=REPO, capture_output=True, text=True, timeout=PROMPT_S + 60, check=False,
+    )
+    elapsed = time.monotonic() - started
+    print(f"\n[faults] {action} with a truncated posterior.pt: exit {run.returncode} "
+          f"after {elapsed:.1f}s")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.startswith(
+        f"error: {gp_artifact.LOAD_ERROR_MARKER} 'gp': "), run.stderr[:2000]
+    assert BROKEN["posterior-truncated"] in run.stderr.splitlines()[0]
+    assert elapsed < PROMPT_S
+    # and it stopped the server it started
+    assert not (tmp_path / "logs" / "tmp" / ".model_server.pid").exists() or \
+        LocalTorchServe(config, store, tmp_path / "logs").pid() is None
