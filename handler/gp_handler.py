@@ -32,7 +32,7 @@ class GPHandler(BaseHandler):
 
         Raises:
             RuntimeError: If the artifact is missing, truncated or breaks the contract;
-                one log line starting with ``gp_artifact.LOAD_ERROR_MARKER`` says why.
+                one log line, the only one with ``gp_artifact.LOAD_ERROR_MARKER``, says why.
         """
         self.context, self.manifest = context, context.manifest
         model_dir = context.system_properties["model_dir"]
@@ -42,7 +42,7 @@ class GPHandler(BaseHandler):
         except (gp_artifact.ArtifactError, RuntimeError) as e:
             reason = " ".join(str(e).split())  # one log line, whatever torch's message is
             logger.error("%s %r: %s", gp_artifact.LOAD_ERROR_MARKER, context.model_name, reason)
-            raise RuntimeError(f"{gp_artifact.LOAD_ERROR_MARKER} {context.model_name!r}") from e
+            raise RuntimeError(reason) from e  # (TorchServe logs it again, with a traceback)
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}

@@ -36,6 +36,11 @@ def read_properties(path: str | os.PathLike) -> dict[str, str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from e
+    return parse_properties(text)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """The ``key=value`` lines of a ``.properties`` text (``#``/``!`` comments skipped)."""
     properties = {}
     for line in text.splitlines():
         line = line.strip()

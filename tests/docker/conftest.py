@@ -133,15 +133,22 @@ def image(engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def baked_model(image: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The model baked into the image, copied out: metadata and the TorchScript module."""
+def baked_archive(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's own ``gp.mar``, copied out."""
     out = tmp_path_factory.mktemp("baked")
     cid = docker("create", "--network", "none", image).stdout.strip()
     try:
         docker("cp", f"{cid}:{HOME}/model-store/gp.mar", str(out / "gp.mar"))
     finally:
         docker("rm", "-f", cid, check=False)
-    with zipfile.ZipFile(out / "gp.mar") as mar:
+    return out / "gp.mar"
+
+
+@pytest.fixture(scope="session")
+def baked_model(baked_archive: Path) -> dict:
+    """The model baked into the image: metadata and the TorchScript module."""
+    out = baked_archive.parent
+    with zipfile.ZipFile(baked_archive) as mar:
         mar.extract(gp_artifact.POSTERIOR_FILE, out)
         metadata = gp_artifact.parse_metadata(mar.read(gp_artifact.METADATA_FILE))
     module = torch.jit.load(str(out / gp_artifact.POSTERIOR_FILE))

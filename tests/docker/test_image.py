@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from serving.properties import DEFAULT_CONFIG, port, read_properties
+from serving.properties import DEFAULT_CONFIG, parse_properties, port, read_properties
 from tests.docker.conftest import HOME, Container, assert_close, docker, predict
 
 pytestmark = pytest.mark.docker
@@ -56,7 +56,7 @@ def test_container_config_exposes_only_inference(image: str) -> None:
         "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
         f"{HOME}/config.properties",
     ).stdout  # fmt: skip
-    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    props = parse_properties(text)
     ours = read_properties(DEFAULT_CONFIG)  # same ports, other interfaces
     assert props["inference_address"] == f"http://0.0.0.0:{port(ours, 'inference')}"
     assert props["management_address"] == f"http://127.0.0.1:{port(ours, 'management')}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from export.__main__ import main
 from export.data import default_data
 from export.gate import GATE_SIZES, TOLERANCE
+from handler import gp_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "x1,x2,noise_y,y,z\n" + "".join(
@@ -28,13 +28,13 @@ def test_default_export_runs_offline_and_reports_progress(tmp_path):
     assert run.stdout == ""
     for step in ("fitting", "tracing", "verifying", "wrote"):
         assert step in run.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "posterior.pt"]
-    meta = json.loads((out / "metadata.json").read_text())
-    assert meta["format"] == "gp-serve/1"
+    assert sorted(p.name for p in out.iterdir()) == sorted(gp_artifact.ARTIFACT_FILES)
+    meta = gp_artifact.load_metadata(out).document
+    assert meta["format"] == gp_artifact.FORMAT == "gp-serve/1"
     assert meta["input_names"] == ["x1", "x2"]
     assert meta["output_names"] == ["branin", "currin"]
     assert (meta["num_train"], meta["num_inputs"], meta["num_outputs"]) == (64, 2, 2)
-    assert meta["covariance_layout"] == "output-major"
+    assert meta["covariance_layout"] == gp_artifact.COVARIANCE_LAYOUT
     assert meta["data_sha256"] == default_data().sha256()
     assert set(meta["versions"]) == {"python", "torch", "botorch", "gpytorch", "linear_operator"}
     gate = meta["gate"]
@@ -42,7 +42,7 @@ def test_default_export_runs_offline_and_reports_progress(tmp_path):
     assert {check["q"] for check in gate["checks"]} == set(GATE_SIZES)
     X = default_data().X
     assert meta["input_bounds"] == torch.stack([X.min(0).values, X.max(0).values], -1).tolist()
-    module = torch.jit.load(str(out / "posterior.pt"))
+    module = torch.jit.load(gp_artifact.check_posterior(out))
     mean, cov = module(torch.rand(3, 2, dtype=torch.float64))
     assert mean.shape == (3, 2) and cov.shape == (6, 6)
 
@@ -54,7 +54,7 @@ def test_csv_export_with_known_noise(tmp_path, capsys):
     code = main(["--data", str(data), "--inputs", "x2,x1", "--outputs", "z,y",
                  "--noise", "noise_y,noise_y", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    meta = json.loads((out / "metadata.json").read_text())
+    meta = gp_artifact.load_metadata(out).document
     assert meta["input_names"] == ["x2", "x1"] and meta["output_names"] == ["z", "y"]
     assert meta["num_train"] == 12
     assert meta["input_bounds"] == [[0.0, 1.0], [0.0, 1.1]]
@@ -65,7 +65,7 @@ def test_inputs_default_to_the_remaining_columns(tmp_path):
     data.write_text(GOOD)
     assert main(["--data", str(data), "--outputs", "y", "--noise", "noise_y",
                  "--out", str(tmp_path / "m")]) == 0
-    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    meta = gp_artifact.load_metadata(tmp_path / "m").document
     assert meta["input_names"] == ["x1", "x2", "z"]
 
 
@@ -147,7 +147,7 @@ def test_noise_as_numbers_and_unused_text_columns(tmp_path):
     data.write_text("\n".join(["id," + rows[0]] + [f"p{i}," + r for i, r in enumerate(rows[1:])]))
     assert main(["--data", str(data), "--inputs", "x1,x2", "--outputs", "y,z",
                  "--noise", "0.01,noise_y", "--out", str(tmp_path / "m")]) == 0
-    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    meta = gp_artifact.load_metadata(tmp_path / "m").document
     assert meta["num_train"] == 12 and meta["output_names"] == ["y", "z"]
 
 

@@ -188,10 +188,10 @@ def test_a_broken_artifact_fails_with_one_clear_line(
     how: str, exported: Exported, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model_dir = broken_copy(exported.directory, tmp_path / "model", how)
-    with caplog.at_level(logging.ERROR), pytest.raises(
-        RuntimeError, match=f"^{gp_artifact.LOAD_ERROR_MARKER} 'gp'$"
-    ):
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError) as info:
         GPHandler().initialize(FakeContext(model_dir))
+    assert BROKEN[how] in str(info.value)
+    assert gp_artifact.LOAD_ERROR_MARKER not in str(info.value)  # the marker is on one line
     lines = [r.getMessage() for r in caplog.records if gp_artifact.LOAD_ERROR_MARKER in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"{gp_artifact.LOAD_ERROR_MARKER} 'gp': {model_dir}/")

@@ -16,6 +16,7 @@ import pytest
 import requests
 import torch
 
+import gp_artifact
 from client.score_csv import score_csv
 from serving.local_server import LocalTorchServe
 from tests.serving.cases import BAD_REQUESTS, JSON
@@ -47,7 +48,7 @@ def points(q: int, seed: int, low: float = 0.0, high: float = 1.0) -> torch.Tens
 @pytest.fixture(scope="module")
 def module(exported: Exported) -> torch.jit.ScriptModule:
     """The same ``posterior.pt``, loaded in process."""
-    return torch.jit.load(str(exported.directory / "posterior.pt"))
+    return torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
 
 
 @pytest.mark.parametrize("noise", [False, True])
@@ -61,7 +62,7 @@ def test_full_matches_module_and_eager(server, exported, module, q: int, noise: 
     answer = response.json()
     assert answer["model"] == "gp" and answer["version"] == "1.0"
     assert answer["outputs"] == ["branin", "currin"]
-    assert answer["covariance_layout"] == "output-major"
+    assert answer["covariance_layout"] == gp_artifact.COVARIANCE_LAYOUT == "output-major"
     assert answer["observation_noise"] is noise
     mean, variance = (torch.tensor(answer[key], dtype=torch.float64) for key in ("mean", "variance"))
     covariance = torch.tensor(answer["covariance"], dtype=torch.float64)
@@ -116,7 +117,7 @@ def test_request_forms_agree(server) -> None:
 
 
 def test_extrapolation_lists_points_outside_training_bounds(server, exported) -> None:
-    bounds = json.loads((exported.directory / "metadata.json").read_text())["input_bounds"]
+    bounds = gp_artifact.load_metadata(exported.directory).input_bounds
     inside = [(lo + hi) / 2 for lo, hi in bounds]
     X = [inside, [bounds[0][0] - 0.5, inside[1]], inside, [inside[0], bounds[1][1] + 1e-9],
          [bounds[0][0], bounds[1][1]]]
@@ -302,7 +303,7 @@ def test_management_describes_the_model(server, exported) -> None:
     assert described["batchSize"] == 1 and described["minWorkers"] == 2
     metadata = described["customizedMetadata"]
     metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
-    expected = json.loads((exported.directory / "metadata.json").read_text())
+    expected = gp_artifact.load_metadata(exported.directory).document
     assert {key: metadata[key] for key in expected} == expected
     assert metadata["serving"]["max_full_covariance_points"] == 2000
 
