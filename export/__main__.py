@@ -1,6 +1,7 @@
-"""Command line: fit a ``SingleTaskGP`` on a CSV file (or the default) and export it.
+"""Command line: fit a model on a CSV file (or the default) and export it.
 
     python -m export --data train.csv --inputs x1,x2 --outputs y1,y2 --out DIR
+    python -m export --data train.csv --outputs y1,y2 --model list --out DIR
     python -m export --out DIR          # BoTorch's BraninCurrin, offline
 """
 
@@ -11,9 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-from export.artifact import export_model, input_bounds
+from export.artifact import data_bounds, export_model
 from export.data import default_data, load_csv
-from export.fit import fit_model
+from export.fit import MISSING_ALLOWED, MODELS, fit_model
 from export.gate import ExportGateError
 
 log = logging.getLogger("export")
@@ -29,7 +30,7 @@ def _names(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m export",
-        description="Fit a BoTorch SingleTaskGP and export its posterior as TorchScript.",
+        description="Fit a BoTorch model and export its posterior as TorchScript.",
     )
     parser.add_argument("--data", type=Path, help="training CSV with a header row "
                         "(default: BoTorch's BraninCurrin on 64 seeded points)")
@@ -39,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", type=_names,
                         help="observation noise variances, one per output: a column name, "
                         "or a number for every row")
+    parser.add_argument("--model", choices=list(MODELS), default="single",
+                        help="single: one SingleTaskGP for all outputs (default); list: a "
+                        "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
+                        "where it is observed (empty cells allowed)")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for posterior.pt and metadata.json")
     args = parser.parse_args(argv)
@@ -58,16 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             data = default_data()
         else:
             log.info("reading %s", args.data)
-            data = load_csv(args.data, args.inputs, args.outputs, args.noise)
-        log.info("fitting a SingleTaskGP on N=%d, d=%d, m=%d", data.X.size(0),
+            data = load_csv(args.data, args.inputs, args.outputs, args.noise,
+                            allow_missing=args.model in MISSING_ALLOWED)
+        log.info("fitting %s on N=%d, d=%d, m=%d", MODELS[args.model], data.X.size(0),
                  data.X.size(1), data.Y.size(1))
-        model = fit_model(data)
+        model = fit_model(data, args.model)
         export_model(
             model,
             args.out,
             input_names=data.input_names,
             output_names=data.output_names,
-            input_bounds=input_bounds(data.X),
+            input_bounds=data_bounds(data.X),
             data_sha256=data.sha256(),
         )
     except (ValueError, ExportGateError) as e:  # DataError, or an unusable --out folder

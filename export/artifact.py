@@ -20,11 +20,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import torch
-from botorch.models import SingleTaskGP
+from botorch.models.model import Model
 from torch import Tensor
 
 from export import gate
-from export.posterior import trace_posterior
+from export.families import Family, family_of
 from export.torchscript import quiet_torchscript
 from handler import gp_artifact
 
@@ -36,7 +36,7 @@ log = logging.getLogger("export")
 
 
 def export_model(
-    model: SingleTaskGP,
+    model: Model,
     out_dir: str | os.PathLike,
     input_names: list[str] | None = None,
     output_names: list[str] | None = None,
@@ -45,14 +45,15 @@ def export_model(
 ) -> dict:
     """Compile ``model``'s posterior, verify it and write it to ``out_dir``.
 
-    Writes ``posterior.pt`` (TorchScript, see `trace_posterior`) and
+    Writes ``posterior.pt`` (TorchScript, see `export.families.trace_posterior`) and
     ``metadata.json`` (the contract's schema, ``handler/gp_artifact.py``). Both are
     written to a staging folder beside ``out_dir`` and put in place in one atomic
     step only after the exactness gate passes: a failure or an interruption at any
     step leaves ``out_dir`` as it was.
 
     Args:
-        model: A fitted float64 ``SingleTaskGP``.
+        model: A fitted float64 model of a supported family (`export.families`):
+            ``SingleTaskGP`` (and subclasses) or ``ModelListGP``.
         out_dir: The output folder (created if missing).
         input_names: ``d`` input names (default ``x1 ... xd``).
         output_names: ``m`` output names (default ``y1 ... ym``).
@@ -65,12 +66,15 @@ def export_model(
         The metadata written.
 
     Raises:
+        TypeError: If the model's class is not supported.
         ValueError: If the names do not match the model, or ``out_dir`` holds
             other files than an artifact.
         ExportGateError: If the compiled posterior differs from eager BoTorch.
     """
+    family = family_of(model)
     model.eval()
-    d, m = model.train_inputs[0].size(-1), model.num_outputs
+    inputs = family.training_inputs(model)
+    d, m = inputs[0].size(-1), model.num_outputs
     input_names = input_names or [f"x{i + 1}" for i in range(d)]
     output_names = output_names or [f"y{t + 1}" for t in range(m)]
     if len(input_names) != d or len(output_names) != m:
@@ -78,12 +82,15 @@ def export_model(
             f"expected {d} input and {m} output names, "
             f"got {len(input_names)} and {len(output_names)}"
         )
-    bounds = _training_bounds(model) if input_bounds is None else input_bounds.to(torch.float64)
+    num_train = sum(x.size(-2) for x in inputs)
+    bounds = (data_bounds(torch.cat(inputs)) if input_bounds is None
+              else input_bounds.to(torch.float64))
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
-    log.info("tracing the posterior (N=%d, d=%d, m=%d)", model.train_inputs[0].size(-2), d, m)
-    module = trace_posterior(model, gate.sample_points(bounds, 5, gate.GATE_SEED))
+    log.info("tracing the posterior of a %s (N=%d, d=%d, m=%d)", type(model).__name__,
+             num_train, d, m)
+    module = family.trace(model, gate.sample_points(bounds, 5, gate.GATE_SEED))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir.parent))
     try:
@@ -94,7 +101,8 @@ def export_model(
             loaded = torch.jit.load(str(posterior))
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(loaded, model, bounds)
-        meta = _metadata(model, input_names, output_names, bounds, report, data_sha256)
+        meta = _metadata(family, model, num_train, input_names, output_names, bounds, report,
+                         data_sha256)
         (staging / gp_artifact.METADATA_FILE).write_text(gp_artifact.dumps(meta))
         for name in gp_artifact.ARTIFACT_FILES:
             (staging / name).chmod(0o644)
@@ -156,25 +164,15 @@ def _commit(staging: Path, out_dir: Path) -> None:
             os.replace(staging / name, out_dir / name)
 
 
-def input_bounds(X: Tensor) -> Tensor:
+def data_bounds(X: Tensor) -> Tensor:
     """`d x 2` lower and upper bounds of `N x d` inputs."""
     lower, upper = X.aminmax(dim=0)
     return torch.stack([lower, upper], dim=-1)
 
 
-def _training_bounds(model: SingleTaskGP) -> Tensor:
-    train_x = model.train_inputs[0]
-    if train_x.dim() == 3:
-        train_x = train_x[0]
-    transform = getattr(model, "input_transform", None)
-    with torch.no_grad():
-        raw = train_x if transform is None else transform.untransform(train_x)
-    return input_bounds(raw)
-
-
-def _model_sha256(model: SingleTaskGP) -> str:
+def _model_sha256(family: Family, model: Model) -> str:
     digest = hashlib.sha256()
-    for tensor in (model.train_inputs[0], model.train_targets):
+    for tensor in family.training_tensors(model):
         digest.update(tensor.detach().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
@@ -187,7 +185,9 @@ def _versions() -> dict:
 
 
 def _metadata(
-    model: SingleTaskGP,
+    family: Family,
+    model: Model,
+    num_train: int,
     input_names: list[str],
     output_names: list[str],
     bounds: Tensor,
@@ -199,12 +199,14 @@ def _metadata(
         "input_names": input_names,
         "output_names": output_names,
         "input_bounds": bounds.tolist(),
-        "num_train": model.train_inputs[0].size(-2),
+        "num_train": num_train,
         "num_inputs": len(input_names),
         "num_outputs": len(output_names),
         "covariance_layout": gp_artifact.COVARIANCE_LAYOUT,
+        "model_class": type(model).__name__,
+        "correlated_outputs": family.correlated_outputs,
         "versions": _versions(),
-        "data_sha256": data_sha256 or _model_sha256(model),
+        "data_sha256": data_sha256 or _model_sha256(family, model),
         "gate": report.to_dict(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -66,6 +66,7 @@ def validate(
     Yvar: Tensor | None,
     input_names: list[str],
     output_names: list[str],
+    allow_missing: bool = False,
 ) -> TrainingData:
     """Check shapes and values and return them as `TrainingData`.
 
@@ -75,10 +76,13 @@ def validate(
         Yvar: `N x m` noise variances or None.
         input_names: ``d`` names.
         output_names: ``m`` names.
+        allow_missing: Whether an output may be missing (NaN) at some rows (for
+            models that fit each output on its own rows); its noise, if any, is then
+            ignored there.
 
     Raises:
-        DataError: On a shape mismatch, fewer than 2 rows, a non-finite value, a
-            negative noise variance, a constant output or duplicate names.
+        DataError: On a shape mismatch, fewer than 2 rows (per output), a non-finite
+            value, a negative noise variance, a constant output or duplicate names.
     """
     names = input_names + output_names
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -94,15 +98,23 @@ def validate(
         raise DataError(f"expected noise of shape {tuple(Y.shape)}, got {tuple(Yvar.shape)}")
     if X.size(0) < 2:
         raise DataError(f"expected at least 2 training rows, got {X.size(0)}")
+    observed = ~Y.isnan() if allow_missing else torch.ones_like(Y, dtype=torch.bool)
     for label, tensor in (("inputs", X), ("outputs", Y), ("noise", Yvar)):
-        if tensor is not None and not torch.isfinite(tensor).all():
-            row = int((~torch.isfinite(tensor)).any(-1).nonzero()[0])
+        if tensor is None:
+            continue
+        bad = ~torch.isfinite(tensor) & (observed if label != "inputs" else True)
+        if bad.any():
+            row = int(bad.any(-1).nonzero()[0])
             raise DataError(f"expected finite {label}, got a NaN or infinity in row {row + 1}")
-    if Yvar is not None and (Yvar < 0).any():
+    if Yvar is not None and (Yvar[observed] < 0).any():
         raise DataError("expected non-negative noise variances, got a negative one")
-    for name, column in zip(output_names, Y.unbind(-1)):
-        if bool((column == column[0]).all()):
-            raise DataError(f"expected output {name!r} to vary, got the constant {float(column[0])}")
+    for name, column, seen in zip(output_names, Y.unbind(-1), observed.unbind(-1)):
+        values = column[seen]
+        if values.numel() < 2:
+            raise DataError(f"expected at least 2 observed rows of output {name!r}, "
+                            f"got {values.numel()}")
+        if bool((values == values[0]).all()):
+            raise DataError(f"expected output {name!r} to vary, got the constant {float(values[0])}")
     return TrainingData(
         X.to(torch.float64),
         Y.to(torch.float64),
@@ -117,6 +129,7 @@ def load_csv(
     inputs: list[str] | None,
     outputs: list[str],
     noise: list[str] | None = None,
+    allow_missing: bool = False,
 ) -> TrainingData:
     """Read training data from a CSV file with a header row.
 
@@ -126,6 +139,8 @@ def load_csv(
         outputs: Output column names.
         noise: Per output, the name of a column of noise variances or one
             noise variance for every row (a number); or None to infer the noise.
+        allow_missing: Whether output (and noise) cells may be empty: that output was
+            not observed at that row.
 
     Raises:
         DataError: On unknown columns, non-numeric cells or invalid values.
@@ -157,7 +172,8 @@ def load_csv(
     if not inputs:
         raise DataError("expected at least one input column, got none")
     used = list(dict.fromkeys(inputs + outputs + noise_columns))
-    values = [_parse_row(row, header, used, line) for line, row in rows[1:]]
+    optional = set(outputs + noise_columns) if allow_missing else set()
+    values = [_parse_row(row, header, used, line, optional) for line, row in rows[1:]]
 
     def columns(names: list[str]) -> Tensor:
         index = [used.index(name) for name in names]
@@ -170,6 +186,7 @@ def load_csv(
         _noise(noise, constants, columns, len(values)) if noise else None,
         inputs,
         outputs,
+        allow_missing,
     )
 
 
@@ -190,12 +207,18 @@ def _noise(noise: list[str], constants: dict, columns, rows: int) -> Tensor:
     return torch.stack(per_output, dim=-1)
 
 
-def _parse_row(row: list[str], header: list[str], used: list[str], line: int) -> list[float]:
+def _parse_row(
+    row: list[str], header: list[str], used: list[str], line: int, optional: set[str]
+) -> list[float]:
+    """The row's values of the ``used`` columns; an empty ``optional`` cell is NaN."""
     if len(row) != len(header):
         raise DataError(f"line {line}: expected {len(header)} cells, got {len(row)}")
     values = []
     for name in used:
         cell = row[header.index(name)]
+        if name in optional and not cell.strip():
+            values.append(math.nan)
+            continue
         value = _number(cell)
         if value is None:
             raise DataError(f"line {line}, column {name!r}: expected a number, got {cell!r}")

@@ -1,29 +1,54 @@
-"""Fitting a ``SingleTaskGP`` to validated training data."""
+"""Fitting a model of a chosen family to validated training data (the command line's models)."""
 
 from __future__ import annotations
 
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from export.data import TrainingData
 
+# --model: the family fitted (see export/families.py for what each one compiles).
+MODELS = {"single": "a SingleTaskGP", "list": "a ModelListGP (a SingleTaskGP per output)"}
+# Families that fit each output on the rows where it is observed (empty cells allowed).
+MISSING_ALLOWED = ("list",)
 
-def fit_model(data: TrainingData) -> SingleTaskGP:
-    """Fit a ``SingleTaskGP`` (``Normalize`` inputs, ``Standardize`` outputs).
 
-    Args:
-        data: `N x d` inputs and `N x m` outputs (and noise variances, if known).
-
-    Returns:
-        The fitted model, in eval mode.
-    """
+def _single_task(data: TrainingData, rows=slice(None), outputs=slice(None)) -> SingleTaskGP:
+    """A ``SingleTaskGP`` (``Normalize`` inputs, ``Standardize`` outputs), fitted."""
     model = SingleTaskGP(
-        data.X,
-        data.Y,
-        train_Yvar=data.Yvar,
+        data.X[rows],
+        data.Y[rows][:, outputs],
+        train_Yvar=None if data.Yvar is None else data.Yvar[rows][:, outputs],
         input_transform=Normalize(d=data.X.size(-1)),
     )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model.eval()
+
+
+def fit_model(data: TrainingData, model: str = "single") -> Model:
+    """Fit a model of the family ``model`` (a key of `MODELS`).
+
+    - ``single``: one ``SingleTaskGP`` on all outputs (every output at every row).
+    - ``list``: a ``ModelListGP`` of one single-output ``SingleTaskGP`` per output,
+      each fitted on the rows where its output is observed (not NaN).
+
+    Args:
+        data: `N x d` inputs and `N x m` outputs (and noise variances, if known).
+        model: The family.
+
+    Returns:
+        The fitted model, in eval mode.
+
+    Raises:
+        ValueError: If ``model`` is not one of `MODELS`.
+    """
+    if model == "single":
+        return _single_task(data)
+    if model == "list":
+        parts = [_single_task(data, ~data.Y[:, t].isnan(), slice(t, t + 1))
+                 for t in range(data.Y.size(-1))]
+        return ModelListGP(*parts).eval()
+    raise ValueError(f"expected a model in {list(MODELS)}, got {model!r}")

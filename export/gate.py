@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from botorch.models import SingleTaskGP
+from botorch.models.model import Model
 from torch import Tensor
 
 TOLERANCE = 1e-8
@@ -76,7 +76,7 @@ def sample_points(bounds: Tensor, q: int, seed: int) -> Tensor:
 
 def check(
     module: torch.jit.ScriptModule,
-    model: SingleTaskGP,
+    model: Model,
     bounds: Tensor,
     sizes: tuple[int, ...] = GATE_SIZES,
     tolerance: float = TOLERANCE,

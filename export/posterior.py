@@ -1,6 +1,6 @@
-"""The corrected posterior: eager BoTorch's multi-output posterior as TorchScript.
+"""The corrected posterior of a ``SingleTaskGP`` (the single-task family) as TorchScript.
 
-`trace_posterior` does not trace ``model.posterior``. It traces only the parts that
+`trace_single_task` does not trace ``model.posterior``. It traces only the parts that
 depend on the test points through the model's own modules (input transform, mean,
 kernel; see `prior_terms`), takes the training-data caches from the model's own
 prediction strategy (``mean_cache``, ``covar_cache``: the same Cholesky factors eager
@@ -13,7 +13,7 @@ accepts any number of points and keeps eager BoTorch's output-major layout.
 from __future__ import annotations
 
 import copy
-from typing import List, Tuple
+from typing import Tuple
 
 import gpytorch
 import torch
@@ -75,7 +75,6 @@ class ExactPosterior(nn.Module):
         self.eager_kernel_size = eager_kernel_size
         self.joint_test_covar = joint_test_covar
         self.min_variance = min_variance
-        self.diag_block = 256
 
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
@@ -88,7 +87,8 @@ class ExactPosterior(nn.Module):
 
     @torch.jit.export
     def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean and variance, both `q x m`, in `O(q (N + m))` memory."""
+        """Posterior mean and variance, both `q x m`, without a `q x q` matrix once
+        ``N + q`` exceeds GPyTorch's eager kernel size (`O(q (N + m))` memory)."""
         return self._mean_variance(X, False)
 
     @torch.jit.export
@@ -134,20 +134,17 @@ class ExactPosterior(nn.Module):
     def _test_diag(self, x: Tensor) -> Tensor:
         """Diagonal of the test-test kernel block, `(m) x q`, as eager BoTorch sees it.
 
-        Where GPyTorch < 1.15 takes the test covariance from the joint kernel, its
-        diagonal carries the rounding of an unshortcut distance computation (it
-        matters for Matern-1/2, whose sqrt magnifies it). Recomputing it in column
-        blocks reproduces it without a `q x q` matrix.
+        Where GPyTorch < 1.15 takes the test covariance from the joint kernel (only
+        while ``N + q <= max_eager_kernel_size``), eager's variance is the diagonal of
+        those joint rows, with the rounding of their distance computation: the same
+        distances computed in other shapes round differently, which Matern-1/2's
+        square root magnifies to ~1e-8. So the joint rows are computed here too, as
+        eager does (`(m) x q x (N + q)`, bounded by that size).
         """
-        q = x.size(-2)
-        if not self._joint_regime(q):
+        if not self._joint_regime(x.size(-2)):
             return self.prior.diag(x)
-        parts: List[Tensor] = []
-        for start in range(0, q, self.diag_block):
-            stop = min(start + self.diag_block, q)
-            block = self.prior.pair(x, x[..., start:stop, :])
-            parts.append(torch.diagonal(block[..., start:stop, :], dim1=-2, dim2=-1))
-        return torch.cat(parts, dim=-1)
+        test_test = self.prior.joint(x)[..., self.num_train :]
+        return torch.diagonal(test_test, dim1=-2, dim2=-1)
 
     def _mean_variance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         x = self.prior.inputs(X)
@@ -218,7 +215,22 @@ def _tracing_points(example_X: Tensor, model: SingleTaskGP) -> Tensor:
     return example_X[:1] + 0.1 * steps + 0.01 * steps.square()
 
 
-def trace_posterior(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def training_inputs(model: SingleTaskGP) -> list[Tensor]:
+    """The model's raw (untransformed) `N x d` training inputs, as a one-item list."""
+    train_x = model.train_inputs[0]
+    if train_x.dim() == 3:
+        train_x = train_x[0]
+    transform = getattr(model, "input_transform", None)
+    with torch.no_grad():
+        return [train_x if transform is None else transform.untransform(train_x)]
+
+
+def training_tensors(model: SingleTaskGP) -> list[Tensor]:
+    """The tensors the model was conditioned on (for a hash of the training data)."""
+    return [model.train_inputs[0], model.train_targets]
+
+
+def trace_single_task(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
     """Compile the posterior of a fitted ``SingleTaskGP`` into TorchScript.
 
     The model is not modified: a detached copy is traced.

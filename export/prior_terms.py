@@ -64,10 +64,6 @@ class PriorTerms(nn.Module):
         full = torch.cat([self._train_x, x], dim=-2)
         return self._kernel(full[..., self._train_x.size(-2) :, :], full)
 
-    def pair(self, x1: Tensor, x2: Tensor) -> Tensor:
-        """Kernel between two different sets of test inputs, `(m) x q1 x q2`."""
-        return self._kernel(x1, x2)
-
     def diag(self, x: Tensor) -> Tensor:
         """Diagonal of the test-test kernel block, `(m) x q`."""
         return self._model.covar_module(x, x, diag=True)
@@ -96,7 +92,6 @@ def trace_prior_terms(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
         "cross": x,
         "test_test": x,
         "joint": x,
-        "pair": (x, x[..., :1, :]),
         "diag": x,
     }
     with warnings.catch_warnings(), quiet_torchscript():

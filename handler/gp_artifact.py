@@ -121,6 +121,17 @@ def validate(document: Any) -> Metadata:
     for key, expected in (("num_inputs", len(inputs)), ("num_outputs", len(outputs))):
         if document.get(key) != expected:
             raise ArtifactError(f"{key}: expected {expected}, got {document.get(key)!r}")
+    # Written since the model families (absent from older artifacts of the same format).
+    if "model_class" in document and not (
+        isinstance(document["model_class"], str) and document["model_class"]
+    ):
+        raise ArtifactError(
+            f"model_class: expected a class name, got {document['model_class']!r}"
+        )
+    if "correlated_outputs" in document and not isinstance(document["correlated_outputs"], bool):
+        raise ArtifactError(
+            f"correlated_outputs: expected true or false, got {document['correlated_outputs']!r}"
+        )
     num_train = document.get("num_train")
     if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
         raise ArtifactError(f"num_train: expected a positive integer, got {num_train!r}")

@@ -175,3 +175,51 @@ def test_out_folder_with_other_files_is_refused(tmp_path, capsys):
     assert f"error: expected {tmp_path} to hold only ['posterior.pt', 'metadata.json'] (it " \
            "is replaced as a whole), got also ['train.csv']; export to a new folder" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
+
+
+# Output z is missing at every third row, y at rows 4 and 7 (empty cells).
+MISSING = "x1,x2,y,z\n" + "".join(
+    f"{i / 10},{(i * 7 % 11) / 10},{'' if i in (4, 7) else (i * 3 % 5) / 2},"
+    f"{'' if i % 3 == 0 else i * i / 50}\n" for i in range(14)
+)
+
+
+def test_list_model_fits_each_output_on_its_rows(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text(MISSING)
+    out = tmp_path / "m"
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", "list",
+                 "--out", str(out)]) == 0
+    meta = gp_artifact.load_metadata(out).document
+    assert (meta["model_class"], meta["correlated_outputs"]) == ("ModelListGP", False)
+    assert meta["num_train"] == 12 + 9  # observed rows of y and of z
+    assert meta["gate"]["max_relative_error"] <= TOLERANCE
+    assert meta["input_bounds"] == [[0.0, 1.3], [0.0, 1.0]]  # over every row
+
+
+def test_single_model_refuses_missing_cells(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(MISSING)
+    assert main(["--data", str(data), "--outputs", "y,z", "--out", str(tmp_path / "m")]) == 2
+    assert "error: line 2, column 'z': expected a number, got ''" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x1,y,z\n0.1,1,\n0.2,2,\n0.3,3,5\n",
+         "expected at least 2 observed rows of output 'z', got 1"),
+        ("x1,y,z\n0.1,1,nan\n0.2,2,\n0.3,5,5\n",
+         "line 2, column 'z': expected a finite number, got 'nan'"),
+        ("x1,y,z\n,1,1\n0.2,2,2\n0.3,3,5\n", "line 2, column 'x1': expected a number, got ''"),
+        ("x1,y,z\n0.1,1,7\n0.2,2,\n0.3,3,7\n", "expected output 'z' to vary, got the constant 7.0"),
+    ],
+    ids=["one observed", "nan text", "missing input", "constant observed"],
+)
+def test_list_model_bad_missing_data(text, message, tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(text)
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", "list",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -48,6 +48,8 @@ def test_validate_keeps_the_whole_document() -> None:
          "input_bounds: expected 2 [lower, upper] pairs, got [[0, 1]]"),
         ({"input_bounds": [[0, 1], [2, 1]]},
          "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [2, 1]"),
+        ({"model_class": ""}, "model_class: expected a class name, got ''"),
+        ({"correlated_outputs": 1}, "correlated_outputs: expected true or false, got 1"),
         ({"input_bounds": [[0, 1], [0, True]]},
          "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [0, True]"),
     ],

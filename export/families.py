@@ -1,0 +1,83 @@
+"""Model families and the one dispatch: which compiler handles which fitted model.
+
+A family is one module of the export package that compiles one kind of BoTorch model
+into the common TorchScript posterior (``forward``/``forward_noisy``: mean `q x m` and
+output-major covariance `(q*m) x (q*m)`; ``mean_var``/``mean_var_noisy``: mean and
+variance `q x m`). This module knows the families and picks one; nothing else branches
+on the model's class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.model import Model
+from torch import Tensor
+
+from export import model_list, posterior
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of model the export handles.
+
+    Attributes:
+        name: The family's name (``--model`` on the command line).
+        model_type: The BoTorch class (and its subclasses) it compiles.
+        trace: Compiles a fitted model, given a `q x d` example input.
+        training_inputs: The raw `N_k x d` training inputs (one per model part).
+        training_tensors: The tensors the model was conditioned on (for a hash).
+        correlated_outputs: Whether the served covariance has non-zero cross-output blocks.
+    """
+
+    name: str
+    model_type: type
+    trace: Callable[[Model, Tensor], torch.jit.ScriptModule]
+    training_inputs: Callable[[Model], list[Tensor]]
+    training_tensors: Callable[[Model], list[Tensor]]
+    correlated_outputs: bool
+
+
+FAMILIES = (
+    Family("single", SingleTaskGP, posterior.trace_single_task, posterior.training_inputs,
+           posterior.training_tensors, correlated_outputs=False),
+    Family("list", ModelListGP, model_list.trace_model_list, model_list.training_inputs,
+           model_list.training_tensors, correlated_outputs=False),
+)
+
+
+def family_of(model: Model) -> Family:
+    """The family that compiles ``model``.
+
+    Raises:
+        TypeError: If no family handles the model's class.
+    """
+    for family in FAMILIES:
+        if isinstance(model, family.model_type):
+            return family
+    supported = ", ".join(family.model_type.__name__ for family in FAMILIES)
+    raise TypeError(f"expected one of {supported} (or a subclass), got {type(model).__name__}")
+
+
+def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
+    """Compile the posterior of a fitted BoTorch model into TorchScript.
+
+    The model is not modified. Supported: ``SingleTaskGP`` and its subclasses (see
+    `export.posterior.trace_single_task`) and ``ModelListGP`` of single-output
+    ``SingleTaskGP`` models (`export.model_list.trace_model_list`).
+
+    Args:
+        model: A fitted float64 model.
+        example_X: A `q x d` example input (raw, untransformed), any q >= 1.
+
+    Returns:
+        A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`, output-major
+        covariance `(q*m) x (q*m)`) and ``mean_var``/``mean_var_noisy`` (`q x m` each).
+
+    Raises:
+        TypeError: If the model's class is not supported.
+    """
+    return family_of(model).trace(model, example_X)
