@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models import ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import model_list, posterior
+from export import model_list, multitask, posterior
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ FAMILIES = (
            posterior.training_tensors, correlated_outputs=False),
     Family("list", ModelListGP, model_list.trace_model_list, model_list.training_inputs,
            model_list.training_tensors, correlated_outputs=False),
+    Family("multitask", MultiTaskGP, multitask.trace_multitask, multitask.training_inputs,
+           multitask.training_tensors, correlated_outputs=True),
 )
 
 
@@ -66,8 +68,9 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
     """Compile the posterior of a fitted BoTorch model into TorchScript.
 
     The model is not modified. Supported: ``SingleTaskGP`` and its subclasses (see
-    `export.posterior.trace_single_task`) and ``ModelListGP`` of single-output
-    ``SingleTaskGP`` models (`export.model_list.trace_model_list`).
+    `export.posterior.trace_single_task`), ``ModelListGP`` of single-output
+    ``SingleTaskGP`` models (`export.model_list.trace_model_list`) and ``MultiTaskGP``
+    (`export.multitask.trace_multitask`; ``X`` without the task column).
 
     Args:
         model: A fitted float64 model.

@@ -13,7 +13,7 @@ accepts any number of points and keeps eager BoTorch's output-major layout.
 from __future__ import annotations
 
 import copy
-from typing import Tuple
+from typing import List, Tuple
 
 import gpytorch
 import torch
@@ -47,6 +47,7 @@ class ExactPosterior(nn.Module):
         eager_kernel_size: int,
         joint_test_covar: bool,
         min_variance: float,
+        noise_tasks: int = 0,
     ) -> None:
         """
         Args:
@@ -61,6 +62,9 @@ class ExactPosterior(nn.Module):
             joint_test_covar: Whether GPyTorch evaluates the test covariance as
                 rows of the joint kernel (GPyTorch < 1.15) when it is small.
             min_variance: GPyTorch's ``min_variance`` for the dtype.
+            noise_tasks: ``T > 0`` when ``noise`` is one variance per task (`T`) and the
+                test rows are task-major blocks of equal size (the multi-task family);
+                0 when ``noise`` broadcasts over the rows.
         """
         super().__init__()
         self.prior = prior
@@ -75,6 +79,7 @@ class ExactPosterior(nn.Module):
         self.eager_kernel_size = eager_kernel_size
         self.joint_test_covar = joint_test_covar
         self.min_variance = min_variance
+        self.noise_tasks = noise_tasks
 
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
@@ -100,6 +105,12 @@ class ExactPosterior(nn.Module):
         mean = (cross @ self.mean_cache.unsqueeze(-1)).squeeze(-1)
         return mean + self.prior.prior_mean(x)
 
+    def _noise(self, shape: List[int]) -> Tensor:
+        """Observation noise for latent values of ``shape`` (`(m) x rows`)."""
+        if self.noise_tasks > 0:
+            return self.noise.repeat_interleave(shape[-1] // self.noise_tasks).expand(shape)
+        return self.noise.expand(shape)
+
     def _outcome_mean(self, mean: Tensor) -> Tensor:
         """Untransform the latent `(m) x q` mean into the `q x m` outcome mean."""
         if not self.batched:
@@ -113,7 +124,7 @@ class ExactPosterior(nn.Module):
     def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         x = self.prior.inputs(X)
         n = self.num_train
-        if self._joint_regime(X.size(0)):
+        if self._joint_regime(x.size(-2)):
             joint = self.prior.joint(x)
             cross = joint[..., :n]
             test_test = joint[..., n:]
@@ -124,7 +135,7 @@ class ExactPosterior(nn.Module):
         root = cross @ self.covar_cache
         covar = torch.add(test_test, root @ root.transpose(-1, -2), alpha=-1)
         if noisy:
-            covar = covar + torch.diag_embed(self.noise.expand(mean.shape))
+            covar = covar + torch.diag_embed(self._noise(mean.shape))
         if not self.batched:
             covar = covar.unsqueeze(0)
         scale = self.y_std.view(-1, 1, 1)
@@ -153,7 +164,7 @@ class ExactPosterior(nn.Module):
         root = cross @ self.covar_cache
         variance = self._test_diag(x) + (root * -root).sum(-1)
         if noisy:
-            variance = variance + self.noise.expand(variance.shape)
+            variance = variance + self._noise(variance.shape)
         if not self.batched:
             variance = variance.unsqueeze(0)
         scale = self.y_std.unsqueeze(-1)
@@ -248,28 +259,64 @@ def trace_single_task(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
         ``mean_var_noisy`` (mean and variance, `q x m`), for any `q x d` input.
     """
     _check_model(model, example_X)
+    frozen = frozen_copy(model)
+    example_X = example_X.detach().to(torch.float64)
+    y_mean, y_std = _outcome_scale(frozen)
+    posterior = exact_posterior(
+        frozen,
+        trace_prior_terms(frozen, _tracing_points(example_X, frozen)),
+        example_X,
+        noise=_observation_noise(frozen),
+        y_mean=y_mean,
+        y_std=y_std,
+    )
+    with quiet_torchscript():
+        return torch.jit.script(posterior)
+
+
+def frozen_copy(model: ExactGP) -> ExactGP:
+    """A detached copy of ``model`` in eval mode (the model itself is not modified)."""
     frozen = copy.deepcopy(model)
     frozen.requires_grad_(False)
-    frozen.eval()
-    example_X = example_X.detach().to(torch.float64)
+    return frozen.eval()
+
+
+def exact_posterior(
+    frozen: ExactGP,
+    prior: torch.jit.ScriptModule,
+    example_X: Tensor,
+    noise: Tensor,
+    y_mean: Tensor,
+    y_std: Tensor,
+    noise_tasks: int = 0,
+) -> ExactPosterior:
+    """An `ExactPosterior` of a frozen model: its caches taken from one eager call.
+
+    Args:
+        frozen: The model (`frozen_copy`), any exact GP with BoTorch's ``posterior``.
+        prior: Its traced prior terms (``inputs``, ``prior_mean``, kernel blocks).
+        example_X: A raw `q x d` input for the eager call that computes the caches.
+        noise: Observation noise on the latent scale (see `ExactPosterior`).
+        y_mean: The outcome transform's means.
+        y_std: Its standard deviations.
+        noise_tasks: See `ExactPosterior`.
+    """
     with torch.no_grad():
         # The caches are computed exactly as eager BoTorch computes them.
         frozen.posterior(example_X)
         strategy = frozen.prediction_strategy
         mean_cache = strategy.mean_cache.detach()
         covar_cache = strategy.covar_cache.detach()
-    y_mean, y_std = _outcome_scale(frozen)
-    posterior = ExactPosterior(
-        prior=trace_prior_terms(frozen, _tracing_points(example_X, frozen)),
+    return ExactPosterior(
+        prior=prior,
         mean_cache=mean_cache,
         covar_cache=covar_cache,
-        noise=_observation_noise(frozen),
+        noise=noise,
         y_mean=y_mean,
         y_std=y_std,
         num_train=frozen.train_inputs[0].size(-2),
         eager_kernel_size=gpytorch.settings.max_eager_kernel_size.value(),
         joint_test_covar=not hasattr(ExactGP, "_get_test_prior_mean_and_covariances"),
         min_variance=gpytorch.settings.min_variance.value(torch.float64),
+        noise_tasks=noise_tasks,
     )
-    with quiet_torchscript():
-        return torch.jit.script(posterior)

@@ -164,10 +164,9 @@ def test_any_example_input_traces_a_general_posterior(example, saved_and_loaded)
 
 
 def test_rejects_other_model_types():
-    from botorch.models import MultiTaskGP
+    from botorch.models import KroneckerMultiTaskGP
 
-    X = torch.cat([torch.rand(10, 2), torch.randint(0, 2, (10, 1))], -1).double()
-    model = MultiTaskGP(X, torch.rand(10, 1, dtype=torch.float64), task_feature=-1)
-    with pytest.raises(TypeError, match=r"^expected one of SingleTaskGP, ModelListGP \(or a "
-                       r"subclass\), got MultiTaskGP$"):
-        trace_posterior(model, torch.rand(3, 3, dtype=torch.float64))
+    model = KroneckerMultiTaskGP(torch.rand(10, 2).double(), torch.rand(10, 2).double())
+    with pytest.raises(TypeError, match=r"^expected one of SingleTaskGP, ModelListGP, "
+                       r"MultiTaskGP \(or a subclass\), got KroneckerMultiTaskGP$"):
+        trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))

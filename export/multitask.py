@@ -1,0 +1,225 @@
+"""The multi-task family: ``MultiTaskGP`` (ICM: the task index is an input column).
+
+Eager BoTorch predicts ``m`` output tasks at `q x d` points by appending each task's index
+to every point (task-major: row ``t*q + i`` is task ``t`` at point ``i``) and taking the
+posterior of that one-output GP over the `(q*m)` rows; the covariance over those rows is
+already output-major, with non-zero cross-task blocks. Here that latent posterior is the
+single-task family's `ExactPosterior` (caches from eager, the rest scripted) over prior
+terms traced from the model's own ``forward``: its lazily evaluated kernel sliced as
+GPyTorch's exact prediction slices it, so that kernel structures that differ between
+BoTorch versions (a product kernel on 0.18, a data kernel times a task kernel on 0.12)
+are followed as they are.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Tuple
+
+import torch
+from botorch.models import MultiTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.assorted import _make_X_full
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
+from gpytorch.settings import lazily_evaluate_kernels, trace_mode
+from linear_operator.operators import InterpolatedLinearOperator
+from torch import Tensor, nn
+
+from export import posterior as single_task
+from export.torchscript import quiet_torchscript
+
+
+class MultiTaskPriorTerms(nn.Module):
+    """Task-expanded inputs, prior mean and kernel blocks of a fitted ``MultiTaskGP``.
+
+    ``x`` below is the transformed, task-expanded test input, `(q*m) x (d+1)`.
+    """
+
+    def __init__(self, model: MultiTaskGP) -> None:
+        super().__init__()
+        self.__dict__["_model"] = model
+        self._train_x: Tensor = model.train_inputs[0].detach()
+        self._tasks = list(model._output_tasks)
+        self._task_feature = model._task_feature
+
+    def inputs(self, X: Tensor) -> Tensor:
+        """`q x d` raw points to the model's task-major `(q*m) x (d+1)` test inputs."""
+        return self._model.transform_inputs(_make_X_full(X, self._tasks, self._task_feature))
+
+    def _joint(self, x: Tensor):
+        """The model's prior over ``[train; test]``, lazily evaluated (as eager's)."""
+        return self._model.forward(torch.cat([self._train_x, x], dim=-2))
+
+    def prior_mean(self, x: Tensor) -> Tensor:
+        return self._joint(x).mean[..., self._train_x.size(-2) :]
+
+    def cross(self, x: Tensor) -> Tensor:
+        n = self._train_x.size(-2)
+        return self._joint(x).lazy_covariance_matrix[..., n:, :n].to_dense()
+
+    def test_test(self, x: Tensor) -> Tensor:
+        n = self._train_x.size(-2)
+        return self._joint(x).lazy_covariance_matrix[..., n:, n:].to_dense()
+
+    def joint(self, x: Tensor) -> Tensor:
+        n = self._train_x.size(-2)
+        return self._joint(x).lazy_covariance_matrix[..., n:, :].to_dense()
+
+    def diag(self, x: Tensor) -> Tensor:
+        n = self._train_x.size(-2)
+        return self._joint(x).lazy_covariance_matrix[..., n:, n:].diagonal(dim1=-2, dim2=-1)
+
+
+@contextmanager
+def _index_kernels_by_gather() -> Iterator[None]:
+    """Evaluate task (index) kernels by indexing instead of sparse products, while tracing.
+
+    An ``IndexKernel`` is an ``InterpolatedLinearOperator`` with one interpolation point
+    of weight 1 per row; its dense form goes through sparse matrices whose sizes a trace
+    would freeze. Its entries are exactly ``B[task_i, task_j]`` (products with 1.0 and
+    sums with 0.0 are exact), which plain indexing computes for any number of rows.
+    """
+    original = InterpolatedLinearOperator.to_dense
+
+    def to_dense(self):
+        left, right = self.left_interp_indices, self.right_interp_indices
+        ones = (left.size(-1) == right.size(-1) == 1 and bool((self.left_interp_values == 1).all())
+                and bool((self.right_interp_values == 1).all()))
+        if not ones or left.dim() != 2 or right.dim() != 2:
+            return original(self)
+        base = self.base_linear_op.to_dense()
+        return base[left[:, 0]][:, right[:, 0]]
+
+    InterpolatedLinearOperator.to_dense = to_dense
+    try:
+        yield
+    finally:
+        InterpolatedLinearOperator.to_dense = original
+
+
+def _trace_terms(model: MultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+    terms = MultiTaskPriorTerms(model)
+    x = terms.inputs(example_X)
+    methods = {name: x for name in ("prior_mean", "cross", "test_test", "joint", "diag")}
+    methods["inputs"] = example_X
+    with warnings.catch_warnings(), quiet_torchscript():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with torch.no_grad(), trace_mode(True), lazily_evaluate_kernels(True), \
+                _index_kernels_by_gather():
+            return torch.jit.trace_module(terms, methods, check_trace=False)
+
+
+class MultiTaskPosterior(nn.Module):
+    """The posterior of ``m`` output tasks: the latent posterior over task-major rows."""
+
+    def __init__(self, latent: torch.jit.ScriptModule, num_outputs: int) -> None:
+        super().__init__()
+        self.latent = latent
+        self.num_outputs = num_outputs
+
+    def _by_output(self, values: Tensor) -> Tensor:
+        """Task-major `(q*m) x 1` values to `q x m`."""
+        return values.reshape(self.num_outputs, -1).transpose(0, 1)
+
+    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """Posterior mean `q x m` and output-major covariance `(q*m) x (q*m)`."""
+        mean, covariance = self.latent(X)
+        return self._by_output(mean), covariance
+
+    @torch.jit.export
+    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        mean, covariance = self.latent.forward_noisy(X)
+        return self._by_output(mean), covariance
+
+    @torch.jit.export
+    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        mean, variance = self.latent.mean_var(X)
+        return self._by_output(mean), self._by_output(variance)
+
+    @torch.jit.export
+    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        mean, variance = self.latent.mean_var_noisy(X)
+        return self._by_output(mean), self._by_output(variance)
+
+
+def _noise(model: MultiTaskGP) -> Tuple[Tensor, int]:
+    """Observation noise as eager adds it, and the number of per-task values (or 0)."""
+    likelihood = model.likelihood
+    tasks = model._map_tasks(torch.tensor(model._output_tasks, dtype=torch.long)).tolist()
+    if isinstance(likelihood, FixedNoiseGaussianLikelihood):
+        # Eager adds, per task, the mean known noise of that task's training rows.
+        train_tasks = model._map_tasks(model.train_inputs[0][..., model._task_feature]).long()
+        noise = likelihood.noise.detach()
+        per_task = [noise[..., train_tasks == task].mean(dim=-1) for task in tasks]
+        return torch.stack(per_task, dim=-1).reshape(-1), len(tasks)
+    if type(likelihood) is GaussianLikelihood:
+        return likelihood.noise.detach().clone(), 0
+    if type(likelihood).__name__ == "HadamardGaussianLikelihood":  # GPyTorch >= 1.14
+        per_task = likelihood.noise.detach().reshape(-1)
+        return per_task[tasks].clone(), len(tasks)
+    raise ValueError(
+        "expected a Gaussian, fixed-noise or Hadamard Gaussian likelihood, "
+        f"got {type(likelihood).__name__}"
+    )
+
+
+def _outcome_scale(model: MultiTaskGP) -> Tuple[Tensor, Tensor]:
+    transform = getattr(model, "outcome_transform", None)
+    dtype = model.train_inputs[0].dtype
+    if transform is None:
+        return torch.zeros(1, dtype=dtype), torch.ones(1, dtype=dtype)
+    if type(transform) is not Standardize or transform._m != 1:
+        raise ValueError(
+            "expected a Standardize(m=1) outcome transform or none, got "
+            f"{type(transform).__name__}"
+        )
+    return transform.means.detach().reshape(1), transform.stdvs.detach().reshape(1)
+
+
+def training_inputs(model: MultiTaskGP) -> list[Tensor]:
+    """The raw training inputs without the task column, `N x d`."""
+    train_x = model.train_inputs[0]
+    transform = getattr(model, "input_transform", None)
+    with torch.no_grad():
+        raw = train_x if transform is None else transform.untransform(train_x)
+    keep = [j for j in range(raw.size(-1)) if j != model._task_feature]
+    return [raw[..., keep]]
+
+
+def training_tensors(model: MultiTaskGP) -> list[Tensor]:
+    return [model.train_inputs[0], model.train_targets]
+
+
+def trace_multitask(model: MultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+    """Compile the posterior of a fitted ``MultiTaskGP`` over its output tasks.
+
+    Args:
+        model: A fitted float64 ``MultiTaskGP`` without batch dimensions, with a
+            ``Standardize(m=1)`` outcome transform or none.
+        example_X: A `q x d` example input (raw, without the task column), q >= 1.
+
+    Returns:
+        A ScriptModule with the four methods; outputs are the model's output tasks,
+        in order.
+    """
+    train_x = model.train_inputs[0]
+    if train_x.dtype != torch.float64 or train_x.dim() != 2:
+        raise ValueError("expected a float64 MultiTaskGP without batch dimensions, got "
+                         f"{train_x.dtype} train inputs of shape {tuple(train_x.shape)}")
+    d = model.num_non_task_features
+    if example_X.dim() != 2 or example_X.size(-1) != d:
+        raise ValueError(f"expected example_X of shape q x {d} (no task column), "
+                         f"got {tuple(example_X.shape)}")
+    frozen = single_task.frozen_copy(model)
+    example_X = example_X.detach().to(torch.float64)
+    noise, noise_tasks = _noise(frozen)
+    y_mean, y_std = _outcome_scale(frozen)
+    steps = torch.arange(3, dtype=torch.float64).unsqueeze(-1)
+    tracing_X = example_X[:1] + 0.1 * steps + 0.01 * steps.square()
+    latent = single_task.exact_posterior(
+        frozen, _trace_terms(frozen, tracing_X), example_X, noise, y_mean, y_std, noise_tasks)
+    with quiet_torchscript():
+        return torch.jit.script(MultiTaskPosterior(torch.jit.script(latent),
+                                                   len(frozen._output_tasks)))
