@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=list(MODELS), default="single",
                         help="single: one SingleTaskGP for all outputs (default); list: a "
                         "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
-                        "where it is observed (empty cells allowed)")
+                        "where it is observed; multitask: a MultiTaskGP, one task per "
+                        "output (correlated outputs). list and multitask allow empty "
+                        "output cells (not observed there)")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for posterior.pt and metadata.json")
     args = parser.parse_args(argv)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import ModelListGP, SingleTaskGP
+import torch
+from botorch.models import ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -11,9 +12,13 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from export.data import TrainingData
 
 # --model: the family fitted (see export/families.py for what each one compiles).
-MODELS = {"single": "a SingleTaskGP", "list": "a ModelListGP (a SingleTaskGP per output)"}
+MODELS = {
+    "single": "a SingleTaskGP",
+    "list": "a ModelListGP (a SingleTaskGP per output)",
+    "multitask": "a MultiTaskGP (one task per output)",
+}
 # Families that fit each output on the rows where it is observed (empty cells allowed).
-MISSING_ALLOWED = ("list",)
+MISSING_ALLOWED = ("list", "multitask")
 
 
 def _single_task(data: TrainingData, rows=slice(None), outputs=slice(None)) -> SingleTaskGP:
@@ -34,6 +39,9 @@ def fit_model(data: TrainingData, model: str = "single") -> Model:
     - ``single``: one ``SingleTaskGP`` on all outputs (every output at every row).
     - ``list``: a ``ModelListGP`` of one single-output ``SingleTaskGP`` per output,
       each fitted on the rows where its output is observed (not NaN).
+    - ``multitask``: a ``MultiTaskGP`` with task ``t`` for output ``t``, on the
+      observed (row, output) pairs; its outputs are correlated through the task
+      covariance.
 
     Args:
         data: `N x d` inputs and `N x m` outputs (and noise variances, if known).
@@ -51,4 +59,24 @@ def fit_model(data: TrainingData, model: str = "single") -> Model:
         parts = [_single_task(data, ~data.Y[:, t].isnan(), slice(t, t + 1))
                  for t in range(data.Y.size(-1))]
         return ModelListGP(*parts).eval()
+    if model == "multitask":
+        return _multitask(data)
     raise ValueError(f"expected a model in {list(MODELS)}, got {model!r}")
+
+
+def _multitask(data: TrainingData) -> MultiTaskGP:
+    """A ``MultiTaskGP`` on the observed (row, output) pairs; the task is the last column."""
+    seen = ~data.Y.isnan()  # N x m
+    rows, tasks = seen.nonzero(as_tuple=True)
+    d = data.X.size(-1)
+    train_X = torch.cat([data.X[rows], tasks.unsqueeze(-1).to(data.X)], dim=-1)
+    model = MultiTaskGP(
+        train_X,
+        data.Y[rows, tasks].unsqueeze(-1),
+        task_feature=-1,
+        train_Yvar=None if data.Yvar is None else data.Yvar[rows, tasks].unsqueeze(-1),
+        output_tasks=list(range(data.Y.size(-1))),
+        input_transform=Normalize(d=d + 1, indices=list(range(d))),
+    )
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    return model.eval()

@@ -185,15 +185,12 @@ class LocalTorchServe:
             metadata = json.loads(metadata)
         return gp_artifact.validate(metadata)
 
-    def sample_point(self) -> list[float]:
-        """The middle of the training bounds, from the model's metadata."""
-        return self.metadata().centre()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict:
-        """Wait until the model answers a prediction at its sample point.
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S, model: str = MODEL_NAME) -> dict:
+        """Wait until ``model`` answers a prediction at the centre of its training box.
 
         Args:
             timeout: Seconds to wait.
+            model: The model's name.
 
         Returns:
             The JSON answer to the sample prediction.
@@ -203,6 +200,7 @@ class LocalTorchServe:
                 the handler's reason) or does not answer in time; the message ends with
                 the tail of its logs.
         """
+        url = f"{self.inference_url}/predictions/{model}"
         deadline = time.monotonic() + timeout
         error = "no answer yet"
         while time.monotonic() < deadline:
@@ -217,7 +215,7 @@ class LocalTorchServe:
                 break
             try:
                 response = requests.post(
-                    self.predict_url, json={"inputs": [self.sample_point()]}, timeout=10
+                    url, json={"inputs": [self.metadata(model).centre()]}, timeout=10
                 )
                 if response.status_code == 200:
                     return response.json()
@@ -225,7 +223,7 @@ class LocalTorchServe:
             except (requests.RequestException, KeyError, ValueError, IndexError) as e:
                 error = f"{type(e).__name__}: {e}"
             time.sleep(0.5)
-        raise RuntimeError(f"the model did not answer at {self.predict_url}: {error}\n"
+        raise RuntimeError(f"the model did not answer at {url}: {error}\n"
                            + self.log_tail())
 
     def stop(self) -> None:

@@ -197,6 +197,19 @@ def test_list_model_fits_each_output_on_its_rows(tmp_path):
     assert meta["input_bounds"] == [[0.0, 1.3], [0.0, 1.0]]  # over every row
 
 
+def test_multitask_model_on_missing_cells(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text(MISSING)
+    out = tmp_path / "m"
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", "multitask",
+                 "--out", str(out)]) == 0
+    meta = gp_artifact.load_metadata(out).document
+    assert (meta["model_class"], meta["correlated_outputs"]) == ("MultiTaskGP", True)
+    assert meta["num_train"] == 12 + 9 and meta["output_names"] == ["y", "z"]
+    assert meta["input_names"] == ["x1", "x2"]
+    assert meta["gate"]["max_relative_error"] <= TOLERANCE
+
+
 def test_single_model_refuses_missing_cells(tmp_path, capsys):
     data = tmp_path / "train.csv"
     data.write_text(MISSING)
@@ -216,10 +229,11 @@ def test_single_model_refuses_missing_cells(tmp_path, capsys):
     ],
     ids=["one observed", "nan text", "missing input", "constant observed"],
 )
-def test_list_model_bad_missing_data(text, message, tmp_path, capsys):
+@pytest.mark.parametrize("model", ["list", "multitask"])
+def test_bad_missing_data(model, text, message, tmp_path, capsys):
     data = tmp_path / "train.csv"
     data.write_text(text)
-    assert main(["--data", str(data), "--outputs", "y,z", "--model", "list",
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", model,
                  "--out", str(tmp_path / "m")]) == 2
     assert f"error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()

@@ -16,24 +16,29 @@ import torch
 import yaml
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
+from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from botorch.test_functions.multi_objective import BraninCurrin
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from export import export_model
+from export.data import default_data, validate
+from export.fit import fit_model
 from serving.archive import MODEL_CONFIG, build_archive
 from serving.local_server import LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
+# Served model name -> the export family fitted for it (besides the single-task "gp").
+FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask"}
 
 
 @dataclass(frozen=True)
 class Exported:
     """A fitted model and its exported artifact."""
 
-    model: SingleTaskGP
+    model: Model
     directory: Path
     input_names: list[str]
     output_names: list[str]
@@ -54,10 +59,33 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
 
 @pytest.fixture(scope="session")
+def family_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    """The default data (BraninCurrin, 64 points) with each output missing at some rows,
+    fitted as each other family (`FAMILY_MODELS`) and exported."""
+    data = default_data()
+    Y = data.Y.clone()
+    Y[::5, 0] = float("nan")
+    Y[2::7, 1] = float("nan")
+    data = validate(data.X, Y, None, data.input_names, data.output_names, allow_missing=True)
+    exports = {}
+    for name, family in FAMILY_MODELS.items():
+        model = fit_model(data, family)
+        directory = tmp_path_factory.mktemp(name)
+        export_model(model, directory, input_names=data.input_names,
+                     output_names=data.output_names)
+        exports[name] = Exported(model, directory, data.input_names, data.output_names)
+    return exports
+
+
+@pytest.fixture(scope="session")
 def server(
-    exported: Exported, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    exported: Exported,
+    family_exports: dict[str, Exported],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ):
-    """TorchServe serving ``gp`` (the repository's model-config.yaml) and ``gpbatch``.
+    """TorchServe serving ``gp`` (the repository's model-config.yaml), ``gpbatch`` and
+    one model per other family (`FAMILY_MODELS`, one worker each).
 
     ``gpbatch`` is the same model with one worker, ``batchSize`` 4 and a long
     ``maxBatchDelay``, so concurrent requests are answered in one batch.
@@ -71,14 +99,22 @@ def server(
     batch_config_path = root / "model-config-batch.yaml"
     batch_config_path.write_text(yaml.safe_dump(batch_config))
     build_archive(exported.directory, store, BATCH_MODEL, batch_config_path)
+    one_worker = yaml.safe_load(MODEL_CONFIG.read_text())
+    one_worker.update(minWorkers=1, maxWorkers=1)
+    one_worker_path = root / "model-config-one-worker.yaml"
+    one_worker_path.write_text(yaml.safe_dump(one_worker))
+    for name, family in family_exports.items():
+        build_archive(family.directory, store, name, one_worker_path)
+    models = " ".join(f"{name}={name}.mar" for name in ["gp", BATCH_MODEL, *family_exports])
 
     config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
 
-    instance = LocalTorchServe(config, store, root / "logs", models=f"gp=gp.mar {BATCH_MODEL}={BATCH_MODEL}.mar")
+    instance = LocalTorchServe(config, store, root / "logs", models=models)
     failed_before = request.session.testsfailed
     try:
         instance.start()
-        instance.wait_ready()
+        for name in ["gp", *family_exports]:
+            instance.wait_ready(model=name)
         yield instance
     finally:
         instance.stop()

@@ -1,0 +1,61 @@
+"""Every export family through a real TorchServe: the same REST contract, eager's numbers.
+
+The served models (`conftest.FAMILY_MODELS`) are fitted on the default data with missing
+outputs; each answer is compared with eager BoTorch's posterior of the fitted model
+(output-major covariance, <= 1e-9 relative) and with the in-process TorchScript module.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import torch
+
+import gp_artifact
+from tests.serving.conftest import FAMILY_MODELS, Exported
+from tests.serving.test_server import TOLERANCE, points, relative_error
+
+CORRELATED = {"gplist": False, "gpmultitask": True}
+CLASSES = {"gplist": "ModelListGP", "gpmultitask": "MultiTaskGP"}
+
+
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("name", list(FAMILY_MODELS))
+def test_family_served_equals_eager(server, family_exports: dict[str, Exported], name: str,
+                                    noise: bool) -> None:
+    exported = family_exports[name]
+    X = points(6, seed=21)
+    response = requests.post(f"{server.inference_url}/predictions/{name}", timeout=60,
+                             json={"inputs": X.tolist(), "observation_noise": noise})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["outputs"] == exported.output_names and answer["model"] == name
+    assert answer["covariance_layout"] == gp_artifact.COVARIANCE_LAYOUT
+    mean, variance, covariance = (torch.tensor(answer[key], dtype=torch.float64)
+                                  for key in ("mean", "variance", "covariance"))
+    with torch.no_grad():
+        posterior = exported.model.posterior(X, observation_noise=noise)
+    assert relative_error(mean, posterior.mean) <= TOLERANCE
+    assert relative_error(variance, posterior.variance) <= TOLERANCE
+    assert relative_error(covariance, posterior.distribution.covariance_matrix) <= TOLERANCE
+    cross = covariance[:6, 6:]  # output 0 at every point vs output 1 at every point
+    assert bool((cross != 0).any()) is CORRELATED[name]
+
+
+@pytest.mark.parametrize("name", list(FAMILY_MODELS))
+def test_family_csv_and_describe(server, family_exports: dict[str, Exported], name: str) -> None:
+    exported = family_exports[name]
+    module = torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
+    X = points(40, seed=22)
+    body = "x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in X.tolist())
+    response = requests.post(f"{server.inference_url}/predictions/{name}", data=body,
+                             headers={"Content-Type": "text/csv"}, timeout=60)
+    assert response.status_code == 200, response.text
+    rows = [[float(v) for v in line.split(",")] for line in response.text.splitlines()[1:]]
+    scores = torch.tensor(rows, dtype=torch.float64)
+    mean, variance = module.mean_var(X)
+    assert relative_error(scores[:, [0, 2]], mean) <= TOLERANCE
+    assert relative_error(scores[:, [1, 3]], variance.sqrt()) <= TOLERANCE
+    described = server.metadata(name).document
+    assert described["model_class"] == CLASSES[name]
+    assert described["correlated_outputs"] is CORRELATED[name]
