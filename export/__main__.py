@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from export.artifact import data_bounds, export_model
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="export: %(message)s")
+    # linear_operator's multi-task (index kernel) algebra warns once per process about
+    # torch's sparse-tensor checks; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
     try:
         if args.data is None:
             log.info("using the default data: BraninCurrin (negated), 64 seeded points")
