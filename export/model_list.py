@@ -33,43 +33,37 @@ class ModelListPosterior(nn.Module):
 
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and block-diagonal covariance `(q*m) x (q*m)`."""
-        means: List[Tensor] = []
-        covariances: List[Tensor] = []
-        for part in self.parts:
-            mean, covariance = part(X)
-            means.append(mean)
-            covariances.append(covariance)
-        return torch.cat(means, dim=-1), torch.block_diag(covariances)
+        return self._joint(X, False)
 
     @torch.jit.export
     def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """As `forward`, with each model's observation noise."""
-        means: List[Tensor] = []
-        covariances: List[Tensor] = []
-        for part in self.parts:
-            mean, covariance = part.forward_noisy(X)
-            means.append(mean)
-            covariances.append(covariance)
-        return torch.cat(means, dim=-1), torch.block_diag(covariances)
+        return self._joint(X, True)
 
     @torch.jit.export
     def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean and variance, both `q x m`."""
-        means: List[Tensor] = []
-        variances: List[Tensor] = []
-        for part in self.parts:
-            mean, variance = part.mean_var(X)
-            means.append(mean)
-            variances.append(variance)
-        return torch.cat(means, dim=-1), torch.cat(variances, dim=-1)
+        return self._marginal(X, False)
 
     @torch.jit.export
     def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """As `mean_var`, with each model's observation noise."""
+        return self._marginal(X, True)
+
+    def _joint(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+        means: List[Tensor] = []
+        covariances: List[Tensor] = []
+        for part in self.parts:
+            mean, covariance = part.forward_noisy(X) if noisy else part(X)
+            means.append(mean)
+            covariances.append(covariance)
+        return torch.cat(means, dim=-1), torch.block_diag(covariances)
+
+    def _marginal(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         means: List[Tensor] = []
         variances: List[Tensor] = []
         for part in self.parts:
-            mean, variance = part.mean_var_noisy(X)
+            mean, variance = part.mean_var_noisy(X) if noisy else part.mean_var(X)
             means.append(mean)
             variances.append(variance)
         return torch.cat(means, dim=-1), torch.cat(variances, dim=-1)

@@ -43,6 +43,11 @@ def make_model(
         outcome_transform=Standardize(m) if standardize else None,
         **kwargs,
     )
+    return perturbed(model, generator)
+
+
+def perturbed(model, generator: torch.Generator):
+    """``model`` in eval mode with its raw hyperparameters (not the noise) randomised."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "raw_" in name and "noise" not in name:

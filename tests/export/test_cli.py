@@ -184,30 +184,22 @@ MISSING = "x1,x2,y,z\n" + "".join(
 )
 
 
-def test_list_model_fits_each_output_on_its_rows(tmp_path):
+@pytest.mark.parametrize(
+    ("model", "model_class", "correlated"),
+    [("list", "ModelListGP", False), ("multitask", "MultiTaskGP", True)],
+)
+def test_models_fit_each_output_on_its_rows(model, model_class, correlated, tmp_path):
     data = tmp_path / "train.csv"
     data.write_text(MISSING)
     out = tmp_path / "m"
-    assert main(["--data", str(data), "--outputs", "y,z", "--model", "list",
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", model,
                  "--out", str(out)]) == 0
     meta = gp_artifact.load_metadata(out).document
-    assert (meta["model_class"], meta["correlated_outputs"]) == ("ModelListGP", False)
+    assert (meta["model_class"], meta["correlated_outputs"]) == (model_class, correlated)
     assert meta["num_train"] == 12 + 9  # observed rows of y and of z
+    assert (meta["input_names"], meta["output_names"]) == (["x1", "x2"], ["y", "z"])
     assert meta["gate"]["max_relative_error"] <= TOLERANCE
     assert meta["input_bounds"] == [[0.0, 1.3], [0.0, 1.0]]  # over every row
-
-
-def test_multitask_model_on_missing_cells(tmp_path):
-    data = tmp_path / "train.csv"
-    data.write_text(MISSING)
-    out = tmp_path / "m"
-    assert main(["--data", str(data), "--outputs", "y,z", "--model", "multitask",
-                 "--out", str(out)]) == 0
-    meta = gp_artifact.load_metadata(out).document
-    assert (meta["model_class"], meta["correlated_outputs"]) == ("MultiTaskGP", True)
-    assert meta["num_train"] == 12 + 9 and meta["output_names"] == ["y", "z"]
-    assert meta["input_names"] == ["x1", "x2"]
-    assert meta["gate"]["max_relative_error"] <= TOLERANCE
 
 
 def test_single_model_refuses_missing_cells(tmp_path, capsys):

@@ -10,7 +10,7 @@ from botorch.models.transforms.outcome import Log
 
 from export import export_model, trace_posterior
 from handler import gp_artifact
-from tests.export.conftest import assert_matches_eager
+from tests.export.conftest import assert_matches_eager, perturbed
 
 
 def make_multitask(n: int, d: int, tasks: int, *, task_feature: int = -1, seed: int = 0,
@@ -28,12 +28,7 @@ def make_multitask(n: int, d: int, tasks: int, *, task_feature: int = -1, seed: 
     if kwargs.pop("yvar", False):
         kwargs["train_Yvar"] = 1e-3 * (1 + torch.rand(n, 1, generator=generator,
                                                        dtype=torch.float64))
-    model = MultiTaskGP(train_X, Y, task_feature=task_feature, **kwargs)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "raw_" in name and "noise" not in name:
-                param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * 0.3)
-    return model.eval()
+    return perturbed(MultiTaskGP(train_X, Y, task_feature=task_feature, **kwargs), generator)
 
 
 def grid_points(d: int, q: int, seed: int) -> torch.Tensor:
