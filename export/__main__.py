@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from export.artifact import data_bounds, export_model
-from export.data import default_data, load_csv
+from export.data import DataError, default_data, load_csv
 from export.fit import MISSING_ALLOWED, MODELS, fit_model
 from export.gate import ExportGateError
 
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "where it is observed; multitask: a MultiTaskGP, one task per "
                         "output (correlated outputs). list and multitask allow empty "
                         "output cells (not observed there)")
+    parser.add_argument("--categorical", type=_names,
+                        help="input columns holding category codes (numbers): fits a "
+                        "MixedSingleTaskGP (with --model single)")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for posterior.pt and metadata.json")
     args = parser.parse_args(argv)
@@ -54,7 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--inputs, --outputs and --noise need --data")
     if args.data is not None and not args.outputs:
         parser.error("--data needs --outputs")
+    if args.categorical and args.data is None:
+        parser.error("--categorical needs --data")
+    if args.categorical and args.model != "single":
+        parser.error(f"--categorical needs --model single, got --model {args.model}")
     return args
+
+
+def _categorical(names: list[str], inputs: list[str]) -> list[int]:
+    unknown = [name for name in names if name not in inputs]
+    if unknown:
+        raise DataError(f"--categorical: expected input columns {inputs}, got {unknown}")
+    return [inputs.index(name) for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("reading %s", args.data)
             data = load_csv(args.data, args.inputs, args.outputs, args.noise,
                             allow_missing=args.model in MISSING_ALLOWED)
-        log.info("fitting %s on N=%d, d=%d, m=%d", MODELS[args.model], data.X.size(0),
-                 data.X.size(1), data.Y.size(1))
-        model = fit_model(data, args.model)
+        categorical = _categorical(args.categorical or [], data.input_names)
+        what = "a MixedSingleTaskGP" if categorical else MODELS[args.model]
+        log.info("fitting %s on N=%d, d=%d, m=%d", what, data.X.size(0), data.X.size(1),
+                 data.Y.size(1))
+        model = fit_model(data, args.model, categorical)
         export_model(
             model,
             args.out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botorch.fit import fit_gpytorch_mll
 import torch
-from botorch.models import ModelListGP, MultiTaskGP, SingleTaskGP
+from botorch.models import MixedSingleTaskGP, ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -33,7 +33,22 @@ def _single_task(data: TrainingData, rows=slice(None), outputs=slice(None)) -> S
     return model.eval()
 
 
-def fit_model(data: TrainingData, model: str = "single") -> Model:
+def _mixed(data: TrainingData, categorical: list[int]) -> MixedSingleTaskGP:
+    """A ``MixedSingleTaskGP``: ``categorical`` input columns hold category codes."""
+    continuous = [j for j in range(data.X.size(-1)) if j not in categorical]
+    model = MixedSingleTaskGP(
+        data.X,
+        data.Y,
+        cat_dims=categorical,
+        train_Yvar=data.Yvar,
+        input_transform=Normalize(d=data.X.size(-1), indices=continuous) if continuous else None,
+    )
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    return model.eval()
+
+
+def fit_model(data: TrainingData, model: str = "single", categorical: list[int] | None = None
+              ) -> Model:
     """Fit a model of the family ``model`` (a key of `MODELS`).
 
     - ``single``: one ``SingleTaskGP`` on all outputs (every output at every row).
@@ -46,15 +61,20 @@ def fit_model(data: TrainingData, model: str = "single") -> Model:
     Args:
         data: `N x d` inputs and `N x m` outputs (and noise variances, if known).
         model: The family.
+        categorical: For ``single``, input columns holding category codes: the model
+            is then a ``MixedSingleTaskGP`` (a ``SingleTaskGP`` subclass).
 
     Returns:
         The fitted model, in eval mode.
 
     Raises:
-        ValueError: If ``model`` is not one of `MODELS`.
+        ValueError: If ``model`` is not one of `MODELS`, or categorical inputs are asked
+            for another family.
     """
+    if categorical and model != "single":
+        raise ValueError(f"categorical inputs need the single model, got {model!r}")
     if model == "single":
-        return _single_task(data)
+        return _mixed(data, categorical) if categorical else _single_task(data)
     if model == "list":
         parts = [_single_task(data, ~data.Y[:, t].isnan(), slice(t, t + 1))
                  for t in range(data.Y.size(-1))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,34 @@ def test_bad_missing_data(model, text, message, tmp_path, capsys):
                  "--out", str(tmp_path / "m")]) == 2
     assert f"error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+CATEGORICAL = "x,color,y\n" + "".join(
+    f"{i / 20},{i % 3},{(i / 20) ** 2 + [0.0, 1.0, -0.5][i % 3]}\n" for i in range(24)
+)
+
+
+def test_categorical_inputs_fit_a_mixed_model(tmp_path, caplog):
+    data = tmp_path / "train.csv"
+    data.write_text(CATEGORICAL)
+    out = tmp_path / "m"
+    with caplog.at_level(logging.INFO, logger="export"):
+        assert main(["--data", str(data), "--outputs", "y", "--categorical", "color",
+                     "--out", str(out)]) == 0
+    assert "fitting a MixedSingleTaskGP on N=24, d=2, m=1" in caplog.messages
+    meta = gp_artifact.load_metadata(out).document
+    assert meta["model_class"] == "MixedSingleTaskGP" and meta["input_names"] == ["x", "color"]
+    assert meta["gate"]["max_relative_error"] <= TOLERANCE
+
+
+def test_categorical_errors(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text(CATEGORICAL)
+    assert main(["--data", str(data), "--outputs", "y", "--categorical", "colour",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert ("error: --categorical: expected input columns ['x', 'color'], got ['colour']"
+            in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["--data", str(data), "--outputs", "y", "--categorical", "color",
+              "--model", "list", "--out", str(tmp_path / "m")])
+    assert "--categorical needs --model single, got --model list" in capsys.readouterr().err
