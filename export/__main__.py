@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="single: one SingleTaskGP for all outputs (default); list: a "
                         "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
                         "where it is observed; multitask: a MultiTaskGP, one task per "
-                        "output (correlated outputs). list and multitask allow empty "
-                        "output cells (not observed there)")
+                        "output (correlated outputs); saas: a SaasFullyBayesianSingleTaskGP "
+                        "(one output, NUTS; needs BoTorch's fully Bayesian extra on 0.13+). "
+                        "list and multitask allow empty output cells (not observed there)")
     parser.add_argument("--categorical", type=_names,
                         help="input columns holding category codes (numbers): fits a "
                         "MixedSingleTaskGP (with --model single)")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             input_bounds=data_bounds(data.X),
             data_sha256=data.sha256(),
         )
-    except (ValueError, ExportGateError) as e:  # DataError, or an unusable --out folder
+    except (ValueError, ImportError, ExportGateError) as e:  # DataError, bad --out, extras
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

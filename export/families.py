@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 from botorch.models import ModelListGP, MultiTaskGP, SingleTaskGP
+from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import model_list, multitask, posterior
+from export import fully_bayesian, model_list, multitask, posterior
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ FAMILIES = (
            model_list.training_tensors, correlated_outputs=False),
     Family("multitask", MultiTaskGP, multitask.trace_multitask, multitask.training_inputs,
            multitask.training_tensors, correlated_outputs=True),
+    Family("saas", SaasFullyBayesianSingleTaskGP, fully_bayesian.trace_fully_bayesian,
+           fully_bayesian.training_inputs, fully_bayesian.training_tensors,
+           correlated_outputs=False),
 )
 
 
@@ -69,8 +73,10 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
 
     The model is not modified. Supported: ``SingleTaskGP`` and its subclasses (see
     `export.posterior.trace_single_task`), ``ModelListGP`` of single-output
-    ``SingleTaskGP`` models (`export.model_list.trace_model_list`) and ``MultiTaskGP``
-    (`export.multitask.trace_multitask`; ``X`` without the task column).
+    ``SingleTaskGP`` models (`export.model_list.trace_model_list`), ``MultiTaskGP``
+    (`export.multitask.trace_multitask`; ``X`` without the task column) and
+    ``SaasFullyBayesianSingleTaskGP`` (`export.fully_bayesian.trace_fully_bayesian`:
+    the moments of its mixture over MCMC samples).
 
     Args:
         model: A fitted float64 model.

@@ -16,7 +16,11 @@ MODELS = {
     "single": "a SingleTaskGP",
     "list": "a ModelListGP (a SingleTaskGP per output)",
     "multitask": "a MultiTaskGP (one task per output)",
+    "saas": "a SaasFullyBayesianSingleTaskGP (NUTS)",
 }
+# NUTS settings for --model saas: a short chain, enough for a served surrogate of a
+# small data set; fit in Python with fit_fully_bayesian_model_nuts for more control.
+SAAS_NUTS = {"warmup_steps": 64, "num_samples": 64, "thinning": 8}
 # Families that fit each output on the rows where it is observed (empty cells allowed).
 MISSING_ALLOWED = ("list", "multitask")
 
@@ -57,6 +61,8 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
     - ``multitask``: a ``MultiTaskGP`` with task ``t`` for output ``t``, on the
       observed (row, output) pairs; its outputs are correlated through the task
       covariance.
+    - ``saas``: a ``SaasFullyBayesianSingleTaskGP`` (one output), its hyperparameters
+      sampled with NUTS (`SAAS_NUTS`).
 
     Args:
         data: `N x d` inputs and `N x m` outputs (and noise variances, if known).
@@ -69,7 +75,8 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
 
     Raises:
         ValueError: If ``model`` is not one of `MODELS`, or categorical inputs are asked
-            for another family.
+            for another family, or ``saas`` for several outputs.
+        ImportError: For ``saas``, when BoTorch's fully Bayesian extra is missing.
     """
     if categorical and model != "single":
         raise ValueError(f"categorical inputs need the single model, got {model!r}")
@@ -81,6 +88,8 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
         return ModelListGP(*parts).eval()
     if model == "multitask":
         return _multitask(data)
+    if model == "saas":
+        return _saas(data)
     raise ValueError(f"expected a model in {list(MODELS)}, got {model!r}")
 
 
@@ -100,3 +109,24 @@ def _multitask(data: TrainingData) -> MultiTaskGP:
     )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model.eval()
+
+
+def _saas(data: TrainingData) -> Model:
+    """A ``SaasFullyBayesianSingleTaskGP`` fitted with NUTS (one output)."""
+    from botorch.fit import fit_fully_bayesian_model_nuts
+    from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+
+    if data.Y.size(-1) != 1:
+        raise ValueError(f"--model saas: expected one output, got {data.Y.size(-1)}")
+    try:
+        model = SaasFullyBayesianSingleTaskGP(
+            data.X, data.Y, train_Yvar=data.Yvar, input_transform=Normalize(d=data.X.size(-1)))
+    except ImportError as e:
+        raise ImportError(
+            "--model saas needs BoTorch's fully Bayesian extra, which is not installed: "
+            'pip install "botorch[fully_bayesian]" (JAX, jaxlib, NumPyro); the exported '
+            f"artifact needs none of it ({e})"
+        ) from e
+    fit_fully_bayesian_model_nuts(model, disable_progbar=True, **SAAS_NUTS)
+    model.eval()
+    return model

@@ -74,6 +74,24 @@ def sample_points(bounds: Tensor, q: int, seed: int) -> Tensor:
     return lower - 0.1 * width + 1.2 * width * unit
 
 
+def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
+    """Eager BoTorch's posterior mean, variance and covariance at ``X``, as dense tensors.
+
+    For a fully Bayesian model (a mixture over MCMC samples) these are the mixture's
+    (``mixture_mean``, ``mixture_variance``, ``mixture_covariance_matrix``).
+    """
+    with torch.no_grad():
+        eager = model.posterior(X, observation_noise=noisy)
+        if hasattr(eager, "mixture_mean"):
+            moments = {"mean": eager.mixture_mean, "variance": eager.mixture_variance,
+                       "covariance": eager.mixture_covariance_matrix}
+        else:
+            moments = {"mean": eager.mean, "variance": eager.variance,
+                       "covariance": eager.distribution.covariance_matrix}
+    return {key: value.to_dense() if hasattr(value, "to_dense") else value
+            for key, value in moments.items()}
+
+
 def check(
     module: torch.jit.ScriptModule,
     model: Model,
@@ -101,13 +119,8 @@ def check(
         X = sample_points(bounds, q, GATE_SEED + q)
         for noisy in (False, True):
             suffix = "_noisy" if noisy else ""
+            expected = eager_moments(model, X, noisy)
             with torch.no_grad():
-                eager = model.posterior(X, observation_noise=noisy)
-                expected = {
-                    "mean": eager.mean,
-                    "variance": eager.variance,
-                    "covariance": eager.distribution.covariance_matrix,
-                }
                 mean, covariance = getattr(module, "forward" + suffix)(X)
                 mv_mean, variance = getattr(module, "mean_var" + suffix)(X)
             pairs = {

@@ -83,12 +83,14 @@ class ExactPosterior(nn.Module):
 
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
-        return self._mean_covariance(X, False)
+        mean, blocks = self._mean_covariance(X, False)
+        return mean, torch.block_diag(blocks.unbind(0))
 
     @torch.jit.export
     def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """As `forward`, with observation noise (``observation_noise=True``)."""
-        return self._mean_covariance(X, True)
+        mean, blocks = self._mean_covariance(X, True)
+        return mean, torch.block_diag(blocks.unbind(0))
 
     @torch.jit.export
     def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
@@ -140,7 +142,12 @@ class ExactPosterior(nn.Module):
             covar = covar.unsqueeze(0)
         scale = self.y_std.view(-1, 1, 1)
         blocks = (scale * covar) * scale
-        return self._outcome_mean(mean), torch.block_diag(blocks.unbind(0))
+        return self._outcome_mean(mean), blocks
+
+    @torch.jit.export
+    def blocks(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+        """Mean `q x m` and the `m x q x q` covariance blocks (before assembly)."""
+        return self._mean_covariance(X, noisy)
 
     def _test_diag(self, x: Tensor) -> Tensor:
         """Diagonal of the test-test kernel block, `(m) x q`, as eager BoTorch sees it.
@@ -278,7 +285,8 @@ def frozen_copy(model: ExactGP) -> ExactGP:
     """A detached copy of ``model`` in eval mode (the model itself is not modified)."""
     frozen = copy.deepcopy(model)
     frozen.requires_grad_(False)
-    return frozen.eval()
+    frozen.eval()  # (not chained: some models' eval returns None)
+    return frozen
 
 
 def exact_posterior(

@@ -30,11 +30,21 @@ class PriorTerms(nn.Module):
     (BoTorch's batched multi-output layout).
     """
 
-    def __init__(self, model: SingleTaskGP) -> None:
+    def __init__(self, model: SingleTaskGP, batch: int = 1) -> None:
+        """
+        Args:
+            model: The fitted model.
+            batch: The model's batch size when it is batched other than by its outputs
+                (the MCMC samples of a fully Bayesian model); the test points and the
+                training inputs are then expanded to it, as GPyTorch broadcasts them.
+        """
         super().__init__()
         self.__dict__["_model"] = model
-        self._train_x: Tensor = model.train_inputs[0].detach()
-        self._num_outputs = model.num_outputs
+        train_x = model.train_inputs[0].detach()
+        if batch > 1 and train_x.dim() == 2:
+            train_x = train_x.expand(batch, -1, -1)
+        self._train_x: Tensor = train_x
+        self._num_outputs = model.num_outputs if batch == 1 else batch
 
     def inputs(self, X: Tensor) -> Tensor:
         """Transform `q x d` raw points into the model's `(m) x q x d` test inputs."""
@@ -73,18 +83,21 @@ class PriorTerms(nn.Module):
             return self._model.covar_module(x1, x2).to_dense()
 
 
-def trace_prior_terms(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_prior_terms(
+    model: SingleTaskGP, example_X: Tensor, batch: int = 1
+) -> torch.jit.ScriptModule:
     """Trace every method of `PriorTerms` for ``model``.
 
     Args:
         model: A fitted ``SingleTaskGP`` in eval mode whose parameters do not
             require grad.
         example_X: A `q x d` example input, ``q >= 2``, not the training inputs.
+        batch: See `PriorTerms`.
 
     Returns:
         A traced module with the methods of `PriorTerms`.
     """
-    terms = PriorTerms(model)
+    terms = PriorTerms(model, batch)
     x = terms.inputs(example_X)
     methods = {
         "inputs": example_X,

@@ -8,7 +8,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 
-from export.gate import relative_error
+from export.gate import eager_moments, relative_error
 from export.torchscript import quiet_torchscript
 
 TOL = 1e-8
@@ -65,10 +65,8 @@ def points(model: SingleTaskGP, q: int, seed: int) -> torch.Tensor:
 def assert_matches_eager(module, model: SingleTaskGP, X: torch.Tensor) -> None:
     """Every method of ``module`` equals eager BoTorch at ``X`` to ``TOL``."""
     for noisy, suffix in ((False, ""), (True, "_noisy")):
-        with torch.no_grad():
-            eager = model.posterior(X, observation_noise=noisy)
-            e_mean, e_var = eager.mean, eager.variance
-            e_cov = eager.distribution.covariance_matrix
+        eager = eager_moments(model, X, noisy)
+        e_mean, e_var, e_cov = eager["mean"], eager["variance"], eager["covariance"]
         mean, cov = getattr(module, "forward" + suffix)(X)
         mv_mean, var = getattr(module, "mean_var" + suffix)(X)
         for label, actual, expected in (

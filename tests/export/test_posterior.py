@@ -168,5 +168,6 @@ def test_rejects_other_model_types():
 
     model = KroneckerMultiTaskGP(torch.rand(10, 2).double(), torch.rand(10, 2).double())
     with pytest.raises(TypeError, match=r"^expected one of SingleTaskGP, ModelListGP, "
-                       r"MultiTaskGP \(or a subclass\), got KroneckerMultiTaskGP$"):
+                       r"MultiTaskGP, SaasFullyBayesianSingleTaskGP \(or a subclass\), "
+                       r"got KroneckerMultiTaskGP$"):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))

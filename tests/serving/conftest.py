@@ -8,6 +8,7 @@ file and sockets all under ``tmp_path_factory``.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +28,23 @@ from export.fit import fit_model
 from serving.archive import MODEL_CONFIG, build_archive
 from serving.local_server import LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
+from tests.conftest import REPO
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
 # Served model name -> the export family fitted for it (besides the single-task "gp").
-FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask"}
+FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpsaas": "saas"}
+# BoTorch 0.13+ builds SAAS models only with its fully Bayesian extra (JAX, NumPyro), which
+# the pinned stack leaves out: that model is exported by BoTorch 0.12.0 in the compatibility
+# venv (`make install-compat`) and served here, which also shows the artifact is portable.
+COMPAT_PYTHON = REPO / ".venv-botorch012" / "bin" / "python"
 
 
 @dataclass(frozen=True)
 class Exported:
     """A fitted model and its exported artifact."""
 
-    model: Model
+    model: Model | None  # None: exported by another BoTorch (see COMPAT_PYTHON)
     directory: Path
     input_names: list[str]
     output_names: list[str]
@@ -69,12 +75,32 @@ def family_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Export
     data = validate(data.X, Y, None, data.input_names, data.output_names, allow_missing=True)
     exports = {}
     for name, family in FAMILY_MODELS.items():
+        if family == "saas":
+            exports[name] = _export_saas_with_botorch_012(data, tmp_path_factory.mktemp(name))
+            continue
         model = fit_model(data, family)
         directory = tmp_path_factory.mktemp(name)
         export_model(model, directory, input_names=data.input_names,
                      output_names=data.output_names)
         exports[name] = Exported(model, directory, data.input_names, data.output_names)
     return exports
+
+
+def _export_saas_with_botorch_012(data, root: Path) -> Exported:
+    """The first output as a SAAS GP, fitted (NUTS) and exported by BoTorch 0.12.0."""
+    if not COMPAT_PYTHON.exists():
+        pytest.fail(f"{COMPAT_PYTHON} is missing: run `make install-compat` (make test does)")
+    rows = [",".join(data.input_names + [data.output_names[0]])]
+    seen = ~data.Y[:, 0].isnan()
+    rows += [",".join(map(repr, [*x, y]))
+             for x, y in zip(data.X[seen].tolist(), data.Y[seen, 0].tolist())]
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    subprocess.run(
+        [str(COMPAT_PYTHON), "-m", "export", "--data", str(root / "train.csv"),
+         "--outputs", data.output_names[0], "--model", "saas", "--out", str(root / "model")],
+        cwd=REPO, check=True, timeout=900, capture_output=True,
+    )
+    return Exported(None, root / "model", data.input_names, data.output_names[:1])
 
 
 @pytest.fixture(scope="session")

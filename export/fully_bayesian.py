@@ -1,0 +1,115 @@
+"""The fully Bayesian family: ``SaasFullyBayesianSingleTaskGP`` (SAAS priors, MCMC samples).
+
+The fitted model is a batch of ``S`` GPs, one per MCMC sample of its hyperparameters;
+eager BoTorch's posterior is their equal-weight Gaussian mixture, whose moments it exposes
+as ``mixture_mean``, ``mixture_variance`` and ``mixture_covariance_matrix``. Here the ``S``
+per-sample posteriors are the single-task family's `ExactPosterior` over the sample batch
+(caches from eager; test points broadcast to the batch as GPyTorch broadcasts them), and
+the mixture moments are scripted with eager's formulas. The served artifact needs neither
+BoTorch nor the MCMC libraries (JAX, NumPyro, Pyro) the model was fitted with.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+from torch import Tensor, nn
+
+from export import posterior as single_task
+from export.prior_terms import trace_prior_terms
+from export.torchscript import quiet_torchscript
+
+
+class MixturePosterior(nn.Module):
+    """The moments of the equal-weight mixture of ``S`` single-output GP posteriors."""
+
+    def __init__(self, samples: torch.jit.ScriptModule, num_samples: int) -> None:
+        """
+        Args:
+            samples: An `ExactPosterior` over the ``S`` samples (its "outputs").
+            num_samples: ``S``.
+        """
+        super().__init__()
+        self.samples = samples
+        self.num_samples = num_samples
+
+    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """Mixture mean `q x 1` and covariance `q x q`."""
+        return self._mean_covariance(X, False)
+
+    @torch.jit.export
+    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        return self._mean_covariance(X, True)
+
+    @torch.jit.export
+    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        """Mixture mean and variance, both `q x 1`."""
+        return self._mean_variance(*self.samples.mean_var(X))
+
+    @torch.jit.export
+    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        return self._mean_variance(*self.samples.mean_var_noisy(X))
+
+    def _mean_variance(self, means: Tensor, variances: Tensor) -> Tuple[Tensor, Tensor]:
+        """From per-sample `q x S` moments, as ``GaussianMixturePosterior`` does."""
+        s = self.num_samples
+        t1 = variances.sum(dim=-1) / s
+        t2 = means.pow(2).sum(dim=-1) / s
+        t3 = -(means.sum(dim=-1) / s).pow(2)
+        return means.mean(dim=-1).unsqueeze(-1), (t1 + t2 + t3).unsqueeze(-1)
+
+    def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+        means, blocks = self.samples.blocks(X, noisy)  # q x S, S x q x q
+        mean = means.mean(dim=-1)
+        t1 = blocks.sum(dim=0) / self.num_samples
+        diff = (means - mean.unsqueeze(-1)).transpose(0, 1).unsqueeze(-1)  # S x q x 1
+        t2 = torch.matmul(diff, diff.transpose(-1, -2)).sum(dim=0) / self.num_samples
+        return mean.unsqueeze(-1), t1 + t2
+
+
+def training_inputs(model: SaasFullyBayesianSingleTaskGP) -> list[Tensor]:
+    return single_task.training_inputs(model)
+
+
+def training_tensors(model: SaasFullyBayesianSingleTaskGP) -> list[Tensor]:
+    return single_task.training_tensors(model)
+
+
+def trace_fully_bayesian(
+    model: SaasFullyBayesianSingleTaskGP, example_X: Tensor
+) -> torch.jit.ScriptModule:
+    """Compile the mixture posterior of a fitted (MCMC-sampled) SAAS GP.
+
+    Args:
+        model: A ``SaasFullyBayesianSingleTaskGP`` with its MCMC samples loaded
+            (``fit_fully_bayesian_model_nuts`` or ``load_mcmc_samples``), float64.
+        example_X: A `q x d` example input (raw), any q >= 1.
+
+    Returns:
+        A ScriptModule with the four methods (one output: mean `q x 1`, covariance `q x q`).
+    """
+    if model.num_outputs != 1:
+        raise ValueError(f"expected a single-output fully Bayesian model, got "
+                         f"{model.num_outputs} outputs")
+    try:
+        batch = model.batch_shape
+    except RuntimeError:  # BoTorch raises "Model has not been fitted" before its samples
+        batch = torch.Size()
+    if len(batch) != 1:
+        raise ValueError("expected a fitted fully Bayesian model (a batch of MCMC samples), "
+                         f"got batch shape {tuple(batch)}: fit it or load its samples first")
+    num_samples = batch[0]
+    frozen = single_task.frozen_copy(model)
+    example_X = example_X.detach().to(torch.float64)
+    transform = getattr(frozen, "outcome_transform", None)
+    y_mean, y_std = single_task._outcome_scale(frozen) if transform is not None else (
+        torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    prior = trace_prior_terms(frozen, single_task._tracing_points(example_X, frozen),
+                              batch=num_samples)
+    samples = single_task.exact_posterior(
+        frozen, prior, example_X, single_task._observation_noise(frozen),
+        y_mean.expand(num_samples).clone(), y_std.expand(num_samples).clone())
+    with quiet_torchscript():
+        return torch.jit.script(MixturePosterior(torch.jit.script(samples), num_samples))
