@@ -1,4 +1,5 @@
 """Shared by every tier: ``handler/`` on the import path, as the model archive ships it.
+Hypothesis's files go under pytest's temp dir.
 
 The handler imports its modules as top-level ``gp_artifact`` and ``gp_protocol`` (TorchServe
 puts the extracted archive on ``sys.path``); the tests import them the same way.
@@ -6,8 +7,18 @@ puts the extracted archive on ``sys.path``); the tests import them the same way.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "handler"))
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its cache under pytest's base temp dir, not in the repository."""
+    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001 - pytest's own factory
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(base / "hypothesis"))
