@@ -6,7 +6,7 @@ handler's describe), and POSTs one point at the centre of the training box to
 ``/predictions/<model>``; the answer must be HTTP 200 with finite means. Exit 0 if all answer,
 1 otherwise (with the reason on stdout, which ``docker inspect`` keeps). When a model does not
 answer because its artifact failed to load, the reason is the handler's own log line (from
-TorchServe's ``model_log.log``), on the first check rather than after the start period.
+TorchServe's ``model_log.log``), within the first checks rather than after the start period.
 
 Run in the image as ``python -m serving.healthcheck`` with ``/opt/gp-serve`` on PYTHONPATH
 (this package and ``handler/gp_artifact.py``, the artifact contract, are copied there).
@@ -71,15 +71,15 @@ def _probe_point(description: list) -> list[list[float]]:
     return [gp_artifact.validate(meta).centre()]
 
 
-def _load_error(name: str) -> str | None:
-    """The handler's last "cannot load" line for model ``name`` in the model log, if any."""
+def _load_error(name: str | None = None) -> str | None:
+    """The handler's last "cannot load" line for model ``name`` (or any) in the model log."""
     try:
         with open(MODEL_LOG, "rb") as f:
             f.seek(max(0, os.path.getsize(MODEL_LOG) - LOG_TAIL_BYTES))
             lines = f.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    marker = f"{gp_artifact.LOAD_ERROR_MARKER} {name!r}"
+    marker = gp_artifact.LOAD_ERROR_MARKER + ("" if name is None else f" {name!r}")
     found = [line[line.index(marker):] for line in lines if marker in line]
     return found[-1] if found else None
 
@@ -122,7 +122,9 @@ def main() -> int:
         print(check())
         return 0
     except Exception as e:  # noqa: BLE001 - any failure means unhealthy
-        print(f"unhealthy: {e}")
+        # A model that cannot load also makes the server slow to answer (its workers keep
+        # dying): whatever failed here, the handler's own reason is the one to report.
+        print(f"unhealthy: {_load_error() or e}")
         return 1
 
 
