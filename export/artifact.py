@@ -52,8 +52,7 @@ def export_model(
     step leaves ``out_dir`` as it was.
 
     Args:
-        model: A fitted float64 model of a supported family (`export.families`):
-            ``SingleTaskGP`` (and subclasses) or ``ModelListGP``.
+        model: A fitted float64 model of a supported family (`export.families`).
         out_dir: The output folder (created if missing).
         input_names: ``d`` input names (default ``x1 ... xd``).
         output_names: ``m`` output names (default ``y1 ... ym``).

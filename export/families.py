@@ -49,9 +49,9 @@ FAMILIES = (
            model_list.training_tensors, correlated_outputs=False),
     Family("multitask", MultiTaskGP, multitask.trace_multitask, multitask.training_inputs,
            multitask.training_tensors, correlated_outputs=True),
+    # (its training data are a single-task model's: one batch of N points, not per sample)
     Family("saas", SaasFullyBayesianSingleTaskGP, fully_bayesian.trace_fully_bayesian,
-           fully_bayesian.training_inputs, fully_bayesian.training_tensors,
-           correlated_outputs=False),
+           posterior.training_inputs, posterior.training_tensors, correlated_outputs=False),
 )
 
 

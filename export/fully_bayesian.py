@@ -69,14 +69,6 @@ class MixturePosterior(nn.Module):
         return mean.unsqueeze(-1), t1 + t2
 
 
-def training_inputs(model: SaasFullyBayesianSingleTaskGP) -> list[Tensor]:
-    return single_task.training_inputs(model)
-
-
-def training_tensors(model: SaasFullyBayesianSingleTaskGP) -> list[Tensor]:
-    return single_task.training_tensors(model)
-
-
 def trace_fully_bayesian(
     model: SaasFullyBayesianSingleTaskGP, example_X: Tensor
 ) -> torch.jit.ScriptModule:
@@ -103,9 +95,7 @@ def trace_fully_bayesian(
     num_samples = batch[0]
     frozen = single_task.frozen_copy(model)
     example_X = example_X.detach().to(torch.float64)
-    transform = getattr(frozen, "outcome_transform", None)
-    y_mean, y_std = single_task._outcome_scale(frozen) if transform is not None else (
-        torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+    y_mean, y_std = single_task._outcome_scale(frozen)  # (one output: shared by the samples)
     prior = trace_prior_terms(frozen, single_task._tracing_points(example_X, frozen),
                               batch=num_samples)
     samples = single_task.exact_posterior(
