@@ -185,6 +185,12 @@ class LocalTorchServe:
             metadata = json.loads(metadata)
         return gp_artifact.validate(metadata)
 
+    def worker_pids(self, model: str = MODEL_NAME) -> list[int]:
+        """The pids of ``model``'s worker processes (management API), sorted."""
+        response = requests.get(f"{self.management_url}/models/{model}", timeout=10)
+        response.raise_for_status()
+        return sorted(worker["pid"] for worker in response.json()[0]["workers"])
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S, model: str = MODEL_NAME) -> dict:
         """Wait until ``model`` answers a prediction at the centre of its training box.
 

@@ -120,8 +120,7 @@ def run_load(url: str, module, bounds: list[list[float]], clients: int, seconds:
 
 def worker_memory(server: LocalTorchServe, model: str = MODEL_NAME) -> dict[int, int]:
     """Resident memory (bytes) of each of ``model``'s worker processes, by pid."""
-    described = requests.get(f"{server.management_url}/models/{model}", timeout=10).json()
-    return {w["pid"]: psutil.Process(w["pid"]).memory_info().rss for w in described[0]["workers"]}
+    return {pid: psutil.Process(pid).memory_info().rss for pid in server.worker_pids(model)}
 
 
 @dataclass

@@ -216,8 +216,7 @@ def test_concurrent_clients_get_their_own_answers(server, module) -> None:
 
 
 def worker_pids(server: LocalTorchServe, model: str = "gp") -> list[int]:
-    described = requests.get(f"{server.management_url}/models/{model}", timeout=10).json()
-    return sorted(worker["pid"] for worker in described[0]["workers"])
+    return server.worker_pids(model)
 
 
 @pytest.mark.parametrize("name, content_type, body, error", BAD_REQUESTS,
