@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="single: one SingleTaskGP for all outputs (default); list: a "
                         "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
                         "where it is observed; multitask: a MultiTaskGP, one task per "
-                        "output (correlated outputs); saas: a SaasFullyBayesianSingleTaskGP "
+                        "output (correlated outputs); kronecker: a KroneckerMultiTaskGP, every output at "
+                        "every row, with a learned task covariance (correlated outputs); saas: a SaasFullyBayesianSingleTaskGP "
                         "(one output, NUTS; needs BoTorch's fully Bayesian extra on 0.13+). "
                         "list and multitask allow empty output cells (not observed there)")
     parser.add_argument("--categorical", type=_names,

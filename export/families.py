@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from botorch.models import ModelListGP, MultiTaskGP, SingleTaskGP
+from botorch.models import KroneckerMultiTaskGP, ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import fully_bayesian, model_list, multitask, posterior
+from export import fully_bayesian, gate, kronecker, model_list, multitask, posterior
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Family:
         training_inputs: The raw `N_k x d` training inputs (one per model part).
         training_tensors: The tensors the model was conditioned on (for a hash).
         correlated_outputs: Whether the served covariance has non-zero cross-output blocks.
+        eager_moments: The eager posterior the gate compares with (mean, variance and
+            output-major covariance at `q x d` ``X``, with or without observation noise).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Family:
     training_inputs: Callable[[Model], list[Tensor]]
     training_tensors: Callable[[Model], list[Tensor]]
     correlated_outputs: bool
+    eager_moments: Callable[[Model, Tensor, bool], dict[str, Tensor]] = gate.eager_moments
 
 
 FAMILIES = (
@@ -49,6 +52,10 @@ FAMILIES = (
            model_list.training_tensors, correlated_outputs=False),
     Family("multitask", MultiTaskGP, multitask.trace_multitask, multitask.training_inputs,
            multitask.training_tensors, correlated_outputs=True),
+    # (the exact posterior: BoTorch's closed-form variance is off for unequal task noises)
+    Family("kronecker", KroneckerMultiTaskGP, kronecker.trace_kronecker,
+           posterior.training_inputs, kronecker.training_tensors, correlated_outputs=True,
+           eager_moments=kronecker.eager_moments),
     # (its training data are a single-task model's: one batch of N points, not per sample)
     Family("saas", SaasFullyBayesianSingleTaskGP, fully_bayesian.trace_fully_bayesian,
            posterior.training_inputs, posterior.training_tensors, correlated_outputs=False),
@@ -74,7 +81,8 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
     The model is not modified. Supported: ``SingleTaskGP`` and its subclasses (see
     `export.posterior.trace_single_task`), ``ModelListGP`` of single-output
     ``SingleTaskGP`` models (`export.model_list.trace_model_list`), ``MultiTaskGP``
-    (`export.multitask.trace_multitask`; ``X`` without the task column) and
+    (`export.multitask.trace_multitask`; ``X`` without the task column),
+    ``KroneckerMultiTaskGP`` (`export.kronecker.trace_kronecker`: its exact posterior) and
     ``SaasFullyBayesianSingleTaskGP`` (`export.fully_bayesian.trace_fully_bayesian`:
     the moments of its mixture over MCMC samples).
 
@@ -90,3 +98,18 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
         TypeError: If the model's class is not supported.
     """
     return family_of(model).trace(model, example_X)
+
+
+def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
+    """The eager posterior ``model``'s compiled posterior must equal (the gate's reference).
+
+    Args:
+        model: A fitted model of a supported family.
+        X: `q x d` raw points.
+        noisy: With observation noise.
+
+    Returns:
+        ``mean`` and ``variance`` (`q x m`) and the output-major ``covariance``
+        (`(q*m) x (q*m)`).
+    """
+    return family_of(model).eager_moments(model, X, noisy)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from botorch.fit import fit_gpytorch_mll
 import torch
-from botorch.models import MixedSingleTaskGP, ModelListGP, MultiTaskGP, SingleTaskGP
+from botorch.models import (KroneckerMultiTaskGP, MixedSingleTaskGP, ModelListGP, MultiTaskGP,
+                            SingleTaskGP)
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from export.data import TrainingData
@@ -16,6 +18,7 @@ MODELS = {
     "single": "a SingleTaskGP",
     "list": "a ModelListGP (a SingleTaskGP per output)",
     "multitask": "a MultiTaskGP (one task per output)",
+    "kronecker": "a KroneckerMultiTaskGP (every output at every row)",
     "saas": "a SaasFullyBayesianSingleTaskGP (NUTS)",
 }
 # NUTS settings for --model saas: a short chain, enough for a served surrogate of a
@@ -61,6 +64,8 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
     - ``multitask``: a ``MultiTaskGP`` with task ``t`` for output ``t``, on the
       observed (row, output) pairs; its outputs are correlated through the task
       covariance.
+    - ``kronecker``: a ``KroneckerMultiTaskGP`` on all outputs at every row, with a
+      learned task covariance and per-task noise.
     - ``saas``: a ``SaasFullyBayesianSingleTaskGP`` (one output), its hyperparameters
       sampled with NUTS (`SAAS_NUTS`).
 
@@ -88,6 +93,8 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
         return ModelListGP(*parts).eval()
     if model == "multitask":
         return _multitask(data)
+    if model == "kronecker":
+        return _kronecker(data)
     if model == "saas":
         return _saas(data)
     raise ValueError(f"expected a model in {list(MODELS)}, got {model!r}")
@@ -107,6 +114,18 @@ def _multitask(data: TrainingData) -> MultiTaskGP:
         output_tasks=list(range(data.Y.size(-1))),
         input_transform=Normalize(d=d + 1, indices=list(range(d))),
     )
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    return model.eval()
+
+
+def _kronecker(data: TrainingData) -> KroneckerMultiTaskGP:
+    """A ``KroneckerMultiTaskGP`` (``Normalize`` inputs, ``Standardize`` outputs), fitted."""
+    if data.Yvar is not None:
+        raise ValueError("--model kronecker: known noise (--noise) is not supported by "
+                         "KroneckerMultiTaskGP; it learns one noise variance per output")
+    model = KroneckerMultiTaskGP(
+        data.X, data.Y, input_transform=Normalize(d=data.X.size(-1)),
+        outcome_transform=Standardize(m=data.Y.size(-1)))
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model.eval()
 

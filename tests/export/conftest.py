@@ -8,7 +8,8 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 
-from export.gate import eager_moments, relative_error
+from export.families import eager_moments
+from export.gate import relative_error
 from export.torchscript import quiet_torchscript
 
 TOL = 1e-8

@@ -24,7 +24,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from export import export_model
 from export.data import default_data, validate
-from export.fit import fit_model
+from export.fit import MISSING_ALLOWED, fit_model
 from serving.archive import MODEL_CONFIG, build_archive
 from serving.local_server import LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
@@ -33,7 +33,8 @@ from tests.conftest import REPO
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
 # Served model name -> the export family fitted for it (besides the single-task "gp").
-FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpsaas": "saas"}
+FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpkronecker": "kronecker",
+                 "gpsaas": "saas"}
 # BoTorch 0.13+ builds SAAS models only with its fully Bayesian extra (JAX, NumPyro), which
 # the pinned stack leaves out: that model is exported by BoTorch 0.12.0 in the compatibility
 # venv (`make install-compat`) and served here, which also shows the artifact is portable.
@@ -66,15 +67,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
 @pytest.fixture(scope="session")
 def family_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
-    """The default data (BraninCurrin, 64 points) with each output missing at some rows,
-    fitted as each other family (`FAMILY_MODELS`) and exported."""
-    data = default_data()
-    Y = data.Y.clone()
+    """The default data (BraninCurrin, 64 points), with each output missing at some rows
+    for the families that allow it, fitted as each other family (`FAMILY_MODELS`) and
+    exported."""
+    complete = default_data()
+    Y = complete.Y.clone()
     Y[::5, 0] = float("nan")
     Y[2::7, 1] = float("nan")
-    data = validate(data.X, Y, None, data.input_names, data.output_names, allow_missing=True)
+    missing = validate(complete.X, Y, None, complete.input_names, complete.output_names,
+                       allow_missing=True)
     exports = {}
     for name, family in FAMILY_MODELS.items():
+        data = missing if family in MISSING_ALLOWED else complete
         if family == "saas":
             exports[name] = _export_saas_with_botorch_012(data, tmp_path_factory.mktemp(name))
             continue

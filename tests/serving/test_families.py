@@ -1,7 +1,7 @@
 """Every export family through a real TorchServe: the same REST contract, eager's numbers.
 
-The served models (`conftest.FAMILY_MODELS`) are fitted on the default data with missing
-outputs; each answer is compared with eager BoTorch's posterior of the fitted model
+The served models (`conftest.FAMILY_MODELS`) are fitted on the default data (with missing
+outputs where the family allows them); each answer is compared with eager BoTorch's posterior of the fitted model
 (output-major covariance, <= 1e-9 relative) and with the in-process TorchScript module.
 """
 
@@ -12,13 +12,13 @@ import requests
 import torch
 
 import gp_artifact
-from export.gate import eager_moments
+from export.families import eager_moments
 from tests.serving.conftest import FAMILY_MODELS, Exported
 from tests.serving.test_server import TOLERANCE, points, relative_error
 
-CORRELATED = {"gplist": False, "gpmultitask": True, "gpsaas": False}
+CORRELATED = {"gplist": False, "gpmultitask": True, "gpkronecker": True, "gpsaas": False}
 CLASSES = {"gplist": "ModelListGP", "gpmultitask": "MultiTaskGP",
-           "gpsaas": "SaasFullyBayesianSingleTaskGP"}
+           "gpkronecker": "KroneckerMultiTaskGP", "gpsaas": "SaasFullyBayesianSingleTaskGP"}
 
 
 @pytest.mark.parametrize("noise", [False, True])
