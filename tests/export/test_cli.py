@@ -203,11 +203,30 @@ def test_models_fit_each_output_on_its_rows(model, model_class, correlated, tmp_
     assert meta["input_bounds"] == [[0.0, 1.3], [0.0, 1.0]]  # over every row
 
 
-def test_single_model_refuses_missing_cells(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["single", "kronecker"])
+def test_models_without_missing_cells_refuse_them(model, tmp_path, capsys):
     data = tmp_path / "train.csv"
     data.write_text(MISSING)
-    assert main(["--data", str(data), "--outputs", "y,z", "--out", str(tmp_path / "m")]) == 2
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", model,
+                 "--out", str(tmp_path / "m")]) == 2
     assert "error: line 2, column 'z': expected a number, got ''" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_kronecker_model_from_the_command_line(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text("x1,x2,y,z\n" + "".join(
+        f"{i / 10},{(i * 7 % 11) / 10},{(i * 3 % 5) / 2},{i * i / 50}\n" for i in range(14)))
+    out = tmp_path / "k"
+    assert main(["--data", str(data), "--outputs", "y,z", "--model", "kronecker",
+                 "--out", str(out)]) == 0
+    meta = gp_artifact.load_metadata(out).document
+    assert (meta["model_class"], meta["correlated_outputs"]) == ("KroneckerMultiTaskGP", True)
+    assert meta["num_train"] == 14 and meta["gate"]["max_relative_error"] <= TOLERANCE
+    assert main(["--data", str(data), "--outputs", "y,z", "--noise", "0.01,0.01", "--model",
+                 "kronecker", "--out", str(tmp_path / "n")]) == 2
+    assert ("error: --model kronecker: known noise (--noise) is not supported by "
+            "KroneckerMultiTaskGP") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
