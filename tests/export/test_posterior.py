@@ -164,10 +164,10 @@ def test_any_example_input_traces_a_general_posterior(example, saved_and_loaded)
 
 
 def test_rejects_other_model_types():
-    from botorch.models import KroneckerMultiTaskGP
+    from botorch.models import SingleTaskVariationalGP
 
-    model = KroneckerMultiTaskGP(torch.rand(10, 2).double(), torch.rand(10, 2).double())
+    model = SingleTaskVariationalGP(torch.rand(10, 2).double(), torch.rand(10, 1).double())
     with pytest.raises(TypeError, match=r"^expected one of SingleTaskGP, ModelListGP, "
-                       r"MultiTaskGP, SaasFullyBayesianSingleTaskGP \(or a subclass\), "
-                       r"got KroneckerMultiTaskGP$"):
+                       r"MultiTaskGP, KroneckerMultiTaskGP, SaasFullyBayesianSingleTaskGP "
+                       r"\(or a subclass\), got SingleTaskVariationalGP$"):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))
