@@ -9,6 +9,8 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
+from handler import gp_artifact
+
 TOLERANCE = 1e-8
 GATE_SIZES = (1, 2, 7, 64, 257)
 GATE_SEED = 1234
@@ -93,6 +95,12 @@ def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
             for key, value in moments.items()}
 
 
+def variance_of(covariance: Tensor, q: int) -> Tensor:
+    """The `q x m` variances a full answer serves: its output-major `(q*m) x (q*m)`
+    covariance's diagonal, clamped at the contract's ``MIN_VARIANCE`` as eager's are."""
+    return covariance.diagonal().reshape(-1, q).t().clamp_min(gp_artifact.MIN_VARIANCE)
+
+
 def check(
     module: torch.jit.ScriptModule,
     model: Model,
@@ -130,6 +138,7 @@ def check(
             pairs = {
                 ("forward" + suffix, "mean"): mean,
                 ("forward" + suffix, "covariance"): covariance,
+                ("forward" + suffix, "variance"): variance_of(covariance, q),
                 ("mean_var" + suffix, "mean"): mv_mean,
                 ("mean_var" + suffix, "variance"): variance,
             }

@@ -28,6 +28,11 @@ ARTIFACT_FILES = (POSTERIOR_FILE, METADATA_FILE)
 FORMAT = "gp-serve/1"
 # Entry ``t*q + i`` of the `(q*m) x (q*m)` covariance is output ``t`` at point ``i``.
 COVARIANCE_LAYOUT = "output-major"
+# The floor of a served variance: eager BoTorch's ``posterior.variance`` is its covariance's
+# diagonal clamped at GPyTorch's ``settings.min_variance`` for float64 (the same on every
+# supported version; tests/export/test_gate.py checks it). A full answer's variances are its
+# covariance's diagonal clamped here, so one module call gives both.
+MIN_VARIANCE = 1e-10
 # The handler logs one line starting with this when a model cannot be loaded; the
 # local-server tooling and the Docker healthcheck look for it to fail fast.
 LOAD_ERROR_MARKER = "gp-serve: cannot load model"

@@ -9,7 +9,6 @@ request of a batch to an answer or to its own 4xx: parsing and rendering are the
 from __future__ import annotations
 
 import logging
-import time
 from http import HTTPStatus
 from typing import Any
 
@@ -22,6 +21,12 @@ import gp_protocol
 from gp_protocol import PredictRequest, RequestError
 
 logger = logging.getLogger(__name__)
+
+
+def _array(values: Tensor):
+    """A tensor as the C-contiguous numpy array the protocol's encoder takes (no copy if
+    already contiguous)."""
+    return values.contiguous().numpy()
 
 
 class GPHandler(BaseHandler):
@@ -51,45 +56,68 @@ class GPHandler(BaseHandler):
         if settings.get("torch_threads"):
             torch.set_num_threads(int(settings["torch_threads"]))
         self.version = str(self.manifest["model"].get("modelVersion", ""))
+        self._warm_up()
         self.initialized = True
+
+    def _warm_up(self) -> None:
+        """Run every method through TorchScript's profiling executor before the first request.
+
+        The executor profiles the first two calls of a method and then optimises it; left to
+        the first requests, that costs them ~60 ms. Two sizes, so the optimised graph is not
+        specialised to one number of points.
+        """
+        centre = torch.tensor([self.metadata.centre()], dtype=torch.float64)
+        with torch.inference_mode():
+            for q in (1, 1, 2, 2, 3):
+                X = centre.expand(q, -1)
+                for method in ("forward", "forward_noisy", "mean_var", "mean_var_noisy"):
+                    getattr(self.model, method)(X)
 
     def predict(
         self, X: Tensor, covariance: bool, noisy: bool, offset: int = 0
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Posterior mean and variance (`q x m`) and, if asked, the `(q*m) x (q*m)` covariance.
 
-        The variance always comes from ``mean_var`` (chunked, so memory is O(chunk x N)):
-        it is eager BoTorch's ``posterior.variance`` bit for bit, while the diagonal of
-        ``forward``'s covariance rounds differently (~1e-11). Hence the second call for it.
+        One module call: with the covariance, ``forward`` (the variances are its diagonal,
+        clamped at ``MIN_VARIANCE`` as eager clamps them: the export gate checks exactly
+        this); without, ``mean_var`` in chunks of ``chunk_rows`` points (memory
+        `O(chunk x N)`).
         """
-        method = self.model.mean_var_noisy if noisy else self.model.mean_var
-        parts = [method(chunk) for chunk in X.split(self.chunk_rows)]
-        mean, variance = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if covariance:
+            mean, full = (self.model.forward_noisy if noisy else self.model.forward)(X)
+            variance = full.diagonal().reshape(-1, X.size(0)).t().clamp_min(
+                gp_artifact.MIN_VARIANCE)
+        else:
+            method = self.model.mean_var_noisy if noisy else self.model.mean_var
+            parts = [method(chunk) for chunk in X.split(self.chunk_rows)]
+            mean, variance = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            full = None
         finite = torch.isfinite(mean).all(dim=-1) & torch.isfinite(variance).all(dim=-1)
+        if full is not None:  # (row t*q + i of the covariance is point i's)
+            finite &= torch.isfinite(full).all(dim=-1).view(-1, X.size(0)).all(dim=0)
         if not bool(finite.all()):
             bad = [offset + i for i in (~finite).nonzero().flatten().tolist()[:10]]
             raise RequestError(f"the posterior is not finite at points {bad} (first 10): "
                                "expected inputs at a sane distance from the training bounds")
-        full = None
-        if covariance:
-            full = (self.model.forward_noisy if noisy else self.model.forward)(X)[1]
         return mean, variance, full
 
-    def handle(self, data: list[dict], context: Any) -> list[str]:
-        """One answer per request of the batch; a bad request fails only itself."""
-        start, self.context = time.time(), context
+    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+        """One answer per request of the batch; a bad request fails only itself.
+
+        (TorchServe times each batch itself: ``ts_inference_latency_microseconds`` and the
+        worker's ``PredictionTime``; no metric of our own is written per request.)
+        """
+        self.context = context
         if self._is_describe():
             return [self.describe_handle()]
-        answers = [self._answer(idx, row) for idx, row in enumerate(data)]
-        context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2), None, "ms")
-        return answers
+        return [self._answer(idx, row) for idx, row in enumerate(data)]
 
-    def describe_handle(self) -> str:
+    def describe_handle(self) -> bytes:
         """``metadata.json`` plus a ``serving`` object (the handler's limits)."""
         serving = {"max_full_covariance_points": self.max_full_points, "chunk_rows": self.chunk_rows}
         return gp_protocol.dumps({**self.metadata.document, "serving": serving})
 
-    def _answer(self, idx: int, row: dict) -> str:
+    def _answer(self, idx: int, row: dict) -> bytes:
         headers = self.context.get_all_request_header(idx)
         content_type = gp_protocol.JSON_TYPE
         try:
@@ -111,21 +139,21 @@ class GPHandler(BaseHandler):
         self.context.set_response_content_type(idx, content_type)
         return answer
 
-    def _json(self, X: Tensor, request: PredictRequest) -> str:
+    def _json(self, X: Tensor, request: PredictRequest) -> bytes:
         mean, variance, covariance = self.predict(
             X, request.covariance == "full", request.observation_noise)
         outside = ((X < self.lower) | (X > self.upper)).any(dim=-1)
         return gp_protocol.render_json(
             request, model=self.context.model_name, version=self.version,
             output_names=self.metadata.output_names,
-            covariance_layout=self.metadata.covariance_layout, mean=mean.tolist(),
-            variance=variance.tolist(), extrapolation=outside.nonzero().flatten().tolist(),
-            covariance=None if covariance is None else covariance.tolist())
+            covariance_layout=self.metadata.covariance_layout, mean=_array(mean),
+            variance=_array(variance), extrapolation=outside.nonzero().flatten().tolist(),
+            covariance=None if covariance is None else _array(covariance))
 
-    def _csv(self, X: Tensor) -> str:
+    def _csv(self, X: Tensor) -> bytes:
         """``mean_<output>,std_<output>`` rows, `chunk_rows` points at a time."""
         parts = [gp_protocol.csv_header(self.metadata.output_names)]
         for start in range(0, X.size(0), self.chunk_rows):
             mean, variance, _ = self.predict(X[start : start + self.chunk_rows], False, False, start)
-            parts.append(gp_protocol.csv_rows(torch.stack([mean, variance.sqrt()], -1).flatten(1).tolist()))
-        return "".join(parts)
+            parts.append(gp_protocol.csv_rows(_array(torch.stack([mean, variance.sqrt()], -1).flatten(1))))
+        return b"".join(parts)

@@ -44,7 +44,7 @@ def test_gate_passes_the_module_it_compiled():
     model = make_model(25, 3, 2, yvar=True)
     bounds = torch.tensor([[-1.0, 3.0]] * 3, dtype=torch.float64)
     report = check(trace_posterior(model, torch.rand(4, 3, dtype=torch.float64)), model, bounds)
-    assert len(report.checks) == 5 * 2 * 4
+    assert len(report.checks) == 5 * 2 * 5  # q sizes x noise x (mean, covariance, variance; mean, variance)
     assert report.to_dict()["max_relative_error"] <= 1e-8
 
 
@@ -67,3 +67,12 @@ def test_relative_error():
 def test_export_model_names_must_match(tmp_path):
     with pytest.raises(ValueError, match="expected 2 input and 2 output names, got 3 and 2"):
         export_model(make_model(10, 2, 2), tmp_path, input_names=["a", "b", "c"])
+
+
+def test_served_variance_floor_is_gpytorchs() -> None:
+    """The handler clamps a full answer's variances where eager BoTorch clamps them."""
+    import gpytorch
+
+    from handler import gp_artifact
+
+    assert gpytorch.settings.min_variance.value(torch.float64) == gp_artifact.MIN_VARIANCE

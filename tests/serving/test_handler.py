@@ -17,6 +17,7 @@ import yaml
 from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 
 import gp_artifact
+from export.gate import variance_of
 from gp_handler import GPHandler
 from serving.archive import MODEL_CONFIG
 from tests.serving.conftest import Exported
@@ -84,10 +85,15 @@ def test_initialize_reads_the_contract(handler: GPHandler, exported: Exported) -
 def test_predict_is_the_module(handler: GPHandler, module, noisy: bool) -> None:
     X = torch.rand(9, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     mean, variance, covariance = handler.predict(X, covariance=True, noisy=noisy)
+    forward_mean, forward_covariance = (module.forward_noisy if noisy else module.forward)(X)
+    # one module call: the variances are the covariance's diagonal, as the gate checks them
+    assert torch.equal(mean, forward_mean) and torch.equal(covariance, forward_covariance)
+    assert torch.equal(variance, variance_of(forward_covariance, 9))
     expected_mean, expected_variance = (module.mean_var_noisy if noisy else module.mean_var)(X)
+    assert relative_error(variance, expected_variance) <= TOLERANCE
+    mean, variance, covariance = handler.predict(X, covariance=False, noisy=noisy)
     assert torch.equal(mean, expected_mean) and torch.equal(variance, expected_variance)
-    assert torch.equal(covariance, (module.forward_noisy if noisy else module.forward)(X)[1])
-    assert handler.predict(X, covariance=False, noisy=noisy)[2] is None
+    assert covariance is None
 
 
 def test_predict_chunks_give_the_same_answer(handler: GPHandler, module) -> None:
@@ -113,11 +119,11 @@ def test_a_batch_of_json_csv_and_bad_requests(handler: GPHandler, module) -> Non
                                      2: "application/json", 3: "application/json"}
     X = torch.tensor([[0.2, 0.4], [0.6, 0.8]], dtype=torch.float64)
     full = json.loads(answers[0])
-    mean, variance = module.mean_var(X)
-    assert full["mean"] == mean.tolist() and full["variance"] == variance.tolist()
-    assert full["covariance"] == module(X)[1].tolist()
+    mean, covariance = module(X)
+    assert full["mean"] == mean.tolist() and full["covariance"] == covariance.tolist()
+    assert full["variance"] == variance_of(covariance, 2).tolist()
     assert full["covariance_layout"] == "output-major" and full["model"] == "gp"
-    header, row = answers[1].splitlines()
+    header, row = answers[1].decode().splitlines()
     assert header == "mean_branin,std_branin,mean_currin,std_currin"
     mean, variance = module.mean_var(X[:1])  # the CSV's one point, on its own
     assert [float(v) for v in row.split(",")] == [

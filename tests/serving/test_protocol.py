@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from gp_protocol import (
@@ -12,6 +13,7 @@ from gp_protocol import (
     RequestError,
     csv_header,
     csv_rows,
+    dumps,
     is_csv,
     json_depth,
     parse_csv,
@@ -183,7 +185,7 @@ def test_render_json_round_trips_floats() -> None:
         "extrapolation": [0], "covariance": [[1.0, 0.0], [0.0, 2.0]],
         "predictions": [{"mean": mean[0], "variance": variance[0]}],
     }
-    assert " " not in text
+    assert b" " not in text
 
 
 def test_render_json_without_covariance() -> None:
@@ -196,7 +198,16 @@ def test_render_json_without_covariance() -> None:
 
 
 def test_render_error_and_csv() -> None:
-    assert render_error('bad "x"', 400) == '{"error":"bad \\"x\\"","code":400}'
-    assert csv_header(["a", "b"]) == "mean_a,std_a,mean_b,std_b\n"
+    assert render_error('bad "x"', 400) == b'{"error":"bad \\"x\\"","code":400}'
+    assert csv_header(["a", "b"]) == b"mean_a,std_a,mean_b,std_b\n"
     assert csv_rows([[0.1 + 0.2, 1e-300], [2.0, -0.0]]) == (
-        "0.30000000000000004,1e-300\n2.0,-0.0\n")
+        b"0.30000000000000004,1e-300\n2.0,-0.0\n")
+
+
+def test_answers_encode_numpy_arrays_exactly() -> None:
+    """The handler passes numpy arrays; every float64 comes back bit for bit."""
+    values = np.array([[0.1 + 0.2, -1e-300, 5e-324], [1.7976931348623157e308, 1e16, -0.0]])
+    assert np.array_equal(np.array(json.loads(dumps({"v": values}))["v"]), values)
+    lines = csv_rows(values).decode().splitlines()
+    assert np.array_equal(np.array([[float(c) for c in line.split(",")] for line in lines]),
+                          values)
