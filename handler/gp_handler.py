@@ -18,6 +18,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import gp_artifact
 import gp_protocol
+import gp_v2
 from gp_protocol import PredictRequest, RequestError
 
 logger = logging.getLogger(__name__)
@@ -119,18 +120,25 @@ class GPHandler(BaseHandler):
 
     def _answer(self, idx: int, row: dict) -> bytes:
         headers = self.context.get_all_request_header(idx)
-        content_type = gp_protocol.JSON_TYPE
+        content_type, v2 = gp_protocol.JSON_TYPE, False
         try:
-            request = gp_protocol.parse_request(
-                row, headers, self.metadata.input_names, self.max_full_points)
-            X = torch.tensor(request.points, dtype=torch.float64)
+            body = gp_protocol.request_body(row)[1]
+            v2 = gp_v2.is_v2(body, headers)
             with torch.inference_mode():
-                if request.envelope == "csv":
-                    answer, content_type = self._csv(X), gp_protocol.CSV_TYPE
+                if v2:
+                    answer, content_type = self._v2(idx, gp_v2.parse_request(
+                        body, headers, self.metadata.input_names, self.max_full_points))
                 else:
-                    answer = self._json(X, request)
+                    request = gp_protocol.parse_request(
+                        row, headers, self.metadata.input_names, self.max_full_points)
+                    X = torch.tensor(request.points, dtype=torch.float64)
+                    if request.envelope == "csv":
+                        answer, content_type = self._csv(X), gp_protocol.CSV_TYPE
+                    else:
+                        answer = self._json(X, request)
         except RequestError as e:
-            answer = gp_protocol.render_error(str(e), e.status)
+            answer = (gp_v2.render_error(str(e)) if v2
+                      else gp_protocol.render_error(str(e), e.status))
             self.context.set_response_status(e.status, HTTPStatus(e.status).phrase, idx)
         except Exception as e:  # noqa: BLE001 - one request's failure must not fail its batch
             logger.exception("prediction failed")
@@ -139,16 +147,38 @@ class GPHandler(BaseHandler):
         self.context.set_response_content_type(idx, content_type)
         return answer
 
+    def _outside(self, X: Tensor) -> list[int]:
+        """Indices of the points outside the training bounds."""
+        return ((X < self.lower) | (X > self.upper)).any(dim=-1).nonzero().flatten().tolist()
+
     def _json(self, X: Tensor, request: PredictRequest) -> bytes:
         mean, variance, covariance = self.predict(
             X, request.covariance == "full", request.observation_noise)
-        outside = ((X < self.lower) | (X > self.upper)).any(dim=-1)
         return gp_protocol.render_json(
             request, model=self.context.model_name, version=self.version,
             output_names=self.metadata.output_names,
             covariance_layout=self.metadata.covariance_layout, mean=_array(mean),
-            variance=_array(variance), extrapolation=outside.nonzero().flatten().tolist(),
+            variance=_array(variance), extrapolation=self._outside(X),
             covariance=None if covariance is None else _array(covariance))
+
+    def _v2(self, idx: int, request: gp_v2.InferRequest) -> tuple[bytes, str]:
+        """An Open Inference Protocol answer (JSON, or JSON plus binary tensors)."""
+        X = torch.from_numpy(request.points)
+        mean, variance, covariance = self.predict(
+            X, request.covariance == "full", request.observation_noise)
+        tensors = {"mean": _array(mean), "variance": _array(variance)}
+        if covariance is not None:
+            tensors["covariance"] = _array(covariance)
+        parameters = {"outputs": self.metadata.output_names,
+                      "covariance_layout": self.metadata.covariance_layout,
+                      "observation_noise": request.observation_noise,
+                      "extrapolation": self._outside(X)}
+        body, length = gp_v2.render(request, tensors, model=self.context.model_name,
+                                    version=self.version, parameters=parameters)
+        if length is None:
+            return body, gp_protocol.JSON_TYPE
+        self.context.set_response_header(idx, gp_v2.HEADER_LENGTH, str(length))
+        return body, gp_v2.BINARY_TYPE
 
     def _csv(self, X: Tensor) -> bytes:
         """``mean_<output>,std_<output>`` rows, `chunk_rows` points at a time."""

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO / "handler"
 HANDLER = HANDLER_DIR / "gp_handler.py"
 # The modules the handler imports, shipped beside it (the artifact contract, the protocol).
-HANDLER_MODULES = (HANDLER_DIR / "gp_artifact.py", HANDLER_DIR / "gp_protocol.py")
+HANDLER_MODULES = (HANDLER_DIR / "gp_artifact.py", HANDLER_DIR / "gp_protocol.py",
+                   HANDLER_DIR / "gp_v2.py")
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 MODEL_NAME = "gp"
 

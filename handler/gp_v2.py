@@ -1,0 +1,299 @@
+"""The Open Inference Protocol (KServe v2) for the GP handler, JSON and binary tensors.
+
+Shipped next to the handler in the model archive (like ``gp_protocol``, whose error type
+and number rules it shares) and unit-tested without a server. TorchServe forwards
+``POST /v2/models/<model>/infer`` bodies and headers to the handler unchanged.
+
+Request::
+
+    {"id": "...", "inputs": [{"name": "X", "shape": [q, d], "datatype": "FP64",
+                              "data": [x11, x12, ..., xqd]}],
+     "outputs": [{"name": "mean"}, {"name": "covariance", "parameters": {"binary_data": true}}],
+     "parameters": {"covariance": "full|diag|none", "observation_noise": false}}
+
+``data`` is row-major, flat or nested. With the binary-data extension (what
+``tritonclient`` sends with ``binary_data=True``) the body is the JSON header, whose
+length is the ``Inference-Header-Content-Length`` request header, followed by the raw
+little-endian tensor; the input then has ``"parameters": {"binary_data_size": n}`` instead
+of ``data``. Outputs are ``mean`` and ``variance`` (`q x m`) and ``covariance``
+(`(q*m) x (q*m)`, output-major), FP64; an ``outputs`` list selects them (default: all,
+the covariance unless ``parameters.covariance`` is ``"diag"`` or ``"none"``), and each is
+sent as binary when its ``binary_data`` parameter or the request's ``binary_data_output``
+is true. Errors are ``{"error": "..."}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gp_protocol import RequestError, _describe, _number, dumps, load_json
+
+INPUT_NAME = "X"
+DATATYPE = "FP64"
+OUTPUTS = ("mean", "variance", "covariance")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY_TYPE = "application/octet-stream"
+PARAMETERS = ("covariance", "observation_noise", "binary_data_output")
+_REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
+_INPUT_KEYS = ("name", "shape", "datatype", "data", "parameters")
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A validated v2 inference request.
+
+    Attributes:
+        points: `q x d` float64 inputs, columns in input-name order.
+        outputs: The outputs to answer with, in order (a subset of `OUTPUTS`).
+        binary: The outputs to send as binary data.
+        observation_noise: Whether to add observation noise.
+        id: The request's ``id``, echoed in the answer ("" if none).
+    """
+
+    points: np.ndarray
+    outputs: tuple[str, ...]
+    binary: frozenset[str]
+    observation_noise: bool
+    id: str
+
+    @property
+    def covariance(self) -> str:
+        """The covariance mode this request needs (``"full"`` or ``"diag"``)."""
+        return "full" if "covariance" in self.outputs else "diag"
+
+
+def header_length(headers: dict) -> int | None:
+    """The ``Inference-Header-Content-Length`` request header, if sent (any case)."""
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == HEADER_LENGTH.lower():
+            try:
+                return int(value)
+            except (TypeError, ValueError) as e:
+                raise RequestError(
+                    f"{HEADER_LENGTH}: expected a byte count, got {str(value)[:40]!r}") from e
+    return None
+
+
+def is_v2(body: Any, headers: dict) -> bool:
+    """Whether a request is a v2 inference request (checked without decoding it).
+
+    A binary-data request carries `HEADER_LENGTH`; a JSON one declares a tensor
+    ``datatype``, which no other request format has.
+    """
+    if header_length(headers) is not None:
+        return True
+    if isinstance(body, (bytes, bytearray)):
+        return b'"datatype"' in body
+    return isinstance(body, str) and '"datatype"' in body
+
+
+def parse_request(body: Any, headers: dict, input_names: list[str], max_full_points: int
+                  ) -> InferRequest:
+    """Parse a v2 inference request.
+
+    Args:
+        body: The raw body (bytes).
+        headers: The request's headers.
+        input_names: The model's ``d`` input names, in order.
+        max_full_points: The most points a full covariance may be asked for.
+
+    Raises:
+        RequestError: If anything is invalid (400) or a covariance too large (413).
+    """
+    length = header_length(headers)
+    raw = b""
+    if length is not None:
+        if not isinstance(body, (bytes, bytearray)) or not 0 < length <= len(body):
+            size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+            raise RequestError(
+                f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
+                f"{size} bytes, got {length}")
+        body, raw = bytes(body[:length]), bytes(body[length:])
+    value = load_json(body)
+    if not isinstance(value, dict):
+        raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
+                           f"got {_describe(value)}")
+    _known_keys(value, _REQUEST_KEYS, "request")
+    request_id = value.get("id", "")
+    if not isinstance(request_id, str):
+        raise RequestError(f"id: expected a string, got {_describe(request_id)}")
+    parameters = _parameters(value.get("parameters", {}))
+    points = _input(value.get("inputs"), raw, input_names)
+    outputs, binary = _outputs(value.get("outputs"), parameters)
+    request = InferRequest(points, outputs, binary, parameters["observation_noise"], request_id)
+    if request.covariance == "full" and len(points) > max_full_points:
+        raise RequestError(
+            f"a full covariance is limited to {max_full_points} points, got {len(points)}; "
+            'ask for the outputs "mean" and "variance" only (or parameters.covariance '
+            '"diag") for more points', 413)
+    return request
+
+
+def _known_keys(value: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise RequestError(f"{where}: unknown keys {json.dumps(unknown[:10])}: expected only "
+                           f"{list(allowed)}")
+
+
+def _parameters(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise RequestError(f"parameters: expected an object, got {_describe(value)}")
+    _known_keys(value, PARAMETERS, "parameters")
+    covariance = value.get("covariance", "full")
+    if covariance not in ("full", "diag", "none"):
+        raise RequestError('parameters.covariance: expected one of ["full", "diag", "none"], '
+                           f"got {_describe(covariance)}")
+    flags = {}
+    for key in ("observation_noise", "binary_data_output"):
+        flags[key] = value.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise RequestError(f"parameters.{key}: expected true or false, got "
+                               f"{_describe(flags[key])}")
+    return {"covariance": covariance, **flags}
+
+
+def _input(value: Any, raw: bytes, input_names: list[str]) -> np.ndarray:
+    d = len(input_names)
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+        raise RequestError(f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '
+                           f'[q, {d}], "datatype": "{DATATYPE}", ...}}, got {_describe(value)}')
+    tensor = value[0]
+    _known_keys(tensor, _INPUT_KEYS, "inputs[0]")
+    if tensor.get("name") != INPUT_NAME:
+        raise RequestError(f"inputs[0].name: expected {INPUT_NAME!r}, got "
+                           f"{_describe(tensor.get('name'))}")
+    if tensor.get("datatype") != DATATYPE:
+        raise RequestError(f"inputs[0].datatype: expected {DATATYPE!r} (float64), got "
+                           f"{_describe(tensor.get('datatype'))}")
+    shape = tensor.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2
+            or any(isinstance(n, bool) or not isinstance(n, int) for n in shape)
+            or shape[0] < 1 or shape[1] != d):
+        shown = json.dumps(shape)[:60] if isinstance(shape, list) else _describe(shape)
+        raise RequestError(f"inputs[0].shape: expected [q, {d}] with q >= 1 (inputs "
+                           f"{input_names}), got {shown}")
+    q = shape[0]
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise RequestError(f"inputs[0].parameters: expected an object, got "
+                           f"{_describe(parameters)}")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if raw:
+            raise RequestError(f"inputs[0]: the body has {len(raw)} bytes of binary data but "
+                               "the input declares no binary_data_size")
+        return _json_data(tensor.get("data"), q, d)
+    if "data" in tensor:
+        raise RequestError("inputs[0]: expected either data or parameters.binary_data_size, "
+                           "got both")
+    if size != 8 * q * d or len(raw) != size:
+        raise RequestError(f"inputs[0]: expected {8 * q * d} bytes of binary data ({q} x {d} "
+                           f"float64), got binary_data_size {json.dumps(size)[:40]} and "
+                           f"{len(raw)} bytes after the JSON header")
+    points = np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(q, d)
+    bad = np.flatnonzero(~np.isfinite(points))
+    if bad.size:
+        i, j = divmod(int(bad[0]), d)
+        raise RequestError(f"inputs[0] binary data: point {i}, input {j} "
+                           f"({input_names[j]}): expected a finite number, got "
+                           f"{float(points[i, j])!r}")
+    return points
+
+
+def _json_data(data: Any, q: int, d: int) -> np.ndarray:
+    if not isinstance(data, list):
+        raise RequestError(f"inputs[0].data: expected a list of {q * d} numbers (row-major), "
+                           f"got {_describe(data)}")
+    if data and all(isinstance(row, list) for row in data):  # nested q x d
+        if len(data) != q or any(len(row) != d for row in data):
+            raise RequestError(f"inputs[0].data: expected {q} rows of {d} numbers (shape), "
+                               f"got {len(data)} rows")
+        flat = [value for row in data for value in row]
+    else:
+        flat = data
+    if len(flat) != q * d:
+        raise RequestError(f"inputs[0].data: expected {q * d} numbers ({q} x {d}, the "
+                           f"shape), got {len(flat)}")
+    values = [_number(v, f"inputs[0].data[{k}]") for k, v in enumerate(flat)]
+    return np.array(values, dtype=np.float64).reshape(q, d)
+
+
+def _outputs(value: Any, parameters: dict) -> tuple[tuple[str, ...], frozenset[str]]:
+    every_binary = parameters["binary_data_output"]
+    if value is None:
+        names = OUTPUTS if parameters["covariance"] == "full" else OUTPUTS[:2]
+        return names, frozenset(names if every_binary else ())
+    if not isinstance(value, list) or not value:
+        raise RequestError(f"outputs: expected a non-empty list of {{\"name\": ...}} objects "
+                           f"(names in {list(OUTPUTS)}), got {_describe(value)}")
+    names, binary = [], set()
+    for k, output in enumerate(value):
+        if not isinstance(output, dict):
+            raise RequestError(f"outputs[{k}]: expected an object, got {_describe(output)}")
+        _known_keys(output, ("name", "parameters"), f"outputs[{k}]")
+        name = output.get("name")
+        if name not in OUTPUTS or name in names:
+            raise RequestError(f"outputs[{k}].name: expected one of {list(OUTPUTS)}, each "
+                               f"once, got {_describe(name)}")
+        options = output.get("parameters", {})
+        if not isinstance(options, dict):
+            raise RequestError(f"outputs[{k}].parameters: expected an object, got "
+                               f"{_describe(options)}")
+        flag = options.get("binary_data", every_binary)
+        if not isinstance(flag, bool):
+            raise RequestError(f"outputs[{k}].parameters.binary_data: expected true or "
+                               f"false, got {_describe(flag)}")
+        names.append(name)
+        if flag:
+            binary.add(name)
+    if "covariance" in names and parameters["covariance"] != "full":
+        raise RequestError('outputs: "covariance" asked for with parameters.covariance '
+                           f"{parameters['covariance']!r}: expected \"full\" or no such "
+                           "parameter")
+    return tuple(names), frozenset(binary)
+
+
+def render(request: InferRequest, tensors: dict[str, np.ndarray], *, model: str, version: str,
+           parameters: dict) -> tuple[bytes, int | None]:
+    """The v2 answer: its body and, with binary outputs, the JSON header's length.
+
+    Args:
+        request: The request answered.
+        tensors: Each requested output's C-contiguous float64 array.
+        model: The model's name; ``version`` its version.
+        parameters: The answer's ``parameters`` (output names, layout, extrapolation).
+
+    Returns:
+        The body and the value of the `HEADER_LENGTH` response header (None if the
+        answer is JSON only).
+    """
+    outputs, raw = [], []
+    for name in request.outputs:
+        array = tensors[name]
+        output: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(array.shape)}
+        if name in request.binary:
+            data = array.astype("<f8", copy=False).tobytes()
+            output["parameters"] = {"binary_data_size": len(data)}
+            raw.append(data)
+        else:
+            output["data"] = array.reshape(-1)
+        outputs.append(output)
+    answer: dict[str, Any] = {"model_name": model, "model_version": version}
+    if request.id:
+        answer["id"] = request.id
+    answer["parameters"] = parameters
+    answer["outputs"] = outputs
+    header = dumps(answer)
+    if not raw:
+        return header, None
+    return header + b"".join(raw), len(header)
+
+
+def render_error(message: str) -> bytes:
+    """A v2 error body: ``{"error": message}``."""
+    return dumps({"error": message})
