@@ -91,3 +91,13 @@ docker-image:
 ## docker-test: only the Docker tier (builds the image, runs it on the host network)
 docker-test: install
 	$(PY) -m pytest -m docker tests/docker
+
+# --- KServe ---
+KSERVE_LAYOUT ?= build/kserve-layout
+
+.PHONY: kserve-layout
+
+## kserve-layout: write the storage layout KServe mounts at /mnt/models (config/config.properties,
+## model-store/gp.mar) to KSERVE_LAYOUT (default build/kserve-layout); see deploy/kserve/
+kserve-layout: archive
+	$(PY) -m serving.kserve_layout --mar $(MAR) --out $(KSERVE_LAYOUT)

@@ -45,7 +45,13 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 class Container:
     """One ``docker run -d --network host`` of the image, on its own loopback ports."""
 
-    def __init__(self, image: str, *run_args: str) -> None:
+    def __init__(self, image: str, *run_args: str, command: tuple[str, ...] = ()) -> None:
+        """
+        Args:
+            image: The image.
+            run_args: ``docker run`` options (before the image).
+            command: Arguments after the image (to its ENTRYPOINT).
+        """
         ports = free_ports(5)
         self.inference, self.management, self.metrics = ports[:3]
         self.name = f"gp-serve-test-{uuid.uuid4().hex[:10]}"
@@ -59,7 +65,8 @@ class Container:
             "TS_GRPC_MANAGEMENT_PORT": str(ports[4]),
         }
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *run_args, image)
+        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *run_args, image,
+               *command)
         self.started = time.monotonic()
 
     def state(self) -> dict:
