@@ -101,7 +101,8 @@ def test_diag_and_none(server) -> None:
     covariance = torch.tensor(full["covariance"], dtype=torch.float64)
     # a full answer's variances are its covariance's diagonal (one module call); without
     # a covariance they come from mean_var, whose rounding differs in the last bits
-    assert torch.tensor(full["variance"]).t().flatten().tolist() == covariance.diagonal().tolist()
+    assert (torch.tensor(full["variance"], dtype=torch.float64).t().flatten().tolist()
+            == covariance.diagonal().tolist())
     for answer in (diag, none):
         assert answer["mean"] == full["mean"] and answer["variance"] == diag["variance"]
         assert relative_error(torch.tensor(answer["variance"], dtype=torch.float64),
