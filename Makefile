@@ -31,9 +31,29 @@ $(MODEL_DIR)/posterior.pt: | install
 	$(PY) -m export --out $(MODEL_DIR)
 
 ## test: the whole suite (pinned stack, then the export tests on BoTorch 0.12.0)
-test: install install-compat
+test: install install-compat install-bench
 	$(PY) -m pytest tests
 	$(COMPAT_VENV)/bin/python -m pytest tests/export
+
+# --- benchmarks ---
+.PHONY: bench install-bench
+
+## install-bench: add the benchmarks' extra packages (requirements-bench.txt) to .venv
+install-bench: $(VENV)/.bench-installed
+
+$(VENV)/.bench-installed: requirements-bench.txt | install
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+## bench: regenerate benchmarks/results/ (raw JSON, README.md tables, PNG plots): in-process
+## traced vs eager, BoTorch's MTMVN assembly, HTTP vs echo vs a FastAPI peer, one worker's
+## capacity; not part of `make test` (under 15 min)
+bench: install-bench export archive
+	$(PY) -m benchmarks.inprocess --out benchmarks/results/raw
+	$(PY) -m benchmarks.batch_mvn --out benchmarks/results/raw
+	$(PY) -m benchmarks.http --out benchmarks/results/raw
+	$(PY) -m benchmarks.capacity --out benchmarks/results/raw
+	$(PY) -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results
 
 # --- serving ---
 MAR := model_store/gp.mar
