@@ -123,11 +123,13 @@ class GPHandler(BaseHandler):
         content_type, v2 = gp_protocol.JSON_TYPE, False
         try:
             body = gp_protocol.request_body(row)[1]
-            v2 = gp_v2.is_v2(body, headers)
+            v2 = gp_v2.has_header(headers)  # (errors in the v2 form from here on)
+            parts = gp_v2.split(body, headers)
+            v2 = parts is not None
             with torch.inference_mode():
                 if v2:
-                    answer, content_type = self._v2(idx, gp_v2.parse_request(
-                        body, headers, self.metadata.input_names, self.max_full_points))
+                    answer, content_type = self._v2(idx, gp_v2.parse_decoded(
+                        *parts, self.metadata.input_names, self.max_full_points))
                 else:
                     request = gp_protocol.parse_request(
                         row, headers, self.metadata.input_names, self.max_full_points)

@@ -78,42 +78,80 @@ def header_length(headers: dict) -> int | None:
     return None
 
 
-def is_v2(body: Any, headers: dict) -> bool:
-    """Whether a request is a v2 inference request (checked without decoding it).
+def has_header(headers: dict) -> bool:
+    """Whether the request carries `HEADER_LENGTH` (it is then a v2 request, whatever else)."""
+    return any(isinstance(name, str) and name.lower() == HEADER_LENGTH.lower()
+               for name in headers)
 
-    A binary-data request carries `HEADER_LENGTH`; a JSON one declares a tensor
-    ``datatype``, which no other request format has.
+
+def split(body: Any, headers: dict) -> tuple[Any, bytes] | None:
+    """A v2 request's decoded JSON (header) and its binary data; None if not a v2 request.
+
+    A request is v2 if it carries `HEADER_LENGTH`, or if its JSON body is an object whose
+    ``inputs`` are tensor objects declaring a ``datatype`` (no other request format has
+    them). Bodies without the text ``"datatype"`` are not decoded here at all.
+
+    Raises:
+        RequestError: For a v2 request whose header length or JSON header is invalid.
     """
-    if header_length(headers) is not None:
+    if has_header(headers):
+        length = header_length(headers)
+        if not isinstance(body, (bytes, bytearray)) or not 0 < length <= len(body):
+            size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+            raise RequestError(
+                f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
+                f"{size} bytes, got {length}")
+        return load_json(bytes(body[:length])), bytes(body[length:])
+    if not isinstance(body, (bytes, bytearray, str)):
+        return None
+    if (b'"datatype"' if isinstance(body, (bytes, bytearray)) else '"datatype"') not in body:
+        return None
+    try:
+        value = load_json(body)
+    except RequestError:
+        return None  # (the other protocol's parser reports it)
+    tensors = value.get("inputs") if isinstance(value, dict) else None
+    if (isinstance(tensors, list) and tensors
+            and all(isinstance(t, dict) and "datatype" in t for t in tensors)):
+        return value, b""
+    return None
+
+
+def is_v2(body: Any, headers: dict) -> bool:
+    """Whether a request is a v2 inference request (see `split`)."""
+    if has_header(headers):
         return True
-    if isinstance(body, (bytes, bytearray)):
-        return b'"datatype"' in body
-    return isinstance(body, str) and '"datatype"' in body
+    return split(body, headers) is not None
 
 
 def parse_request(body: Any, headers: dict, input_names: list[str], max_full_points: int
                   ) -> InferRequest:
-    """Parse a v2 inference request.
+    """Parse a v2 inference request (a raw body; see `split` and `parse_decoded`).
+
+    Raises:
+        RequestError: If it is not a v2 request or anything in it is invalid.
+    """
+    parts = split(body, headers)
+    if parts is None:
+        value = load_json(body)
+        raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
+                           f"got {_describe(value)}")
+    return parse_decoded(*parts, input_names, max_full_points)
+
+
+def parse_decoded(value: Any, raw: bytes, input_names: list[str], max_full_points: int
+                  ) -> InferRequest:
+    """Validate a v2 request (`split`'s result).
 
     Args:
-        body: The raw body (bytes).
-        headers: The request's headers.
+        value: The decoded JSON (header).
+        raw: The binary data after it (empty without the binary-data extension).
         input_names: The model's ``d`` input names, in order.
         max_full_points: The most points a full covariance may be asked for.
 
     Raises:
         RequestError: If anything is invalid (400) or a covariance too large (413).
     """
-    length = header_length(headers)
-    raw = b""
-    if length is not None:
-        if not isinstance(body, (bytes, bytearray)) or not 0 < length <= len(body):
-            size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-            raise RequestError(
-                f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
-                f"{size} bytes, got {length}")
-        body, raw = bytes(body[:length]), bytes(body[length:])
-    value = load_json(body)
     if not isinstance(value, dict):
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
                            f"got {_describe(value)}")

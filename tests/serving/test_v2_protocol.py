@@ -81,6 +81,12 @@ def test_is_v2() -> None:
     assert gp_v2.is_v2(b"anything", {"Inference-Header-Content-Length": "3"})
     assert not gp_v2.is_v2(b'{"inputs": [[0.1, 0.2]]}', {})
     assert not gp_v2.is_v2(b"x1,x2\n0.1,0.2\n", {"Content-Type": "text/csv"})
+    # the word alone is not enough (hypothesis found a bare JSON string "datatype")
+    assert not gp_v2.is_v2(b'"datatype"', {})
+    assert not gp_v2.is_v2(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {})
+    assert not gp_v2.is_v2(b'{"inputs": [{"datatype": 1}', {})  # malformed: v1 reports it
+    assert gp_v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]},
+                                                                 b"")
 
 
 TENSOR = {"name": "X", "shape": [2, 2], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}
