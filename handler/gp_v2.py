@@ -117,13 +117,6 @@ def split(body: Any, headers: dict) -> tuple[Any, bytes] | None:
     return None
 
 
-def is_v2(body: Any, headers: dict) -> bool:
-    """Whether a request is a v2 inference request (see `split`)."""
-    if has_header(headers):
-        return True
-    return split(body, headers) is not None
-
-
 def parse_request(body: Any, headers: dict, input_names: list[str], max_full_points: int
                   ) -> InferRequest:
     """Parse a v2 inference request (a raw body; see `split` and `parse_decoded`).

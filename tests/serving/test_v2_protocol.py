@@ -76,15 +76,16 @@ def test_render_json_and_binary() -> None:
     assert length is None and json.loads(raw)["outputs"][0]["data"][0] == 0.30000000000000004
 
 
-def test_is_v2() -> None:
-    assert gp_v2.is_v2(body(), {})
-    assert gp_v2.is_v2(b"anything", {"Inference-Header-Content-Length": "3"})
-    assert not gp_v2.is_v2(b'{"inputs": [[0.1, 0.2]]}', {})
-    assert not gp_v2.is_v2(b"x1,x2\n0.1,0.2\n", {"Content-Type": "text/csv"})
+def test_which_requests_are_v2() -> None:
+    assert gp_v2.split(body(), {}) is not None
+    assert gp_v2.has_header({"Inference-Header-Content-Length": "3"})
+    assert gp_v2.split(b"{}xyz", {"inference-header-content-length": "2"}) == ({}, b"xyz")
+    assert gp_v2.split(b'{"inputs": [[0.1, 0.2]]}', {}) is None
+    assert gp_v2.split(b"x1,x2\n0.1,0.2\n", {"Content-Type": "text/csv"}) is None
     # the word alone is not enough (hypothesis found a bare JSON string "datatype")
-    assert not gp_v2.is_v2(b'"datatype"', {})
-    assert not gp_v2.is_v2(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {})
-    assert not gp_v2.is_v2(b'{"inputs": [{"datatype": 1}', {})  # malformed: v1 reports it
+    assert gp_v2.split(b'"datatype"', {}) is None
+    assert gp_v2.split(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}) is None
+    assert gp_v2.split(b'{"inputs": [{"datatype": 1}', {}) is None  # malformed: v1 reports it
     assert gp_v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]},
                                                                  b"")
 
