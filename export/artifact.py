@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -23,10 +24,10 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import gate
+from export import gate, portable
 from export.families import Family, family_of
 from export.torchscript import quiet_torchscript
-from handler import gp_artifact
+from handler import gp_artifact, gp_formats
 
 STAGING_PREFIX = ".gp-serve-staging-"
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -42,14 +43,17 @@ def export_model(
     output_names: list[str] | None = None,
     input_bounds: Tensor | None = None,
     data_sha256: str | None = None,
+    formats: tuple[str, ...] | list[str] = (gp_artifact.DEFAULT_FORMAT,),
 ) -> dict:
     """Compile ``model``'s posterior, verify it and write it to ``out_dir``.
 
-    Writes ``posterior.pt`` (TorchScript, see `export.families.trace_posterior`) and
-    ``metadata.json`` (the contract's schema, ``handler/gp_artifact.py``). Both are
-    written to a staging folder beside ``out_dir`` and put in place in one atomic
-    step only after the exactness gate passes: a failure or an interruption at any
-    step leaves ``out_dir`` as it was.
+    Writes ``posterior.pt`` (TorchScript, see `export.families.trace_posterior`), the
+    other ``formats`` asked for (``posterior.pt2``, an AOTInductor package, and
+    ``posterior.onnx``, see `export.portable`) and ``metadata.json`` (the contract's
+    schema, ``handler/gp_artifact.py``). Every file is written to a staging folder
+    beside ``out_dir``, each posterior is loaded back as the server loads it and must
+    pass the exactness gate, and the folder is put in place in one atomic step only
+    then: a failure or an interruption at any step leaves ``out_dir`` as it was.
 
     Args:
         model: A fitted float64 model of a supported family (`export.families`).
@@ -60,16 +64,23 @@ def export_model(
             model's untransformed training inputs).
         data_sha256: A hash of the training data (default: a hash of the
             model's training tensors).
+        formats: Names from ``gp_artifact.FORMAT_FILES``; TorchScript is always written
+            (it is the model archive's serialized file), the others when named.
 
     Returns:
         The metadata written.
 
     Raises:
         TypeError: If the model's class is not supported.
-        ValueError: If the names do not match the model, or ``out_dir`` holds
-            other files than an artifact.
-        ExportGateError: If the compiled posterior differs from eager BoTorch.
+        ValueError: If the names do not match the model, a format is unknown, or
+            ``out_dir`` holds other files than an artifact.
+        ExportGateError: If a compiled posterior differs from eager BoTorch.
+        PortableExportError: If a portable format cannot express the posterior.
     """
+    unknown = sorted(set(formats) - set(gp_artifact.FORMAT_FILES))
+    if unknown:
+        raise ValueError(f"expected formats from {sorted(gp_artifact.FORMAT_FILES)}, "
+                         f"got {unknown}")
     family = family_of(model)
     model.eval()
     inputs = family.training_inputs(model)
@@ -89,7 +100,9 @@ def export_model(
 
     log.info("tracing the posterior of a %s (N=%d, d=%d, m=%d)", type(model).__name__,
              num_train, d, m)
-    module = family.trace(model, gate.sample_points(bounds, 5, gate.GATE_SEED))
+    example_X = gate.sample_points(bounds, 5, gate.GATE_SEED)
+    started = time.perf_counter()
+    module = family.trace(model, example_X)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir.parent))
     try:
@@ -100,11 +113,14 @@ def export_model(
             loaded = torch.jit.load(str(posterior))
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(loaded, model, bounds, reference=family.eager_moments)
+        written = {gp_artifact.DEFAULT_FORMAT: _format_entry(
+            gp_artifact.DEFAULT_FORMAT, report, time.perf_counter() - started)}
+        written |= _write_portable(model, family, example_X, bounds, staging, formats)
         meta = _metadata(family, model, num_train, input_names, output_names, bounds, report,
-                         data_sha256)
+                         data_sha256, written)
         (staging / gp_artifact.METADATA_FILE).write_text(gp_artifact.dumps(meta))
-        for name in gp_artifact.ARTIFACT_FILES:
-            (staging / name).chmod(0o644)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         _commit(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -113,16 +129,46 @@ def export_model(
     return meta
 
 
+def _format_entry(fmt: str, report: gate.GateReport, seconds: float) -> dict:
+    worst = report.worst
+    return {"file": gp_artifact.FORMAT_FILES[fmt], "max_relative_error": worst["relative_error"],
+            "worst_case": gate.describe(worst), "build_seconds": round(seconds, 3)}
+
+
+def _write_portable(model: Model, family: Family, example_X: Tensor, bounds: Tensor,
+                    staging: Path, formats: tuple[str, ...] | list[str]) -> dict:
+    """Write and gate the portable formats asked for; their ``formats`` entries."""
+    wanted = [fmt for fmt in ("pt2", "onnx") if fmt in formats]
+    if not wanted:
+        return {}
+    started = time.perf_counter()
+    posterior = portable.exportable_posterior(model, example_X)
+    entries = {}
+    for fmt in wanted:
+        path = staging / gp_artifact.FORMAT_FILES[fmt]
+        log.info("exporting %s", path.name)
+        if fmt == "pt2":
+            portable.write_pt2(portable.export_programs(posterior, example_X), path)
+        else:
+            portable.write_onnx(posterior, example_X, path)
+        loaded = gp_formats.load(staging, fmt, example_X.size(-1))
+        log.info("verifying %s against eager BoTorch", path.name)
+        report = gate.check(loaded, model, bounds, reference=family.eager_moments)
+        entries[fmt] = _format_entry(fmt, report, time.perf_counter() - started)
+        started = time.perf_counter()
+    return entries
+
+
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse an output folder that holds anything but an artifact (it is replaced whole)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"expected {out_dir} to be a folder, got a file")
     if out_dir.is_dir():
         other = sorted(p.name for p in out_dir.iterdir()
-                       if p.name not in gp_artifact.ARTIFACT_FILES)
+                       if p.name not in gp_artifact.ALL_FILES)
         if other:
             raise ValueError(
-                f"expected {out_dir} to hold only {list(gp_artifact.ARTIFACT_FILES)} (it is "
+                f"expected {out_dir} to hold only {list(gp_artifact.ALL_FILES)} (it is "
                 f"replaced as a whole), got also {other[:10]}; export to a new folder"
             )
 
@@ -159,8 +205,11 @@ def _commit(staging: Path, out_dir: Path) -> None:
         if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             raise
         log.warning("cannot swap folders atomically here (%s): replacing file by file", e)
-        for name in gp_artifact.ARTIFACT_FILES:
-            os.replace(staging / name, out_dir / name)
+        for name in gp_artifact.ALL_FILES:  # (metadata last)
+            if (staging / name).exists():
+                os.replace(staging / name, out_dir / name)
+            elif (out_dir / name).exists():  # a format the new artifact does not have
+                os.unlink(out_dir / name)
 
 
 def data_bounds(X: Tensor) -> Tensor:
@@ -192,6 +241,7 @@ def _metadata(
     bounds: Tensor,
     report: gate.GateReport,
     data_sha256: str | None,
+    formats: dict,
 ) -> dict:
     return {
         "format": gp_artifact.FORMAT,
@@ -207,5 +257,6 @@ def _metadata(
         "versions": _versions(),
         "data_sha256": data_sha256 or _model_sha256(family, model),
         "gate": report.to_dict(),
+        "formats": formats,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

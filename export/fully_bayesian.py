@@ -18,14 +18,14 @@ from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from torch import Tensor, nn
 
 from export import posterior as single_task
+from export.compiler import TORCHSCRIPT, Compiler
 from export.prior_terms import trace_prior_terms
-from export.torchscript import quiet_torchscript
 
 
 class MixturePosterior(nn.Module):
     """The moments of the equal-weight mixture of ``S`` single-output GP posteriors."""
 
-    def __init__(self, samples: torch.jit.ScriptModule, num_samples: int) -> None:
+    def __init__(self, samples: nn.Module, num_samples: int) -> None:
         """
         Args:
             samples: An `ExactPosterior` over the ``S`` samples (its "outputs").
@@ -70,14 +70,15 @@ class MixturePosterior(nn.Module):
 
 
 def trace_fully_bayesian(
-    model: SaasFullyBayesianSingleTaskGP, example_X: Tensor
-) -> torch.jit.ScriptModule:
+    model: SaasFullyBayesianSingleTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+) -> nn.Module:
     """Compile the mixture posterior of a fitted (MCMC-sampled) SAAS GP.
 
     Args:
         model: A ``SaasFullyBayesianSingleTaskGP`` with its MCMC samples loaded
             (``fit_fully_bayesian_model_nuts`` or ``load_mcmc_samples``), float64.
         example_X: A `q x d` example input (raw), any q >= 1.
+        compiler: See `export.compiler`.
 
     Returns:
         A ScriptModule with the four methods (one output: mean `q x 1`, covariance `q x q`).
@@ -97,9 +98,8 @@ def trace_fully_bayesian(
     example_X = example_X.detach().to(torch.float64)
     y_mean, y_std = single_task._outcome_scale(frozen)  # (one output: shared by the samples)
     prior = trace_prior_terms(frozen, single_task._tracing_points(example_X, frozen),
-                              batch=num_samples)
+                              batch=num_samples, compiler=compiler)
     samples = single_task.exact_posterior(
         frozen, prior, example_X, single_task._observation_noise(frozen),
         y_mean.expand(num_samples).clone(), y_std.expand(num_samples).clone())
-    with quiet_torchscript():
-        return torch.jit.script(MixturePosterior(torch.jit.script(samples), num_samples))
+    return compiler.finish(MixturePosterior(compiler.finish(samples), num_samples))

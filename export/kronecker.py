@@ -25,7 +25,6 @@ cached training terms. See docs/export.md, "Kronecker multi-task GP".
 
 from __future__ import annotations
 
-import warnings
 from typing import Tuple
 
 import gpytorch
@@ -38,7 +37,7 @@ from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
 from export import posterior as single_task
-from export.torchscript import quiet_torchscript
+from export.compiler import TORCHSCRIPT, Compiler
 
 
 class KroneckerPriorTerms(nn.Module):
@@ -87,7 +86,7 @@ class KroneckerPosterior(nn.Module):
 
     def __init__(
         self,
-        prior: torch.jit.ScriptModule,
+        prior: nn.Module,
         alpha: Tensor,
         task_covar: Tensor,
         eigvecs: Tensor,
@@ -198,21 +197,18 @@ def task_noise(model: KroneckerMultiTaskGP) -> Tensor:
     return model.likelihood._shaped_noise_covar(shape).to_dense().detach()
 
 
-def _trace_terms(model: KroneckerMultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def _trace_terms(model: KroneckerMultiTaskGP, example_X: Tensor, compiler: Compiler
+                 ) -> nn.Module:
     terms = KroneckerPriorTerms(model)
     points = single_task._tracing_points(example_X, model)
     x = terms.inputs(points)
     methods = {name: x for name in ("prior_mean", "cross", "test_test", "diag")}
     methods["inputs"] = points
-    with warnings.catch_warnings(), quiet_torchscript():
-        # (see export.prior_terms.trace_prior_terms: the same reasons)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        with torch.no_grad(), trace_mode(True):
-            return torch.jit.trace_module(terms, methods, check_trace=False)
+    # (see export.prior_terms.trace_prior_terms: the same reasons)
+    return compiler.terms(terms, methods, lambda: trace_mode(True))
 
 
-def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: torch.jit.ScriptModule
-                        ) -> KroneckerPosterior:
+def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> KroneckerPosterior:
     """The caches of a frozen model, computed once (see the module docstring)."""
     with torch.no_grad():
         train_x = frozen.train_inputs[0]
@@ -247,7 +243,8 @@ def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: torch.jit.ScriptMod
     )
 
 
-def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor,
+                    compiler: Compiler = TORCHSCRIPT) -> nn.Module:
     """Compile the exact posterior of a fitted ``KroneckerMultiTaskGP`` into TorchScript.
 
     The model is not modified: a detached copy is compiled.
@@ -257,16 +254,17 @@ def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor) -> torch.jit
             input transform, a ``Standardize`` outcome transform or none, a
             ``MultitaskGaussianLikelihood`` of any rank.
         example_X: A `q x d` example input (raw), any q >= 1.
+        compiler: See `export.compiler`.
 
     Returns:
-        A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`, output-major
+        A ScriptModule (or eager module) with ``forward``/``forward_noisy`` (mean `q x m`, output-major
         covariance `(q*m) x (q*m)`) and ``mean_var``/``mean_var_noisy`` (`q x m` each).
     """
     _check_model(model, example_X)
     frozen = single_task.frozen_copy(model)
-    posterior = kronecker_posterior(frozen, _trace_terms(frozen, example_X.detach().double()))
-    with quiet_torchscript():
-        return torch.jit.script(posterior)
+    posterior = kronecker_posterior(
+        frozen, _trace_terms(frozen, example_X.detach().double(), compiler))
+    return compiler.finish(posterior)
 
 
 def output_major(covariance: Tensor, q: int, m: int) -> Tensor:

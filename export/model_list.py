@@ -17,13 +17,13 @@ from botorch.models import ModelListGP, SingleTaskGP
 from torch import Tensor, nn
 
 from export import posterior as single_task
-from export.torchscript import quiet_torchscript
+from export.compiler import TORCHSCRIPT, Compiler
 
 
 class ModelListPosterior(nn.Module):
     """The stacked posterior of ``m`` compiled single-output posteriors, for TorchScript."""
 
-    def __init__(self, parts: List[torch.jit.ScriptModule]) -> None:
+    def __init__(self, parts: List[nn.Module]) -> None:
         """
         Args:
             parts: One compiled posterior per output (`trace_single_task`), in order.
@@ -57,7 +57,7 @@ class ModelListPosterior(nn.Module):
             mean, covariance = part.forward_noisy(X) if noisy else part(X)
             means.append(mean)
             covariances.append(covariance)
-        return torch.cat(means, dim=-1), torch.block_diag(covariances)
+        return torch.cat(means, dim=-1), single_task.block_diagonal(covariances)
 
     def _marginal(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
         means: List[Tensor] = []
@@ -97,18 +97,19 @@ def training_tensors(model: ModelListGP) -> list[Tensor]:
     return [t for part in model.models for t in single_task.training_tensors(part)]
 
 
-def trace_model_list(model: ModelListGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_model_list(model: ModelListGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+                     ) -> nn.Module:
     """Compile the posterior of a fitted ``ModelListGP`` into TorchScript.
 
     Args:
         model: A fitted ``ModelListGP`` of single-output ``SingleTaskGP`` models (each as
             `trace_single_task` accepts), all on the same ``d`` inputs.
         example_X: A `q x d` example input (raw), any q >= 1.
+        compiler: See `export.compiler`.
 
     Returns:
-        A ScriptModule with the four methods of `ModelListPosterior`.
+        A ScriptModule (or eager module) with the four methods of `ModelListPosterior`.
     """
     _check_model(model)
-    parts = [single_task.trace_single_task(part, example_X) for part in model.models]
-    with quiet_torchscript():
-        return torch.jit.script(ModelListPosterior(parts))
+    parts = [single_task.trace_single_task(part, example_X, compiler) for part in model.models]
+    return compiler.finish(ModelListPosterior(parts))

@@ -13,9 +13,8 @@ are followed as they are.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Tuple
 
 import torch
@@ -28,7 +27,7 @@ from linear_operator.operators import InterpolatedLinearOperator
 from torch import Tensor, nn
 
 from export import posterior as single_task
-from export.torchscript import quiet_torchscript
+from export.compiler import TORCHSCRIPT, Compiler
 
 
 class MultiTaskPriorTerms(nn.Module):
@@ -99,22 +98,28 @@ def _index_kernels_by_gather() -> Iterator[None]:
         InterpolatedLinearOperator.to_dense = original
 
 
-def _trace_terms(model: MultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+@contextmanager
+def _settings() -> Iterator[None]:
+    """The settings the prior terms are evaluated under (lazy kernels, as eager's)."""
+    with ExitStack() as stack:
+        for setting in (trace_mode(True), lazily_evaluate_kernels(True),
+                        _index_kernels_by_gather()):
+            stack.enter_context(setting)
+        yield
+
+
+def _trace_terms(model: MultiTaskGP, example_X: Tensor, compiler: Compiler) -> nn.Module:
     terms = MultiTaskPriorTerms(model)
     x = terms.inputs(example_X)
     methods = {name: x for name in ("prior_mean", "cross", "test_test", "joint", "diag")}
     methods["inputs"] = example_X
-    with warnings.catch_warnings(), quiet_torchscript():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        with torch.no_grad(), trace_mode(True), lazily_evaluate_kernels(True), \
-                _index_kernels_by_gather():
-            return torch.jit.trace_module(terms, methods, check_trace=False)
+    return compiler.terms(terms, methods, _settings)
 
 
 class MultiTaskPosterior(nn.Module):
     """The posterior of ``m`` output tasks: the latent posterior over task-major rows."""
 
-    def __init__(self, latent: torch.jit.ScriptModule, num_outputs: int) -> None:
+    def __init__(self, latent: nn.Module, num_outputs: int) -> None:
         super().__init__()
         self.latent = latent
         self.num_outputs = num_outputs
@@ -192,13 +197,15 @@ def training_tensors(model: MultiTaskGP) -> list[Tensor]:
     return [model.train_inputs[0], model.train_targets]
 
 
-def trace_multitask(model: MultiTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+                    ) -> nn.Module:
     """Compile the posterior of a fitted ``MultiTaskGP`` over its output tasks.
 
     Args:
         model: A fitted float64 ``MultiTaskGP`` without batch dimensions, with a
             ``Standardize(m=1)`` outcome transform or none.
         example_X: A `q x d` example input (raw, without the task column), q >= 1.
+        compiler: See `export.compiler`.
 
     Returns:
         A ScriptModule with the four methods; outputs are the model's output tasks,
@@ -219,7 +226,6 @@ def trace_multitask(model: MultiTaskGP, example_X: Tensor) -> torch.jit.ScriptMo
     steps = torch.arange(3, dtype=torch.float64).unsqueeze(-1)
     tracing_X = example_X[:1] + 0.1 * steps + 0.01 * steps.square()
     latent = single_task.exact_posterior(
-        frozen, _trace_terms(frozen, tracing_X), example_X, noise, y_mean, y_std, noise_tasks)
-    with quiet_torchscript():
-        return torch.jit.script(MultiTaskPosterior(torch.jit.script(latent),
-                                                   len(frozen._output_tasks)))
+        frozen, _trace_terms(frozen, tracing_X, compiler), example_X, noise, y_mean, y_std,
+        noise_tasks)
+    return compiler.finish(MultiTaskPosterior(compiler.finish(latent), len(frozen._output_tasks)))

@@ -23,8 +23,8 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
+from export.compiler import TORCHSCRIPT, Compiler
 from export.prior_terms import trace_prior_terms
-from export.torchscript import quiet_torchscript
 
 
 class ExactPosterior(nn.Module):
@@ -37,7 +37,7 @@ class ExactPosterior(nn.Module):
 
     def __init__(
         self,
-        prior: torch.jit.ScriptModule,
+        prior: nn.Module,
         mean_cache: Tensor,
         covar_cache: Tensor,
         noise: Tensor,
@@ -51,7 +51,7 @@ class ExactPosterior(nn.Module):
     ) -> None:
         """
         Args:
-            prior: The traced `PriorTerms` of the model.
+            prior: The traced (or exportable) `PriorTerms` of the model.
             mean_cache: `(m) x N`, ``(K + noise)^-1 (y - prior mean)``.
             covar_cache: `(m) x N x k`, a root ``S`` with ``S S^T = (K + noise)^-1``.
             noise: `(m) x 1` (or `1`) observation noise on the standardized scale.
@@ -84,13 +84,13 @@ class ExactPosterior(nn.Module):
     def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """Posterior mean `q x m` and covariance `(q*m) x (q*m)` at `q x d` ``X``."""
         mean, blocks = self._mean_covariance(X, False)
-        return mean, torch.block_diag(blocks.unbind(0))
+        return mean, block_diagonal(blocks.unbind(0))
 
     @torch.jit.export
     def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
         """As `forward`, with observation noise (``observation_noise=True``)."""
         mean, blocks = self._mean_covariance(X, True)
-        return mean, torch.block_diag(blocks.unbind(0))
+        return mean, block_diagonal(blocks.unbind(0))
 
     @torch.jit.export
     def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
@@ -137,7 +137,7 @@ class ExactPosterior(nn.Module):
         root = cross @ self.covar_cache
         covar = torch.add(test_test, root @ root.transpose(-1, -2), alpha=-1)
         if noisy:
-            covar = covar + torch.diag_embed(self._noise(mean.shape))
+            covar = _add_to_diagonal(covar, self._noise(mean.shape))
         if not self.batched:
             covar = covar.unsqueeze(0)
         scale = self.y_std.view(-1, 1, 1)
@@ -177,6 +177,27 @@ class ExactPosterior(nn.Module):
         scale = self.y_std.unsqueeze(-1)
         variance = ((scale * variance) * scale).transpose(0, 1)
         return self._outcome_mean(mean), variance.clamp_min(self.min_variance)
+
+
+def _add_to_diagonal(matrix: Tensor, values: Tensor) -> Tensor:
+    """``matrix + diag_embed(values)`` for `(b) x n x n` ``matrix`` and `(b) x n` ``values``,
+    the same numbers, as a select (no zeros-then-copy, which torch.onnx cannot export)."""
+    n = matrix.size(-1)
+    eye = torch.eye(n, dtype=torch.bool, device=matrix.device)
+    return torch.where(eye, matrix + values.unsqueeze(-1), matrix)
+
+
+def block_diagonal(blocks: List[Tensor]) -> Tensor:
+    """The block-diagonal matrix of square ``blocks`` (``torch.block_diag``, which takes a
+    list in TorchScript and separate tensors in Python)."""
+    if torch.jit.is_scripting():
+        return torch.block_diag(blocks)
+    return _block_diag_eager(blocks)
+
+
+@torch.jit.unused
+def _block_diag_eager(blocks: List[Tensor]) -> Tensor:
+    return torch.block_diag(*blocks)
 
 
 def _observation_noise(model: SingleTaskGP) -> Tensor:
@@ -248,7 +269,8 @@ def training_tensors(model: SingleTaskGP) -> list[Tensor]:
     return [model.train_inputs[0], model.train_targets]
 
 
-def trace_single_task(model: SingleTaskGP, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_single_task(model: SingleTaskGP, example_X: Tensor,
+                      compiler: Compiler = TORCHSCRIPT) -> nn.Module:
     """Compile the posterior of a fitted ``SingleTaskGP`` into TorchScript.
 
     The model is not modified: a detached copy is traced.
@@ -259,9 +281,11 @@ def trace_single_task(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
             outcome transform or none.
         example_X: A `q x d` example input (raw, untransformed), any q >= 1;
             its values do not matter.
+        compiler: `export.compiler.TORCHSCRIPT`, or ``EXPORTABLE`` for an eager module
+            that ``torch.export`` can export (`export.portable`).
 
     Returns:
-        A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`,
+        A ScriptModule (or the eager module) with ``forward``/``forward_noisy`` (mean `q x m`,
         output-major covariance `(q*m) x (q*m)`) and ``mean_var``/
         ``mean_var_noisy`` (mean and variance, `q x m`), for any `q x d` input.
     """
@@ -271,14 +295,13 @@ def trace_single_task(model: SingleTaskGP, example_X: Tensor) -> torch.jit.Scrip
     y_mean, y_std = _outcome_scale(frozen)
     posterior = exact_posterior(
         frozen,
-        trace_prior_terms(frozen, _tracing_points(example_X, frozen)),
+        trace_prior_terms(frozen, _tracing_points(example_X, frozen), compiler=compiler),
         example_X,
         noise=_observation_noise(frozen),
         y_mean=y_mean,
         y_std=y_std,
     )
-    with quiet_torchscript():
-        return torch.jit.script(posterior)
+    return compiler.finish(posterior)
 
 
 def frozen_copy(model: ExactGP) -> ExactGP:
@@ -291,7 +314,7 @@ def frozen_copy(model: ExactGP) -> ExactGP:
 
 def exact_posterior(
     frozen: ExactGP,
-    prior: torch.jit.ScriptModule,
+    prior: nn.Module,
     example_X: Tensor,
     noise: Tensor,
     y_mean: Tensor,

@@ -9,14 +9,12 @@ number of points: these modules contain no shape-dependent Python control flow.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from botorch.models import SingleTaskGP
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
-from export.torchscript import quiet_torchscript
+from export.compiler import TORCHSCRIPT, Compiler
 
 
 class PriorTerms(nn.Module):
@@ -84,18 +82,19 @@ class PriorTerms(nn.Module):
 
 
 def trace_prior_terms(
-    model: SingleTaskGP, example_X: Tensor, batch: int = 1
-) -> torch.jit.ScriptModule:
-    """Trace every method of `PriorTerms` for ``model``.
+    model: SingleTaskGP, example_X: Tensor, batch: int = 1, compiler: Compiler = TORCHSCRIPT
+) -> nn.Module:
+    """Trace every method of `PriorTerms` for ``model`` (or make them exportable).
 
     Args:
         model: A fitted ``SingleTaskGP`` in eval mode whose parameters do not
             require grad.
         example_X: A `q x d` example input, ``q >= 2``, not the training inputs.
         batch: See `PriorTerms`.
+        compiler: `export.compiler.TORCHSCRIPT` (traced) or ``EXPORTABLE``.
 
     Returns:
-        A traced module with the methods of `PriorTerms`.
+        A module with the methods of `PriorTerms`.
     """
     terms = PriorTerms(model, batch)
     x = terms.inputs(example_X)
@@ -107,12 +106,6 @@ def trace_prior_terms(
         "joint": x,
         "diag": x,
     }
-    with warnings.catch_warnings(), quiet_torchscript():
-        # The kernels' Python branches (e.g. ``torch.equal(x1, x2)``) take the same
-        # side for every q in each method, and the export gate checks other sizes.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # trace_mode makes kernels skip their custom autograd Functions (e.g.
-        # RBFCovariance for d=1), which TorchScript cannot save; the forward
-        # arithmetic is the same.
-        with torch.no_grad(), trace_mode(True):
-            return torch.jit.trace_module(terms, methods, check_trace=False)
+    # trace_mode makes kernels skip their custom autograd Functions (e.g. RBFCovariance
+    # for d=1), which TorchScript cannot save; the forward arithmetic is the same.
+    return compiler.terms(terms, methods, lambda: trace_mode(True))

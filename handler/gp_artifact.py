@@ -10,7 +10,18 @@ BoTorch nor (for the healthcheck) torch is needed.
 An artifact is a folder (or an archive) holding
 
 - ``posterior.pt``: the TorchScript posterior (a zip file, ``torch.jit.save``'s format);
-- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``.
+- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``;
+
+and, when exported with more formats (``python -m export --format torchscript,pt2,onnx``):
+
+- ``posterior.pt2``: an AOTInductor package (a zip file) holding one compiled model per
+  method, named as the methods (`METHODS`), each taking `q x d` float64 ``X`` for any q;
+- ``posterior.onnx``: one ONNX graph (opset 18, float64): input `ONNX_INPUT` (`q x d`),
+  the outputs of `ONNX_OUTPUTS`; a method is the subgraph of its outputs.
+
+Every format's methods are the TorchScript module's: ``forward``/``forward_noisy`` give the
+mean `q x m` and the output-major covariance `(q*m) x (q*m)`, ``mean_var``/
+``mean_var_noisy`` the mean and variance `q x m`; ``_noisy`` adds observation noise.
 """
 
 from __future__ import annotations
@@ -24,7 +35,23 @@ from typing import Any
 
 POSTERIOR_FILE = "posterior.pt"
 METADATA_FILE = "metadata.json"
+# The files of an artifact in the default format.
 ARTIFACT_FILES = (POSTERIOR_FILE, METADATA_FILE)
+# Each format's posterior file; TorchScript is the default and is always written.
+DEFAULT_FORMAT = "torchscript"
+FORMAT_FILES = {"torchscript": POSTERIOR_FILE, "pt2": "posterior.pt2", "onnx": "posterior.onnx"}
+# Every file an artifact folder may hold.
+ALL_FILES = (*FORMAT_FILES.values(), METADATA_FILE)
+# The posterior's methods, in every format.
+METHODS = ("forward", "forward_noisy", "mean_var", "mean_var_noisy")
+# The ONNX graph's input and each method's outputs (``mean`` is shared).
+ONNX_INPUT = "X"
+ONNX_OUTPUTS = {
+    "forward": ("mean", "covariance"),
+    "forward_noisy": ("mean", "covariance_noisy"),
+    "mean_var": ("mean", "variance"),
+    "mean_var_noisy": ("mean", "variance_noisy"),
+}
 FORMAT = "gp-serve/1"
 # Entry ``t*q + i`` of the `(q*m) x (q*m)` covariance is output ``t`` at point ``i``.
 COVARIANCE_LAYOUT = "output-major"
@@ -64,6 +91,11 @@ class Metadata:
     def covariance_layout(self) -> str:
         return COVARIANCE_LAYOUT
 
+    @property
+    def formats(self) -> list[str]:
+        """The formats the artifact was exported in (older artifacts: TorchScript only)."""
+        return list(self.document.get("formats", {DEFAULT_FORMAT: None}))
+
     def centre(self) -> list[float]:
         """The centre of the training box: the point health probes ask about (``d``)."""
         return [(lower + upper) / 2.0 for lower, upper in self.input_bounds]
@@ -99,6 +131,20 @@ def _bounds(document: dict, d: int) -> list[list[float]]:
                 f"got {pair!r}"
             )
     return [[float(lower), float(upper)] for lower, upper in bounds]
+
+
+def _check_formats(formats: Any) -> None:
+    """``formats``: each written format's file (and its gate result), TorchScript always."""
+    if not isinstance(formats, dict) or DEFAULT_FORMAT not in formats:
+        raise ArtifactError(f"formats: expected an object with at least {DEFAULT_FORMAT!r}, "
+                            f"got {formats!r}")
+    for name, entry in formats.items():
+        if name not in FORMAT_FILES:
+            raise ArtifactError(f"formats: expected names from {sorted(FORMAT_FILES)}, "
+                                f"got {name!r}")
+        if not isinstance(entry, dict) or entry.get("file") != FORMAT_FILES[name]:
+            raise ArtifactError(f"formats.{name}: expected {{\"file\": "
+                                f"{FORMAT_FILES[name]!r}, ...}}, got {entry!r}")
 
 
 def validate(document: Any) -> Metadata:
@@ -137,6 +183,7 @@ def validate(document: Any) -> Metadata:
         raise ArtifactError(
             f"correlated_outputs: expected true or false, got {document['correlated_outputs']!r}"
         )
+    _check_formats(document.get("formats", {DEFAULT_FORMAT: {"file": POSTERIOR_FILE}}))
     num_train = document.get("num_train")
     if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
         raise ArtifactError(f"num_train: expected a positive integer, got {num_train!r}")
@@ -193,26 +240,36 @@ def load_metadata(directory: str | os.PathLike) -> Metadata:
     return parse_metadata(text, path)
 
 
-def check_posterior(directory: str | os.PathLike) -> str:
-    """The path of ``<directory>/posterior.pt`` after checking it is a complete archive.
+def check_posterior(directory: str | os.PathLike, fmt: str = DEFAULT_FORMAT) -> str:
+    """The path of ``<directory>``'s posterior file in format ``fmt``, after checking it.
 
-    ``torch.jit.save`` writes a zip file; a truncated or overwritten one fails its
-    central-directory or CRC checks. This catches that with a clear message before
-    ``torch.jit.load`` would fail with a low-level one.
+    ``posterior.pt`` (``torch.jit.save``) and ``posterior.pt2`` (an AOTInductor package)
+    are zip files; a truncated or overwritten one fails its central-directory or CRC
+    checks. This catches that with a clear message before the loader would fail with a
+    low-level one. ``posterior.onnx`` (a protobuf) is checked by its loader.
 
     Raises:
-        ArtifactError: If the file is missing, empty, truncated or corrupt.
+        ArtifactError: If the format is unknown, or the file is missing, empty,
+            truncated or corrupt.
     """
-    path = os.path.join(directory, POSTERIOR_FILE)
+    if fmt not in FORMAT_FILES:
+        raise ArtifactError(f"format: expected one of {sorted(FORMAT_FILES)}, got {fmt!r}")
+    path = os.path.join(directory, FORMAT_FILES[fmt])
     try:
         size = os.path.getsize(path)
+        if fmt == "onnx":
+            if size == 0:
+                raise ArtifactError(f"{path}: empty; re-export the model")
+            return path
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except FileNotFoundError as e:
-        raise ArtifactError(f"{path}: missing; re-export the model") from e
+        hint = ("re-export the model" if fmt == DEFAULT_FORMAT else
+                f"export it with --format {DEFAULT_FORMAT},{fmt}")
+        raise ArtifactError(f"{path}: missing; {hint}") from e
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise ArtifactError(
-            f"{path}: truncated or corrupt: expected a complete TorchScript archive "
+            f"{path}: truncated or corrupt: expected a complete {fmt} archive "
             f"({type(e).__name__}: {e}); re-export the model"
         ) from e
     if bad is not None:

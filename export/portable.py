@@ -1,0 +1,166 @@
+"""Portable posteriors: ``torch.export`` programs, an AOTInductor package and an ONNX graph.
+
+TorchScript is deprecated (torch 2.13 warns on ``torch.jit``; 2.14 with a FutureWarning).
+BoTorch's own posterior does not pass ``torch.export`` (GPyTorch's ``torch.equal`` is
+data-dependent), but gp-serve's posterior is plain tensor algebra over precomputed
+caches with the model's own modules at the leaves (`export.compiler.EXPORTABLE`), so it
+exports with a dynamic number of points:
+
+- ``posterior.pt2``: one ``torch.export`` program per method (`METHODS`), each compiled by
+  AOTInductor into a shared library, packaged as the models of one ``.pt2`` named after
+  the methods. It loads with ``torch._inductor.package.load_package(path, method)`` in
+  Python and ``torch::inductor::AOTIModelPackageLoader(path, method)`` in C++.
+- ``posterior.onnx``: one graph (float64) computing every method's outputs from input
+  ``X``; the outputs are named in the contract (``gp_artifact.ONNX_OUTPUTS``) and a method
+  is the subgraph of its outputs (onnxruntime runs every node of a graph it is given).
+
+Both are checked by the same exactness gate as the TorchScript file before they are
+written (`export.artifact`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Tuple
+
+import torch
+from botorch.models.model import Model
+from gpytorch.models import ExactGP
+from torch import Tensor, nn
+
+from export.compiler import EXPORTABLE
+from export.families import family_of
+from handler import gp_artifact
+
+# The number of points: dynamic, from 1 up.
+POINTS = torch.export.Dim("q", min=1)
+ONNX_OPSET = 18
+
+
+class PortableExportError(RuntimeError):
+    """The posterior cannot be written in a portable format (the reason says why)."""
+
+
+class _Method(nn.Module):
+    """One method of a posterior as a module's ``forward`` (one program per method)."""
+
+    def __init__(self, posterior: nn.Module, method: str) -> None:
+        super().__init__()
+        self.posterior = posterior
+        self.method = method
+
+    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+        return getattr(self.posterior, self.method)(X)
+
+
+class _AllOutputs(nn.Module):
+    """Every method's outputs at once, in ``gp_artifact.ONNX_OUTPUTS``' order of names."""
+
+    def __init__(self, posterior: nn.Module) -> None:
+        super().__init__()
+        self.posterior = posterior
+
+    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        _, covariance = self.posterior.forward(X)
+        _, covariance_noisy = self.posterior.forward_noisy(X)
+        mean, variance = self.posterior.mean_var(X)
+        _, variance_noisy = self.posterior.mean_var_noisy(X)
+        return mean, covariance, covariance_noisy, variance, variance_noisy
+
+
+ONNX_OUTPUT_ORDER = ("mean", "covariance", "covariance_noisy", "variance", "variance_noisy")
+
+
+def exportable_posterior(model: Model, example_X: Tensor) -> nn.Module:
+    """The eager posterior module of ``model`` that ``torch.export`` can export.
+
+    Raises:
+        PortableExportError: With GPyTorch < 1.15, whose exact prediction takes the test
+            covariance from the joint kernel while ``N + q`` is at most
+            ``max_eager_kernel_size`` and separately above it: a branch on the number of
+            points that one graph with a dynamic number of points cannot follow exactly.
+    """
+    if not hasattr(ExactGP, "_get_test_prior_mean_and_covariances"):
+        import gpytorch
+
+        raise PortableExportError(
+            "pt2 and onnx need GPyTorch >= 1.15 (BoTorch >= 0.15), got GPyTorch "
+            f"{gpytorch.__version__}: older versions compute the test covariance one way "
+            "while N + q <= max_eager_kernel_size and another above, which one graph for "
+            "any number of points cannot reproduce; export torchscript only"
+        )
+    return family_of(model).trace(model, example_X, EXPORTABLE)
+
+
+def export_programs(posterior: nn.Module, example_X: Tensor
+                    ) -> dict[str, torch.export.ExportedProgram]:
+    """One ``torch.export`` program per method, for `q x d` inputs with any ``q >= 1``.
+
+    Args:
+        posterior: An `exportable_posterior`.
+        example_X: A `q x d` float64 example input, ``q >= 2`` (``torch.export``
+            specialises sizes 0 and 1).
+    """
+    return {method: _export(_Method(posterior, method), example_X)
+            for method in gp_artifact.METHODS}
+
+
+def _export(module: nn.Module, example_X: Tensor) -> torch.export.ExportedProgram:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", UserWarning)  # (GPyTorch's and export's chatter)
+        try:
+            return torch.export.export(module, (example_X,), dynamic_shapes={"X": {0: POINTS}},
+                                       strict=False)
+        except Exception as e:  # (torch.export raises many types; all mean the same here)
+            raise PortableExportError(
+                f"torch.export cannot export this posterior ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:500]})"
+            ) from e
+
+
+def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.PathLike
+              ) -> None:
+    """Compile each program with AOTInductor and package them as one ``.pt2``.
+
+    Args:
+        programs: `export_programs`' output (the models are named after its keys).
+        path: The file to write, ending in ``.pt2``.
+    """
+    from torch._inductor.package import package_aoti
+
+    files = {}
+    for method, program in programs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            files[method] = torch._inductor.aot_compile(
+                program.module(), program.example_inputs[0],
+                options={"aot_inductor.package": True})
+    package_aoti(os.fspath(path), files)
+
+
+def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike) -> None:
+    """Write every method's outputs as one float64 ONNX graph with input ``X``.
+
+    Args:
+        posterior: An `exportable_posterior`.
+        example_X: A `q x d` float64 example input, ``q >= 2``.
+        path: The file to write.
+    """
+    program = _export(_AllOutputs(posterior), example_X).run_decompositions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, (example_X,), dynamo=True,
+                                         opset_version=ONNX_OPSET, verbose=False)
+        graph = onnx_program.model.graph
+        outputs = list(graph.outputs)
+        names = set(ONNX_OUTPUT_ORDER) | {gp_artifact.ONNX_INPUT}
+        for node in graph:  # free the contract's names taken by intermediate values
+            for value in node.outputs:
+                if value.name in names and value not in outputs:
+                    value.name = f"{value.name}_intermediate"
+        for value, name in zip(outputs, ONNX_OUTPUT_ORDER):
+            value.name = name
+        graph.inputs[0].name = gp_artifact.ONNX_INPUT
+        onnx_program.save(os.fspath(path))
+
