@@ -16,6 +16,7 @@ plain tensor algebra above them. Only the leaves and the last step depend on the
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import ContextManager
 import gpytorch.kernels.kernel as gpytorch_kernel
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from export.torchscript import quiet_torchscript
 
@@ -92,7 +94,8 @@ class ReplayedTerms(nn.Module):
         return super().__getattr__(name)
 
     def _replay(self, name: str, x: Tensor) -> Tensor:
-        with self._settings(), _equal_replayed(name, self._answers[name]), _functional_sq_dist():
+        with self._settings(), _equal_replayed(name, self._answers[name]), \
+                _exportable_distances():
             return getattr(self.terms, name)(x)
 
 
@@ -136,29 +139,100 @@ def _equal_replayed(method: str, answers: list[bool]) -> Iterator[None]:
                            "calls (as at the example points), got fewer while exporting")
 
 
-@contextlib.contextmanager
-def _functional_sq_dist() -> Iterator[None]:
-    """GPyTorch's ``sq_dist`` without its in-place write to a diagonal view.
+# torch.cdist's default compute mode takes the matrix-product path when either side has
+# more than this many rows (ATen's cdist_impl), and the direct differences otherwise.
+_CDIST_DIRECT_ROWS = 25
 
-    Where ``x1`` equals ``x2`` it zeroes the diagonal with ``diagonal().fill_(0)``, which
-    torch.onnx's decompositions cannot make functional. The same numbers: the quadratic
-    expansion is the one GPyTorch computes when ``x1`` equals ``x2`` bit for bit (then
-    ``x2 - adjustment`` is ``x1 - adjustment``), and a select puts the zeros in.
+
+_CDIST_WRITTEN_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cdist_written_out", default=False)
+
+
+@contextlib.contextmanager
+def cdist_written_out() -> Iterator[None]:
+    """Inside, exportable prior terms write distances out op by op (for ONNX, which has
+    no ``cdist``) instead of calling ``torch.cdist`` with an explicit mode."""
+    token = _CDIST_WRITTEN_OUT.set(True)
+    try:
+        yield
+    finally:
+        _CDIST_WRITTEN_OUT.reset(token)
+
+
+def _cdist_by_products(x1: Tensor, x2: Tensor) -> Tensor:
+    return torch.cdist(x1, x2, compute_mode="use_mm_for_euclid_dist")
+
+
+def _cdist_direct(x1: Tensor, x2: Tensor) -> Tensor:
+    return torch.cdist(x1, x2, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def _euclidean_by_products(x1: Tensor, x2: Tensor) -> Tensor:
+    """`(b) x n x k` distances the way ``torch.cdist``'s matrix-product path computes them
+    (ATen's ``_euclidean_dist``), op for op."""
+    x1_norm = x1.pow(2).sum(-1, keepdim=True)
+    x2_norm = x2.pow(2).sum(-1, keepdim=True)
+    x1_ = torch.cat([x1.mul(-2), x1_norm, torch.ones_like(x1_norm)], dim=-1)
+    x2_ = torch.cat([x2, torch.ones_like(x2_norm), x2_norm], dim=-1)
+    return x1_.matmul(x2_.transpose(-2, -1)).clamp_min(0).sqrt()
+
+
+def _euclidean_direct(x1: Tensor, x2: Tensor) -> Tensor:
+    """`(b) x n x k` distances from each pair's squared differences (``torch.cdist``'s
+    direct path, up to an ulp)."""
+    return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).pow(2).sum(-1).sqrt()
+
+
+@contextlib.contextmanager
+def _exportable_distances() -> Iterator[None]:
+    """GPyTorch's distances (``sq_dist``, ``dist``), the same numbers, in exportable form.
+
+    - ``sq_dist`` zeroes the diagonal where ``x1`` equals ``x2`` with
+      ``diagonal().fill_(0)``, which torch.onnx's decompositions cannot make functional.
+      Here the quadratic expansion is the one GPyTorch computes when ``x1`` equals ``x2``
+      bit for bit (``x2 - adjustment`` is then ``x1 - adjustment``), and a select puts
+      the zeros in.
+    - ``dist`` calls ``torch.cdist`` in its default mode, whose algorithm depends on the
+      number of rows (`_CDIST_DIRECT_ROWS`): ``torch.export`` would freeze it at the example
+      size. Here the mode is explicit where the sizes decide it (the training side has
+      more rows); otherwise both are computed and the one eager takes is selected from
+      the number of rows at run time. ONNX has no ``cdist``: inside `cdist_written_out`
+      the two algorithms are written out op by op (`_euclidean_by_products` is ATen's,
+      op for op; `_euclidean_direct` rounds differently from ATen's vectorised kernel, by
+      an ulp).
     """
-    original = gpytorch_kernel.sq_dist
+    original_sq_dist, original_dist = gpytorch_kernel.sq_dist, gpytorch_kernel.dist
 
     def sq_dist(x1: Tensor, x2: Tensor, x1_eq_x2: bool = False) -> Tensor:
-        res = original(x1, x2, x1_eq_x2=False)
+        res = original_sq_dist(x1, x2, x1_eq_x2=False)
         if not x1_eq_x2:
             return res
         eye = torch.eye(res.size(-1), dtype=torch.bool, device=res.device)
         return torch.where(eye, torch.zeros((), dtype=res.dtype, device=res.device), res)
 
-    gpytorch_kernel.sq_dist = sq_dist
+    def dist(x1: Tensor, x2: Tensor, x1_eq_x2: bool = False) -> Tensor:
+        if x1_eq_x2:
+            return original_dist(x1, x2, x1_eq_x2=True)  # (through the sq_dist above)
+        many = [statically_known_true(x.size(-2) > _CDIST_DIRECT_ROWS) for x in (x1, x2)]
+        few = [statically_known_true(x.size(-2) <= _CDIST_DIRECT_ROWS) for x in (x1, x2)]
+        by_products, direct = ((_euclidean_by_products, _euclidean_direct)
+                               if _CDIST_WRITTEN_OUT.get() else (_cdist_by_products, _cdist_direct))
+        if any(many):
+            res = by_products(x1, x2)
+        elif all(few):
+            res = direct(x1, x2)
+        else:
+            # (a tensor that is True iff either side has more rows: no guard on the size)
+            rows = torch.cat([torch.arange(x1.size(-2)), torch.arange(x2.size(-2))])
+            res = torch.where((rows == _CDIST_DIRECT_ROWS).any(), by_products(x1, x2),
+                              direct(x1, x2))
+        return res.clamp_min(1e-15)
+
+    gpytorch_kernel.sq_dist, gpytorch_kernel.dist = sq_dist, dist
     try:
         yield
     finally:
-        gpytorch_kernel.sq_dist = original
+        gpytorch_kernel.sq_dist, gpytorch_kernel.dist = original_sq_dist, original_dist
 
 
 TORCHSCRIPT = Compiler("torchscript", _trace_terms, _script)

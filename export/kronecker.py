@@ -151,11 +151,14 @@ class KroneckerPosterior(nn.Module):
         # per task eigenvector b: root diag(D[:, b]) root^T, `m x q x q`
         blocks = (root.unsqueeze(0) * self.weights.transpose(0, 1).unsqueeze(1)) @ root.t()
         pairs = (self.task_factor.unsqueeze(1) * self.task_factor.unsqueeze(0)).reshape(m * m, m)
-        update = (pairs @ blocks.reshape(m, q * q)).reshape(m, m, q, q)
-        update = update.permute(0, 2, 1, 3).reshape(m * q, m * q)
-        covar = torch.kron(self.task_covar, self.prior.test_test(x)) - update
+        update = (pairs @ blocks.flatten(1)).unflatten(1, (q, q))  # (m*m) x q x q
+        # block (s, t) of the output-major `(m*q) x (m*q)` update is update[s*m + t]
+        # (assembled by concatenation: a permute-and-reshape defeats torch.export's sizes)
+        rows = [torch.cat(update[s * m:(s + 1) * m].unbind(0), dim=1) for s in range(m)]
+        update = torch.cat(rows, dim=0)
+        covar = _kron(self.task_covar, self.prior.test_test(x)) - update
         if noisy:
-            covar = covar + torch.kron(self.task_noise, torch.eye(q, dtype=x.dtype))
+            covar = covar + _kron(self.task_noise, torch.eye(q, dtype=x.dtype))
         scale = self.y_std.repeat_interleave(q)
         covar = (scale.unsqueeze(-1) * covar) * scale
         return self._mean(x, cross), covar
@@ -171,6 +174,14 @@ class KroneckerPosterior(nn.Module):
             variance = variance + torch.diagonal(self.task_noise)
         variance = (self.y_std * variance) * self.y_std
         return self._mean(x, cross), variance.clamp_min(self.min_variance)
+
+
+def _kron(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.kron(a, b)`` of `m x m` ``a`` and `q x q` ``b``: the same products, assembled
+    block by block (``torch.kron``, or a broadcast product reshaped, defeats torch.export's
+    symbolic sizes: it specialises ``q``)."""
+    m = a.size(0)
+    return torch.cat([torch.cat([a[s, t] * b for t in range(m)], dim=1) for s in range(m)], dim=0)
 
 
 def _check_model(model: KroneckerMultiTaskGP, example_X: Tensor) -> None:

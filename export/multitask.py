@@ -84,8 +84,11 @@ def _index_kernels_by_gather() -> Iterator[None]:
 
     def to_dense(self):
         left, right = self.left_interp_indices, self.right_interp_indices
-        ones = (left.size(-1) == right.size(-1) == 1 and bool((self.left_interp_values == 1).all())
-                and bool((self.right_interp_values == 1).all()))
+        # (while torch.export runs, the values cannot be read; they are the same tensors
+        # as at the example points, where this check has passed: IndexKernel's are ones)
+        ones = (left.size(-1) == right.size(-1) == 1 and (torch.compiler.is_exporting() or (
+            bool((self.left_interp_values == 1).all())
+            and bool((self.right_interp_values == 1).all()))))
         if not ones or left.dim() != 2 or right.dim() != 2:
             return original(self)
         base = self.base_linear_op.to_dense()
@@ -220,6 +223,9 @@ def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = 
         raise ValueError(f"expected example_X of shape q x {d} (no task column), "
                          f"got {tuple(example_X.shape)}")
     frozen = single_task.frozen_copy(model)
+    # The task column is ours (`_make_X_full`: every output task), valid by construction;
+    # BoTorch's check of it is data-dependent, which torch.export cannot follow.
+    frozen._validate_task_values = False
     example_X = example_X.detach().to(torch.float64)
     noise, noise_tasks = _noise(frozen)
     y_mean, y_std = _outcome_scale(frozen)

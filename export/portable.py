@@ -29,7 +29,7 @@ from botorch.models.model import Model
 from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
-from export.compiler import EXPORTABLE
+from export.compiler import EXPORTABLE, cdist_written_out
 from export.families import family_of
 from handler import gp_artifact
 
@@ -147,7 +147,8 @@ def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike)
         example_X: A `q x d` float64 example input, ``q >= 2``.
         path: The file to write.
     """
-    program = _export(_AllOutputs(posterior), example_X).run_decompositions()
+    with cdist_written_out():  # (ONNX has no cdist)
+        program = _export(_AllOutputs(posterior), example_X).run_decompositions()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, (example_X,), dynamo=True,
