@@ -17,6 +17,7 @@ from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
 import gp_artifact
+import gp_formats
 import gp_protocol
 import gp_v2
 from gp_protocol import PredictRequest, RequestError
@@ -34,7 +35,8 @@ class GPHandler(BaseHandler):
     """Answers ``POST /predictions/<model>`` with the GP posterior (JSON or CSV)."""
 
     def initialize(self, context: Any) -> None:
-        """Load ``metadata.json`` and ``posterior.pt`` and read the handler settings.
+        """Read the handler settings and load ``metadata.json`` and the posterior in the
+        format they name (``format``: ``torchscript``, ``pt2`` or ``onnx``).
 
         Raises:
             RuntimeError: If the artifact is missing, truncated or breaks the contract;
@@ -42,30 +44,38 @@ class GPHandler(BaseHandler):
         """
         self.context, self.manifest = context, context.manifest
         model_dir = context.system_properties["model_dir"]
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+        self.max_full_points = int(settings.get("max_full_covariance_points", 2000))
+        self.chunk_rows = int(settings.get("chunk_rows", 4096))
+        threads = int(settings.get("torch_threads") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        self.format = str(settings.get("format", gp_artifact.DEFAULT_FORMAT))
         try:
             self.metadata = gp_artifact.load_metadata(model_dir)
-            self.model = torch.jit.load(gp_artifact.check_posterior(model_dir), map_location="cpu")
+            if self.format not in self.metadata.formats:
+                raise gp_artifact.ArtifactError(
+                    f"format: model-config.yaml asks for {self.format!r}, the artifact holds "
+                    f"{self.metadata.formats}")
+            self.model = gp_formats.load(model_dir, self.format, len(self.metadata.input_names),
+                                         threads or None)
         except (gp_artifact.ArtifactError, RuntimeError) as e:
             reason = " ".join(str(e).split())  # one log line, whatever torch's message is
             logger.error("%s %r: %s", gp_artifact.LOAD_ERROR_MARKER, context.model_name, reason)
             raise RuntimeError(reason) from e  # (TorchServe logs it again, with a traceback)
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]
-        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
-        self.max_full_points = int(settings.get("max_full_covariance_points", 2000))
-        self.chunk_rows = int(settings.get("chunk_rows", 4096))
-        if settings.get("torch_threads"):
-            torch.set_num_threads(int(settings["torch_threads"]))
         self.version = str(self.manifest["model"].get("modelVersion", ""))
         self._warm_up()
         self.initialized = True
 
     def _warm_up(self) -> None:
-        """Run every method through TorchScript's profiling executor before the first request.
+        """Run every method before the first request.
 
-        The executor profiles the first two calls of a method and then optimises it; left to
-        the first requests, that costs them ~60 ms. Two sizes, so the optimised graph is not
-        specialised to one number of points.
+        TorchScript's profiling executor profiles the first two calls of a method and then
+        optimises it; left to the first requests, that costs them ~60 ms. Two sizes, so the
+        optimised graph is not specialised to one number of points. (The compiled formats
+        need no warm-up, but their first calls allocate; it costs them little.)
         """
         centre = torch.tensor([self.metadata.centre()], dtype=torch.float64)
         with torch.inference_mode():
@@ -115,7 +125,8 @@ class GPHandler(BaseHandler):
 
     def describe_handle(self) -> bytes:
         """``metadata.json`` plus a ``serving`` object (the handler's limits)."""
-        serving = {"max_full_covariance_points": self.max_full_points, "chunk_rows": self.chunk_rows}
+        serving = {"max_full_covariance_points": self.max_full_points,
+                   "chunk_rows": self.chunk_rows, "format": self.format}
         return gp_protocol.dumps({**self.metadata.document, "serving": serving})
 
     def _answer(self, idx: int, row: dict) -> bytes:

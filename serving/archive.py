@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from handler import gp_artifact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +22,7 @@ HANDLER_DIR = REPO / "handler"
 HANDLER = HANDLER_DIR / "gp_handler.py"
 # The modules the handler imports, shipped beside it (the artifact contract, the protocol).
 HANDLER_MODULES = (HANDLER_DIR / "gp_artifact.py", HANDLER_DIR / "gp_protocol.py",
-                   HANDLER_DIR / "gp_v2.py")
+                   HANDLER_DIR / "gp_v2.py", HANDLER_DIR / "gp_formats.py")
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 MODEL_NAME = "gp"
 
@@ -37,8 +39,13 @@ def build_archive(
     The artifact is checked against its contract first, so a truncated or foreign one
     is refused here rather than by a worker at load time.
 
+    Every posterior file the artifact holds is packaged (``posterior.pt`` as the serialized
+    file, ``posterior.pt2`` and ``posterior.onnx`` beside it); ``model_config``'s
+    ``handler.format`` says which one the handler serves, and must be among them.
+
     Args:
-        model_dir: Holds ``posterior.pt`` and ``metadata.json`` (``export_model``'s output).
+        model_dir: Holds ``posterior.pt`` and ``metadata.json`` (``export_model``'s output),
+            and the other formats it was exported in.
         store: The model store to write to (created if missing).
         name: The model name TorchServe serves it under.
         model_config: The ``model-config.yaml`` (workers, batching, handler limits).
@@ -48,13 +55,21 @@ def build_archive(
         The archive's path.
 
     Raises:
-        gp_artifact.ArtifactError: If the artifact breaks the contract.
+        gp_artifact.ArtifactError: If the artifact breaks the contract, or lacks the format
+            ``model_config`` names.
         subprocess.CalledProcessError: If torch-model-archiver fails.
     """
     model_dir, store = Path(model_dir), Path(store)
-    gp_artifact.load_metadata(model_dir)
+    metadata = gp_artifact.load_metadata(model_dir)
     posterior = gp_artifact.check_posterior(model_dir)
-    extra = [model_dir / gp_artifact.METADATA_FILE, *HANDLER_MODULES]
+    served = served_format(model_config)
+    if served not in metadata.formats:
+        raise gp_artifact.ArtifactError(
+            f"{model_config}: handler.format is {served!r}, but {model_dir} was exported in "
+            f"{metadata.formats} only; export with --format {gp_artifact.DEFAULT_FORMAT},{served}")
+    others = [gp_artifact.check_posterior(model_dir, fmt) for fmt in metadata.formats
+              if fmt != gp_artifact.DEFAULT_FORMAT]
+    extra = [model_dir / gp_artifact.METADATA_FILE, *others, *HANDLER_MODULES]
     store.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -68,6 +83,21 @@ def build_archive(
         timeout=600,
     )  # fmt: skip
     return store / f"{name}.mar"
+
+
+def served_format(model_config: str | Path) -> str:
+    """The format ``model-config.yaml``'s ``handler.format`` names (default TorchScript).
+
+    Raises:
+        gp_artifact.ArtifactError: If it names no known format.
+    """
+    settings = (yaml.safe_load(Path(model_config).read_text()) or {}).get("handler") or {}
+    served = settings.get("format", gp_artifact.DEFAULT_FORMAT)
+    if served not in gp_artifact.FORMAT_FILES:
+        raise gp_artifact.ArtifactError(
+            f"{model_config}: handler.format: expected one of {sorted(gp_artifact.FORMAT_FILES)}, "
+            f"got {served!r}")
+    return served
 
 
 def main(argv: list[str] | None = None) -> int:

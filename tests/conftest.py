@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,25 @@ def pytest_configure(config: pytest.Config) -> None:
     """Hypothesis keeps its cache under pytest's base temp dir, not in the repository."""
     base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001 - pytest's own factory
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(base / "hypothesis"))
+
+
+@dataclass(frozen=True)
+class PortableArtifact:
+    """An artifact exported in every format (``posterior.pt``, ``.pt2``, ``.onnx``)."""
+
+    directory: Path
+    model: object  # the fitted BoTorch model it came from
+
+
+@pytest.fixture(scope="session")
+def portable_artifact(tmp_path_factory: pytest.TempPathFactory) -> PortableArtifact:
+    """A two-output SingleTaskGP (Matern-5/2, Normalize, Standardize) exported in every
+    format, once per session: AOTInductor compiles four models (about a minute)."""
+    from export.artifact import export_model
+    from handler import gp_artifact
+    from tests.export.conftest import make_model
+
+    model = make_model(30, 3, 2, seed=5)
+    directory = tmp_path_factory.mktemp("portable") / "model"
+    export_model(model, directory, formats=tuple(gp_artifact.FORMAT_FILES))
+    return PortableArtifact(directory, model)
