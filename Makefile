@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 COMPAT_VENV := .venv-botorch012
+TORCH2141_VENV := .venv-torch2141
 PY := $(VENV)/bin/python
 MODEL_DIR := build/model
 
@@ -24,16 +25,29 @@ $(COMPAT_VENV)/.installed: requirements-botorch012.txt requirements-dev.txt
 	$(COMPAT_VENV)/bin/python -m pip install --quiet -r requirements-botorch012.txt -r requirements-dev.txt
 	touch $@
 
+.PHONY: install-torch2141
+
+## install-torch2141: create .venv-torch2141 (torch 2.14.1, BoTorch 0.18.1) for the export tests;
+## --no-deps: requirements-torch2141.txt is the complete set (it says why)
+install-torch2141: $(TORCH2141_VENV)/.installed
+
+$(TORCH2141_VENV)/.installed: requirements-torch2141.txt
+	test -x $(TORCH2141_VENV)/bin/python || $(PYTHON) -m venv $(TORCH2141_VENV)
+	$(TORCH2141_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-torch2141.txt
+	$(TORCH2141_VENV)/bin/python -W ignore -c "import torch, botorch"  # all of torch's libraries load
+	touch $@
+
 ## export: fit and export the default model (BraninCurrin) to build/model
 export: $(MODEL_DIR)/posterior.pt
 
 $(MODEL_DIR)/posterior.pt: | install
 	$(PY) -m export --out $(MODEL_DIR)
 
-## test: the whole suite (pinned stack, then the export tests on BoTorch 0.12.0)
-test: install install-compat install-bench
+## test: the whole suite (pinned stack, then the export tests on BoTorch 0.12.0 and on torch 2.14.1)
+test: install install-compat install-bench install-onnx-example install-torch2141
 	$(PY) -m pytest tests
 	$(COMPAT_VENV)/bin/python -m pytest tests/export
+	$(TORCH2141_VENV)/bin/python -m pytest tests/export
 
 # --- benchmarks ---
 .PHONY: bench install-bench
@@ -121,3 +135,30 @@ KSERVE_LAYOUT ?= build/kserve-layout
 ## model-store/gp.mar) to KSERVE_LAYOUT (default build/kserve-layout); see deploy/kserve/
 kserve-layout: archive
 	$(PY) -m serving.kserve_layout --mar $(MAR) --out $(KSERVE_LAYOUT)
+
+# --- the standalone ONNX example ---
+ONNX_VENV := .venv-onnx
+
+.PHONY: install-onnx-example
+
+## install-onnx-example: create .venv-onnx with examples/onnx/requirements.txt only (numpy,
+## onnx, onnxruntime; no torch) for examples/onnx/score.py and its test (idempotent)
+install-onnx-example: $(ONNX_VENV)/.installed
+
+$(ONNX_VENV)/.installed: examples/onnx/requirements.txt
+	test -x $(ONNX_VENV)/bin/python || $(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/python -m pip install --quiet -r examples/onnx/requirements.txt
+	touch $@
+
+# --- the C++ example ---
+CPP_EXAMPLE_BUILD := build/cpp-example
+
+.PHONY: cpp-example
+
+## cpp-example: build examples/cpp/predict (a C++ client of posterior.pt2) against the torch
+## wheel's libtorch into build/cpp-example (CMake; Ninja when present; needs a C++17 compiler)
+cpp-example: | install
+	cmake -S examples/cpp -B $(CPP_EXAMPLE_BUILD) $$(command -v ninja >/dev/null && echo -G Ninja) \
+	  -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build $(CPP_EXAMPLE_BUILD) --parallel

@@ -3,6 +3,7 @@
     python -m export --data train.csv --inputs x1,x2 --outputs y1,y2 --out DIR
     python -m export --data train.csv --outputs y1,y2 --model list --out DIR
     python -m export --out DIR          # BoTorch's BraninCurrin, offline
+    python -m export --out DIR --format torchscript,pt2,onnx
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from export.artifact import data_bounds, export_model
 from export.data import DataError, default_data, load_csv
 from export.fit import MISSING_ALLOWED, MODELS, fit_model
 from export.gate import ExportGateError
+from export.portable import PortableExportError
+from handler import gp_artifact
 
 log = logging.getLogger("export")
 
@@ -28,10 +31,20 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _formats(text: str) -> list[str]:
+    formats = _names(text)
+    unknown = [name for name in formats if name not in gp_artifact.FORMAT_FILES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected formats from {', '.join(gp_artifact.FORMAT_FILES)}, got {unknown}")
+    return formats
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m export",
-        description="Fit a BoTorch model and export its posterior as TorchScript.",
+        description="Fit a BoTorch model and export its posterior (TorchScript, and an "
+        "AOTInductor package and an ONNX graph on request).",
     )
     parser.add_argument("--data", type=Path, help="training CSV with a header row "
                         "(default: BoTorch's BraninCurrin on 64 seeded points)")
@@ -53,7 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="input columns holding category codes (numbers): fits a "
                         "MixedSingleTaskGP (with --model single)")
     parser.add_argument("--out", type=Path, required=True,
-                        help="folder for posterior.pt and metadata.json")
+                        help="folder for posterior.pt and metadata.json (and the other formats)")
+    parser.add_argument("--format", type=_formats, default=[gp_artifact.DEFAULT_FORMAT],
+                        dest="formats",
+                        help="comma-separated formats to write, each gated against eager "
+                        "BoTorch: torchscript (posterior.pt, always written), pt2 "
+                        "(posterior.pt2, AOTInductor: about a minute to compile), onnx "
+                        "(posterior.onnx). Default: torchscript")
     args = parser.parse_args(argv)
     if args.data is None and (args.inputs or args.outputs or args.noise):
         parser.error("--inputs, --outputs and --noise need --data")
@@ -99,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             output_names=data.output_names,
             input_bounds=data_bounds(data.X),
             data_sha256=data.sha256(),
+            formats=args.formats,
         )
-    except (ValueError, ImportError, ExportGateError) as e:  # DataError, bad --out, extras
+    except (ValueError, ImportError, ExportGateError, PortableExportError) as e:
+        # (DataError, a bad --out, a missing extra, a format that cannot express the model)
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

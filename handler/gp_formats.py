@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-try:  # in the model archive (and the tests) the handler's modules are top-level
+if __package__:  # imported as handler.gp_formats (the export stage): its sibling
+    from . import gp_artifact
+else:  # in the model archive the handler's modules are top-level
     import gp_artifact
-except ModuleNotFoundError:  # imported from the repository (the export stage)
-    from handler import gp_artifact
 
 
 def check_points(X: Tensor, num_inputs: int) -> None:

@@ -32,6 +32,8 @@ from tests.conftest import REPO
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
+# The portable artifact (tests/conftest.py) served in each compiled format, one worker each.
+FORMAT_MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
 # Served model name -> the export family fitted for it (besides the single-task "gp").
 FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpkronecker": "kronecker",
                  "gpsaas": "saas"}
@@ -111,11 +113,13 @@ def _export_saas_with_botorch_012(data, root: Path) -> Exported:
 def server(
     exported: Exported,
     family_exports: dict[str, Exported],
+    portable_artifact,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ):
-    """TorchServe serving ``gp`` (the repository's model-config.yaml), ``gpbatch`` and
-    one model per other family (`FAMILY_MODELS`, one worker each).
+    """TorchServe serving ``gp`` (the repository's model-config.yaml), ``gpbatch``, one
+    model per other family (`FAMILY_MODELS`) and the portable artifact in each compiled
+    format (`FORMAT_MODELS`), one worker each.
 
     ``gpbatch`` is the same model with one worker, ``batchSize`` 4 and a long
     ``maxBatchDelay``, so concurrent requests are answered in one batch.
@@ -135,7 +139,14 @@ def server(
     one_worker_path.write_text(yaml.safe_dump(one_worker))
     for name, family in family_exports.items():
         build_archive(family.directory, store, name, one_worker_path)
-    models = " ".join(f"{name}={name}.mar" for name in ["gp", BATCH_MODEL, *family_exports])
+    for name, fmt in FORMAT_MODELS.items():
+        config = yaml.safe_load(one_worker_path.read_text())
+        config["handler"]["format"] = fmt
+        path = root / f"model-config-{fmt}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        build_archive(portable_artifact.directory, store, name, path)
+    models = " ".join(f"{name}={name}.mar"
+                      for name in ["gp", BATCH_MODEL, *family_exports, *FORMAT_MODELS])
 
     config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
 
@@ -143,7 +154,7 @@ def server(
     failed_before = request.session.testsfailed
     try:
         instance.start()
-        for name in ["gp", *family_exports]:
+        for name in ["gp", *family_exports, *FORMAT_MODELS]:
             instance.wait_ready(model=name)
         yield instance
     finally:
