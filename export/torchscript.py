@@ -1,9 +1,10 @@
 """TorchScript without the deprecation noise.
 
-torch 2.13 marks ``torch.jit.trace``/``script``/``save``/``load`` as deprecated in
-favour of ``torch.export``, which cannot yet export GPyTorch kernels (``torch.equal``
-in ``Kernel.__call__``). TorchScript stays the artifact format (see README, "Design"),
-so the export stage silences exactly these warnings, nothing else.
+torch 2.13 marks ``torch.jit.trace``/``script``/``save``/``load`` as deprecated in favour
+of ``torch.export`` (torch 2.14 with a FutureWarning). TorchScript stays the default
+artifact format, the model archive's serialized file, while ``posterior.pt2`` and
+``posterior.onnx`` (``torch.export``, `export.portable`) are written on request; the export
+stage silences exactly these warnings, nothing else.
 """
 
 from __future__ import annotations
