@@ -124,8 +124,10 @@ def export_model(
         _commit(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("wrote %s and %s (worst relative error %.3g)", out_dir / gp_artifact.POSTERIOR_FILE,
-             gp_artifact.METADATA_FILE, report.worst["relative_error"])
+    files = [gp_artifact.FORMAT_FILES[fmt] for fmt in meta["formats"]]
+    log.info("wrote %s and %s (worst relative error %.3g)", out_dir / ", ".join(files),
+             gp_artifact.METADATA_FILE,
+             max(entry["max_relative_error"] for entry in meta["formats"].values()))
     return meta
 
 

@@ -20,8 +20,11 @@ written (`export.artifact`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Tuple
 
 import torch
@@ -119,6 +122,20 @@ def _export(module: nn.Module, example_X: Tensor) -> torch.export.ExportedProgra
             ) from e
 
 
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Only errors from these loggers (the ONNX exporter and optimiser log every pass)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.PathLike
               ) -> None:
     """Compile each program with AOTInductor and package them as one ``.pt2``.
@@ -133,6 +150,8 @@ def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.
     for method, program in programs.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            # (torch's own pytree deprecation, raised inside AOTInductor)
+            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
             files[method] = torch._inductor.aot_compile(
                 program.module(), program.example_inputs[0],
                 options={"aot_inductor.package": True})
@@ -149,7 +168,7 @@ def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike)
     """
     with cdist_written_out():  # (ONNX has no cdist)
         program = _export(_AllOutputs(posterior), example_X).run_decompositions()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, (example_X,), dynamo=True,
                                          opset_version=ONNX_OPSET, verbose=False)
