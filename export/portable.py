@@ -112,6 +112,7 @@ def export_programs(posterior: nn.Module, example_X: Tensor
 def _export(module: nn.Module, example_X: Tensor) -> torch.export.ExportedProgram:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", UserWarning)  # (GPyTorch's and export's chatter)
+        warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)  # (torch's pytree)
         try:
             return torch.export.export(module, (example_X,), dynamic_shapes={"X": {0: POINTS}},
                                        strict=False)

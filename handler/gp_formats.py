@@ -16,6 +16,7 @@ names; the export stage loads each file it writes through here for its exactness
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -81,7 +82,10 @@ class Pt2Posterior(_Compiled):
         super().__init__(num_inputs)
         from torch._inductor.package import load_package
 
-        self._runners = {method: load_package(path, method) for method in gp_artifact.METHODS}
+        with warnings.catch_warnings():  # (torch's own pytree deprecation, while unpickling)
+            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+            self._runners = {method: load_package(path, method)
+                             for method in gp_artifact.METHODS}
 
     def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
         first, second = self._runners[method](X)
