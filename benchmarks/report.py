@@ -3,10 +3,13 @@
     .venv/bin/python -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results
 
 Reads every ``<raw>/*.json`` section (``{"section", "title", "columns", "rows", "notes"}``,
-optionally ``"versions": {name: version}`` and ``"command"``), and writes
+optionally ``"versions": {name: version}``, ``"command"`` and ``"tables"``: more tables, each
+``{"title", "columns", "rows"}``), and writes
 ``<out>/README.md``: a header stamped with the date (UTC), the git commit, the machine and
 the package versions, then one table per section (`SECTION_ORDER` first, any other after),
 its notes as bullets, and the plots (`plot_inprocess`, `plot_http_latency`) next to it.
+The ``formats`` section's main table shows its median and ratio columns only
+(`formats_shown`; its p90s and per-cell errors stay in the raw JSON).
 Pure: no torch import (versions come from the installed packages' metadata).
 """
 
@@ -29,13 +32,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-SECTION_ORDER = ("inprocess", "http_latency", "throughput", "csv_batch", "capacity", "batch_mvn")
+SECTION_ORDER = ("inprocess", "formats", "http_latency", "throughput", "csv_batch", "capacity",
+                 "batch_mvn")
 PACKAGES = ("torch", "botorch", "gpytorch", "linear_operator", "torchserve", "matplotlib")
 BENCH_COMMANDS = (
     "python -m benchmarks.inprocess --out benchmarks/results/raw",
     "python -m benchmarks.batch_mvn --out benchmarks/results/raw",
     "python -m benchmarks.http --out benchmarks/results/raw",
     "python -m benchmarks.capacity --out benchmarks/results/raw",
+    "python -m benchmarks.formats --out benchmarks/results/raw",
     "python -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results",
 )
 DPI = 120
@@ -43,6 +48,7 @@ INPROCESS_PLOT = "inprocess_speedup.png"
 HTTP_PLOT = "http_latency.png"
 PLOT_N = 1000
 REQUIRED_KEYS = ("section", "title", "columns", "rows", "notes")
+TABLE_KEYS = ("title", "columns", "rows")
 
 
 # --- loading ------------------------------------------------------------------------
@@ -60,10 +66,15 @@ def load_sections(raw: Path) -> list[dict]:
         missing = [key for key in REQUIRED_KEYS if key not in section]
         if missing:
             raise ValueError(f"{path}: missing {missing}")
-        for row in section["rows"]:
-            if len(row) != len(section["columns"]):
-                raise ValueError(f"{path}: row {row} does not match columns "
-                                 f"{section['columns']}")
+        for extra in section.get("tables", []):
+            missing = [key for key in TABLE_KEYS if key not in extra]
+            if missing:
+                raise ValueError(f"{path}: a table of 'tables' is missing {missing}")
+        for part in (section, *section.get("tables", [])):
+            for row in part["rows"]:
+                if len(row) != len(part["columns"]):
+                    raise ValueError(f"{path}: row {row} does not match columns "
+                                     f"{part['columns']}")
         sections.append(section)
     rank = {name: i for i, name in enumerate(SECTION_ORDER)}
     return sorted(sections, key=lambda s: (rank.get(s["section"], len(rank)), s["section"]))
@@ -146,12 +157,24 @@ def fmt(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def table(section: dict) -> list[str]:
-    """The section's rows as a Markdown table."""
+def table(section: dict, shown: list[str] | None = None) -> list[str]:
+    """The section's rows as a Markdown table (only the columns ``shown``, if given)."""
     columns = section["columns"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in section["rows"]]
+    keep = [columns.index(c) for c in shown] if shown is not None else range(len(columns))
+    lines = ["| " + " | ".join(columns[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    lines += ["| " + " | ".join(fmt(row[i]) for i in keep) + " |" for row in section["rows"]]
     return lines
+
+
+def formats_shown(columns: list[str]) -> list[str]:
+    """The ``formats`` section's columns in the report: method, q, each format's median
+    and each ratio to TorchScript, in the section's order."""
+    return [c for c in columns if c in ("method", "q") or c.endswith(" median ms")
+            or c.endswith("/torchscript")]
+
+
+# Sections whose main table shows a selection of its columns (the rest: raw JSON only).
+SHOWN = {"formats": formats_shown}
 
 
 # --- plots --------------------------------------------------------------------------
@@ -253,7 +276,10 @@ def render(sections: list[dict], out: Path, command: str, root: Path) -> str:
     for section in sections:
         lines += [f"## {section['title']}", "", f"Section `{section['section']}`"
                   + (f", `{section['command']}`" if section.get("command") else "") + ".", ""]
-        lines += table(section) + [""]
+        shown = SHOWN.get(section["section"])
+        lines += table(section, shown(section["columns"]) if shown else None) + [""]
+        for extra in section.get("tables", []):
+            lines += [f"**{extra['title']}**", ""] + table(extra) + [""]
         if section["notes"]:
             lines += [f"- {note}" for note in section["notes"]] + [""]
         if section["section"] in plots:
