@@ -240,6 +240,9 @@ def load_metadata(directory: str | os.PathLike) -> Metadata:
     return parse_metadata(text, path)
 
 
+_ARCHIVE_NAMES = {"torchscript": "TorchScript", "pt2": "AOTInductor (.pt2)"}
+
+
 def check_posterior(directory: str | os.PathLike, fmt: str = DEFAULT_FORMAT) -> str:
     """The path of ``<directory>``'s posterior file in format ``fmt``, after checking it.
 
@@ -269,7 +272,7 @@ def check_posterior(directory: str | os.PathLike, fmt: str = DEFAULT_FORMAT) -> 
         raise ArtifactError(f"{path}: missing; {hint}") from e
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise ArtifactError(
-            f"{path}: truncated or corrupt: expected a complete {fmt} archive "
+            f"{path}: truncated or corrupt: expected a complete {_ARCHIVE_NAMES[fmt]} archive "
             f"({type(e).__name__}: {e}); re-export the model"
         ) from e
     if bad is not None:

@@ -138,7 +138,9 @@ def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
     path = gp_artifact.check_posterior(directory, fmt)
     try:
         if fmt == "torchscript":
-            return torch.jit.load(path, map_location="cpu")
+            with warnings.catch_warnings():  # (deprecated since torch 2.13; still the default)
+                warnings.filterwarnings("ignore", r".*torch\.jit\.load` is deprecated")
+                return torch.jit.load(path, map_location="cpu")
         if fmt == "pt2":
             return Pt2Posterior(path, num_inputs)
         return OnnxPosterior(path, num_inputs, threads)

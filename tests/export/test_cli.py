@@ -173,8 +173,9 @@ def test_out_folder_with_other_files_is_refused(tmp_path, capsys):
     data.write_text(GOOD)
     assert main(["--data", str(data), "--outputs", "y", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"error: expected {tmp_path} to hold only ['posterior.pt', 'metadata.json'] (it " \
-           "is replaced as a whole), got also ['train.csv']; export to a new folder" in err
+    assert (f"error: expected {tmp_path} to hold only ['posterior.pt', 'posterior.pt2', "
+            "'posterior.onnx', 'metadata.json'] (it is replaced as a whole), got also "
+            "['train.csv']; export to a new folder") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
 
 

@@ -158,7 +158,7 @@ def test_describe(handler: GPHandler, exported: Exported) -> None:
     described = json.loads(answers[0])
     written = json.loads((exported.directory / gp_artifact.METADATA_FILE).read_text())
     assert described == {**written, "serving": {"max_full_covariance_points": 2000,
-                                                "chunk_rows": 4096}}
+                                                "chunk_rows": 4096, "format": "torchscript"}}
 
 
 def broken_copy(source: Path, target: Path, how: str) -> Path:
