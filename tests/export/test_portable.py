@@ -123,6 +123,26 @@ def test_old_gpytorch_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+class _Programs:
+    """The four methods as ``torch.export`` programs, run as exported (``.module()``)."""
+
+    def __init__(self, programs: dict) -> None:
+        for method, program in programs.items():
+            setattr(self, method, program.module())
+
+
+def exported_programs(model) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Export ``model``'s posterior, check the programs against eager at q = 1, 7, 40, and
+    return the exportable posterior and the example input."""
+    bounds = data_bounds(torch.cat(family_of(model).training_inputs(model)))
+    example = gate.sample_points(bounds, 5, gate.GATE_SEED)
+    posterior = portable.exportable_posterior(model, example)
+    programs = portable.export_programs(posterior, example)
+    assert set(programs) == set(gp_artifact.METHODS)
+    assert_exact(_Programs(programs), model, sizes=(1, 7, 40))
+    return posterior, example
+
+
 FAMILIES = {
     "single, Matern-1/2, known noise": lambda: make_model(
         20, 2, 3, yvar=True, covar_module=MaternKernel(nu=0.5).double()),
@@ -143,19 +163,7 @@ def test_every_family_exports_exactly(case: str, tmp_path: Path) -> None:
     """The programs AOTInductor compiles, run as exported, and the ONNX graph in
     onnxruntime, equal eager BoTorch for every method and size."""
     model = FAMILIES[case]()
-    bounds = data_bounds(torch.cat(family_of(model).training_inputs(model)))
-    example = gate.sample_points(bounds, 5, gate.GATE_SEED)
-    posterior = portable.exportable_posterior(model, example)
-    programs = portable.export_programs(posterior, example)
-    assert set(programs) == set(gp_artifact.METHODS)
-
-    class Programs:
-        pass
-
-    exported = Programs()
-    for method, program in programs.items():
-        setattr(exported, method, program.module())
-    assert_exact(exported, model, sizes=(1, 7, 40))
+    posterior, example = exported_programs(model)
     portable.write_onnx(posterior, example, tmp_path / "posterior.onnx")
     d = example.size(-1)
     assert_exact(gp_formats.OnnxPosterior(str(tmp_path / "posterior.onnx"), d), model,
@@ -174,14 +182,4 @@ def test_onnx_of_a_small_matern_list_is_refused_by_the_gate(tmp_path: Path) -> N
                        r"covariance differs from eager BoTorch by 6.\d+e-08 relative"):
         export_model(model, tmp_path / "m", formats=("torchscript", "onnx"))
     assert not (tmp_path / "m").exists()
-    bounds = data_bounds(torch.cat(family_of(model).training_inputs(model)))
-    example = gate.sample_points(bounds, 5, gate.GATE_SEED)
-    programs = portable.export_programs(portable.exportable_posterior(model, example), example)
-
-    class Programs:
-        pass
-
-    exported = Programs()
-    for method, program in programs.items():
-        setattr(exported, method, program.module())
-    assert_exact(exported, model, sizes=(1, 7, 40))
+    exported_programs(model)
