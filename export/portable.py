@@ -58,7 +58,7 @@ class _Method(nn.Module):
 
 
 class _AllOutputs(nn.Module):
-    """Every method's outputs at once, in ``gp_artifact.ONNX_OUTPUTS``' order of names."""
+    """Every method's outputs at once, in the order of ``gp_artifact.ONNX_OUTPUT_NAMES``."""
 
     def __init__(self, posterior: nn.Module) -> None:
         super().__init__()
@@ -70,9 +70,6 @@ class _AllOutputs(nn.Module):
         mean, variance = self.posterior.mean_var(X)
         _, variance_noisy = self.posterior.mean_var_noisy(X)
         return mean, covariance, covariance_noisy, variance, variance_noisy
-
-
-ONNX_OUTPUT_ORDER = ("mean", "covariance", "covariance_noisy", "variance", "variance_noisy")
 
 
 def exportable_posterior(model: Model, example_X: Tensor) -> nn.Module:
@@ -175,12 +172,12 @@ def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike)
                                          opset_version=ONNX_OPSET, verbose=False)
         graph = onnx_program.model.graph
         outputs = list(graph.outputs)
-        names = set(ONNX_OUTPUT_ORDER) | {gp_artifact.ONNX_INPUT}
+        names = {*gp_artifact.ONNX_OUTPUT_NAMES, gp_artifact.ONNX_INPUT}
         for node in graph:  # free the contract's names taken by intermediate values
             for value in node.outputs:
                 if value.name in names and value not in outputs:
                     value.name = f"{value.name}_intermediate"
-        for value, name in zip(outputs, ONNX_OUTPUT_ORDER):
+        for value, name in zip(outputs, gp_artifact.ONNX_OUTPUT_NAMES):
             value.name = name
         graph.inputs[0].name = gp_artifact.ONNX_INPUT
         onnx_program.save(os.fspath(path))

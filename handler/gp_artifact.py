@@ -46,6 +46,8 @@ ALL_FILES = (*FORMAT_FILES.values(), METADATA_FILE)
 METHODS = ("forward", "forward_noisy", "mean_var", "mean_var_noisy")
 # The ONNX graph's input and each method's outputs (``mean`` is shared).
 ONNX_INPUT = "X"
+# The ONNX graph's outputs, in order.
+ONNX_OUTPUT_NAMES = ("mean", "covariance", "covariance_noisy", "variance", "variance_noisy")
 ONNX_OUTPUTS = {
     "forward": ("mean", "covariance"),
     "forward_noisy": ("mean", "covariance_noisy"),

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from gp_artifact import (
+    METHODS,
+    ONNX_OUTPUT_NAMES,
+    ONNX_OUTPUTS,
     ArtifactError,
     check_posterior,
     dumps,
@@ -103,3 +106,10 @@ def test_check_posterior(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"posterior\.pt: corrupt: member "
                        r"'posterior/data\.pkl' fails its CRC check"):
         check_posterior(tmp_path)
+
+
+def test_every_onnx_method_output_is_a_graph_output() -> None:
+    assert set(ONNX_OUTPUTS) == set(METHODS)
+    used = {name for outputs in ONNX_OUTPUTS.values() for name in outputs}
+    assert used == set(ONNX_OUTPUT_NAMES)
+    assert len(ONNX_OUTPUT_NAMES) == len(set(ONNX_OUTPUT_NAMES))
