@@ -110,7 +110,7 @@ def export_model(
         posterior = staging / gp_artifact.POSTERIOR_FILE
         with quiet_torchscript():
             torch.jit.save(module, str(posterior))
-            loaded = torch.jit.load(str(posterior))
+        loaded = gp_formats.load(staging, gp_artifact.DEFAULT_FORMAT, d)
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(loaded, model, bounds, reference=family.eager_moments)
         written = {gp_artifact.DEFAULT_FORMAT: _format_entry(
