@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
+from unittest import mock
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ContextManager
@@ -108,16 +109,12 @@ def _equal_recorded(answers: list[bool]) -> Iterator[None]:
         answers.append(bool(answer))
         return answer
 
-    torch.equal = equal
-    try:
+    with mock.patch.object(torch, "equal", equal):
         yield
-    finally:
-        torch.equal = original
 
 
 @contextlib.contextmanager
 def _equal_replayed(method: str, answers: list[bool]) -> Iterator[None]:
-    original = torch.equal
     calls = iter(answers)
 
     def equal(a: Tensor, b: Tensor) -> bool:
@@ -129,11 +126,8 @@ def _equal_replayed(method: str, answers: list[bool]) -> Iterator[None]:
                 "example points), got more while exporting"
             ) from None
 
-    torch.equal = equal
-    try:
+    with mock.patch.object(torch, "equal", equal):
         yield
-    finally:
-        torch.equal = original
     if next(calls, None) is not None:
         raise RuntimeError(f"prior terms {method!r}: expected {len(answers)} torch.equal "
                            "calls (as at the example points), got fewer while exporting")
@@ -228,11 +222,8 @@ def _exportable_distances() -> Iterator[None]:
                               direct(x1, x2))
         return res.clamp_min(1e-15)
 
-    gpytorch_kernel.sq_dist, gpytorch_kernel.dist = sq_dist, dist
-    try:
+    with mock.patch.multiple(gpytorch_kernel, sq_dist=sq_dist, dist=dist):
         yield
-    finally:
-        gpytorch_kernel.sq_dist, gpytorch_kernel.dist = original_sq_dist, original_dist
 
 
 TORCHSCRIPT = Compiler("torchscript", _trace_terms, _script)
