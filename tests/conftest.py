@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from serving.archive import MODEL_CONFIG, build_archive
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "handler"))
@@ -45,3 +48,26 @@ def portable_artifact(tmp_path_factory: pytest.TempPathFactory) -> PortableArtif
     directory = tmp_path_factory.mktemp("portable") / "model"
     export_model(model, directory, formats=tuple(gp_artifact.FORMAT_FILES))
     return PortableArtifact(directory, model)
+
+
+# The portable artifact served in each compiled format: model name -> ``handler.format``.
+FORMAT_MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
+
+
+def write_model_config(path: Path, handler: dict | None = None, **settings) -> Path:
+    """The repository's model-config.yaml with ``settings`` (workers, batching) and
+    ``handler`` settings replaced, written to ``path``."""
+    config = yaml.safe_load(MODEL_CONFIG.read_text())
+    config.update(settings)
+    config["handler"].update(handler or {})
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def archive_formats(artifact: Path, store: Path, work: Path) -> None:
+    """Archive ``artifact`` into ``store`` once per compiled format (`FORMAT_MODELS`), one
+    worker each; the model-config files go to ``work``."""
+    for name, fmt in FORMAT_MODELS.items():
+        config = write_model_config(work / f"model-config-{fmt}.yaml", {"format": fmt},
+                                    minWorkers=1, maxWorkers=1)
+        build_archive(artifact, store, name, config)

@@ -8,12 +8,14 @@ that cannot be started fails the tier; elsewhere it skips it with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,17 @@ class Container:
 
     def remove(self) -> None:
         docker("rm", "-f", "-v", self.name, check=False)
+
+
+@contextlib.contextmanager
+def healthy_container(image: str, label: str, *run_args: str) -> Iterator[Container]:
+    """A `Container` of ``image`` once Docker reports it healthy; removed afterwards."""
+    container = Container(image, *run_args)
+    try:
+        print(f"[docker] {label} healthy after {container.wait_healthy():.1f}s")
+        yield container
+    finally:
+        container.remove()
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from export.families import eager_moments
-from serving.archive import MODEL_CONFIG, build_archive
-from tests.docker.conftest import HOME, Container, predict
+from tests.conftest import FORMAT_MODELS, archive_formats
+from tests.docker.conftest import HOME, Container, healthy_container, predict
 
 pytestmark = pytest.mark.docker
 
-MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
 TOLERANCE = 1e-8
 
 
@@ -30,29 +28,21 @@ def formats_store(portable_artifact, tmp_path_factory: pytest.TempPathFactory) -
     work = tmp_path_factory.mktemp("formats-store")
     store = work / "store"
     store.mkdir()
-    for name, fmt in MODELS.items():
-        config = yaml.safe_load(MODEL_CONFIG.read_text())
-        config.update(minWorkers=1, maxWorkers=1)
-        config["handler"]["format"] = fmt
-        path = work / f"model-config-{fmt}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        build_archive(portable_artifact.directory, store, name, path)
-        (store / f"{name}.mar").chmod(0o644)  # (the container's user reads the mount)
+    archive_formats(portable_artifact.directory, store, work)
+    for mar in store.iterdir():
+        mar.chmod(0o644)  # (the container's user reads the mount)
     store.chmod(0o755)
     return store
 
 
 @pytest.fixture(scope="module")
 def container(image: str, formats_store: Path):
-    c = Container(image, "-v", f"{formats_store}:{HOME}/model-store:ro")
-    try:
-        print(f"[docker] formats container healthy after {c.wait_healthy():.1f}s")
+    with healthy_container(image, "formats container",
+                           "-v", f"{formats_store}:{HOME}/model-store:ro") as c:
         yield c
-    finally:
-        c.remove()
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(FORMAT_MODELS))
 def test_compiled_format_served_by_the_image(container: Container, portable_artifact,
                                              name: str) -> None:
     X = torch.tensor([[0.1, -0.4, 0.7], [1.2, 0.3, -0.9]], dtype=torch.float64)

@@ -16,7 +16,7 @@ import requests
 import torch
 
 from serving.properties import DEFAULT_CONFIG, parse_properties, port, read_properties
-from tests.docker.conftest import HOME, Container, assert_close, docker, predict
+from tests.docker.conftest import HOME, Container, assert_close, docker, healthy_container, predict
 
 pytestmark = pytest.mark.docker
 
@@ -25,12 +25,8 @@ POINTS = [[0.1, 0.2], [0.5, 0.5], [0.93, 0.07]]
 
 @pytest.fixture(scope="module")
 def container(image: str):
-    c = Container(image)
-    try:
-        print(f"[docker] default image healthy after {c.wait_healthy():.1f}s")
+    with healthy_container(image, "default image") as c:
         yield c
-    finally:
-        c.remove()
 
 
 def test_image_is_under_2_gb(image: str) -> None:

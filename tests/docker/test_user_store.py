@@ -19,7 +19,7 @@ import torch
 
 from handler import gp_artifact
 from serving.archive import build_archive
-from tests.docker.conftest import HOME, ROOT, Container, assert_close, predict
+from tests.docker.conftest import HOME, ROOT, Container, assert_close, healthy_container, predict
 
 pytestmark = pytest.mark.docker
 
@@ -52,12 +52,9 @@ def user_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def container(image: str, user_store: Path):
-    c = Container(image, "-v", f"{user_store}:{HOME}/model-store:ro")
-    try:
-        print(f"[docker] mounted-store container healthy after {c.wait_healthy():.1f}s")
+    with healthy_container(image, "mounted-store container",
+                           "-v", f"{user_store}:{HOME}/model-store:ro") as c:
         yield c
-    finally:
-        c.remove()
 
 
 def test_health_probed_the_mounted_model(container: Container) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
@@ -25,15 +24,13 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from export import export_model
 from export.data import default_data, validate
 from export.fit import MISSING_ALLOWED, fit_model
-from serving.archive import MODEL_CONFIG, build_archive
+from serving.archive import build_archive
 from serving.local_server import LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
-from tests.conftest import REPO
+from tests.conftest import FORMAT_MODELS, REPO, archive_formats, write_model_config
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
-# The portable artifact (tests/conftest.py) served in each compiled format, one worker each.
-FORMAT_MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
 # Served model name -> the export family fitted for it (besides the single-task "gp").
 FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpkronecker": "kronecker",
                  "gpsaas": "saas"}
@@ -128,23 +125,14 @@ def server(
     store = root / "model_store"
     store.mkdir()
     build_archive(exported.directory, store)
-    batch_config = yaml.safe_load(MODEL_CONFIG.read_text())
-    batch_config.update(minWorkers=1, maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
-    batch_config_path = root / "model-config-batch.yaml"
-    batch_config_path.write_text(yaml.safe_dump(batch_config))
-    build_archive(exported.directory, store, BATCH_MODEL, batch_config_path)
-    one_worker = yaml.safe_load(MODEL_CONFIG.read_text())
-    one_worker.update(minWorkers=1, maxWorkers=1)
-    one_worker_path = root / "model-config-one-worker.yaml"
-    one_worker_path.write_text(yaml.safe_dump(one_worker))
+    batch_config = write_model_config(root / "model-config-batch.yaml", minWorkers=1,
+                                      maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
+    build_archive(exported.directory, store, BATCH_MODEL, batch_config)
+    one_worker = write_model_config(root / "model-config-one-worker.yaml", minWorkers=1,
+                                    maxWorkers=1)
     for name, family in family_exports.items():
-        build_archive(family.directory, store, name, one_worker_path)
-    for name, fmt in FORMAT_MODELS.items():
-        config = yaml.safe_load(one_worker_path.read_text())
-        config["handler"]["format"] = fmt
-        path = root / f"model-config-{fmt}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        build_archive(portable_artifact.directory, store, name, path)
+        build_archive(family.directory, store, name, one_worker)
+    archive_formats(portable_artifact.directory, store, root)
     models = " ".join(f"{name}={name}.mar"
                       for name in ["gp", BATCH_MODEL, *family_exports, *FORMAT_MODELS])
 
