@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-
-from serving.archive import MODEL_CONFIG, build_archive
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "handler"))
@@ -57,6 +54,10 @@ FORMAT_MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
 def write_model_config(path: Path, handler: dict | None = None, **settings) -> Path:
     """The repository's model-config.yaml with ``settings`` (workers, batching) and
     ``handler`` settings replaced, written to ``path``."""
+    import yaml  # (the serving stack's: not in the export-only venvs that share this file)
+
+    from serving.archive import MODEL_CONFIG
+
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     config.update(settings)
     config["handler"].update(handler or {})
@@ -67,6 +68,8 @@ def write_model_config(path: Path, handler: dict | None = None, **settings) -> P
 def archive_formats(artifact: Path, store: Path, work: Path) -> None:
     """Archive ``artifact`` into ``store`` once per compiled format (`FORMAT_MODELS`), one
     worker each; the model-config files go to ``work``."""
+    from serving.archive import build_archive
+
     for name, fmt in FORMAT_MODELS.items():
         config = write_model_config(work / f"model-config-{fmt}.yaml", {"format": fmt},
                                     minWorkers=1, maxWorkers=1)
