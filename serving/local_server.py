@@ -21,8 +21,10 @@ from pathlib import Path
 import requests
 
 from handler import gp_artifact
+from serving import auth
 from serving.archive import MODEL_NAME
-from serving.properties import DEFAULT_CONFIG, address, read_properties, write_properties
+from serving.properties import (DEFAULT_CONFIG, address, allowed_store_urls, read_properties,
+                                write_properties)
 
 READY_TIMEOUT_S = 180.0
 MODEL_LOG = "model_log.log"
@@ -62,6 +64,7 @@ def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store
         grpc_inference_port=str(grpc),
         grpc_management_port=str(grpc_management),
         model_store=str(model_store),
+        allowed_urls=allowed_store_urls(model_store),
     )
     return write_properties(properties, target)
 
@@ -101,17 +104,34 @@ class LocalTorchServe:
             workdir: Where logs (and ``tmp/``: pid file, sockets) go.
             models: TorchServe's ``--models`` argument (space-separated list).
         """
-        self.config = Path(config).resolve()
         self.model_store = Path(model_store).resolve()
         self.workdir = Path(workdir).resolve()
         self.models = models.split()
-        properties = read_properties(self.config)
+        properties = read_properties(config)
+        # What it runs with: ``config`` with the store and the only URLs it may register from
+        # anchored to this instance's absolute model store.
+        properties.update(model_store=str(self.model_store),
+                          allowed_urls=allowed_store_urls(self.model_store))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = write_properties(properties, self.workdir / "ts-config.properties")
+        self.token_auth = properties.get("disable_token_authorization", "false") != "true"
         environ: dict[str, str] = {}  # the config alone: TorchServe runs with the envvars off
         self.inference_url = address(properties, "inference", environ)
         self.management_url = address(properties, "management", environ)
         self.metrics_url = address(properties, "metrics", environ)
         self.process: subprocess.Popen | None = None
         self._log_offset = 0
+
+    def headers(self, api: str = "inference") -> dict[str, str]:
+        """The ``Authorization`` header ``api`` (``inference`` or ``management``) needs: the
+        key from TorchServe's ``key_file.json`` in the workdir (none with tokens off).
+
+        Raises:
+            auth.AuthError: If token authorization is on and the key cannot be read.
+        """
+        if not self.token_auth:
+            return {}
+        return auth.headers(self.workdir, api, wait_s=auth.WAIT_S)
 
     @property
     def predict_url(self) -> str:
@@ -147,6 +167,7 @@ class LocalTorchServe:
             RuntimeError: If the launcher fails.
         """
         env = self._env()
+        auth.key_file(self.workdir).unlink(missing_ok=True)  # (a stale one: wait for the new)
         log = self.workdir / MODEL_LOG
         self._log_offset = log.stat().st_size if log.exists() else 0
         with open(self.workdir / "torchserve.out", "ab") as out:
@@ -177,7 +198,8 @@ class LocalTorchServe:
     def metadata(self, model: str = MODEL_NAME) -> gp_artifact.Metadata:
         """The served model's metadata (its describe answer), validated."""
         response = requests.get(
-            f"{self.management_url}/models/{model}", params={"customized": "true"}, timeout=10
+            f"{self.management_url}/models/{model}", params={"customized": "true"},
+            headers=self.headers("management"), timeout=10,
         )
         response.raise_for_status()
         metadata = response.json()[0]["customizedMetadata"]
@@ -187,7 +209,8 @@ class LocalTorchServe:
 
     def worker_pids(self, model: str = MODEL_NAME) -> list[int]:
         """The pids of ``model``'s worker processes (management API), sorted."""
-        response = requests.get(f"{self.management_url}/models/{model}", timeout=10)
+        response = requests.get(f"{self.management_url}/models/{model}",
+                                headers=self.headers("management"), timeout=10)
         response.raise_for_status()
         return sorted(worker["pid"] for worker in response.json()[0]["workers"])
 
@@ -221,12 +244,14 @@ class LocalTorchServe:
                 break
             try:
                 response = requests.post(
-                    url, json={"inputs": [self.metadata(model).centre()]}, timeout=10
+                    url, json={"inputs": [self.metadata(model).centre()]},
+                    headers=self.headers(), timeout=10,
                 )
                 if response.status_code == 200:
                     return response.json()
                 error = f"HTTP {response.status_code}: {response.text[:300]}"
-            except (requests.RequestException, KeyError, ValueError, IndexError) as e:
+            except (requests.RequestException, auth.AuthError, KeyError, ValueError,
+                    IndexError) as e:
                 error = f"{type(e).__name__}: {e}"
             time.sleep(0.5)
         raise RuntimeError(f"the model did not answer at {url}: {error}\n"
@@ -259,13 +284,22 @@ class LocalTorchServe:
         """Ready-to-paste curl commands for this instance."""
         url = self.predict_url
         json_type = "-H 'Content-Type: application/json'"
+        lines = []
+        token = management = ""
+        if self.token_auth:
+            lines.append(f"TOKEN=$({Path(sys.executable)} -m serving.auth --workdir "
+                         f"{self.workdir} inference)")
+            token = ' -H "Authorization: Bearer $TOKEN"'
+            management = (f" -H \"Authorization: Bearer $({Path(sys.executable)} -m serving.auth "
+                          f"--workdir {self.workdir} management)\"")
         return "\n".join([
-            f"curl -s {url} {json_type} -d '{{\"inputs\": [[0.2, 0.4], [0.6, 0.8]]}}'",
-            f"curl -s {url} {json_type} -d '{{\"inputs\": [[0.2, 0.4]], \"covariance\": \"diag\"}}'",
-            f"curl -s {url} {json_type} -d '{{\"instances\": [{{\"x1\": 0.2, \"x2\": 0.4}}]}}'",
+            *lines,
+            f"curl -s {url}{token} {json_type} -d '{{\"inputs\": [[0.2, 0.4], [0.6, 0.8]]}}'",
+            f"curl -s {url}{token} {json_type} -d '{{\"inputs\": [[0.2, 0.4]], \"covariance\": \"diag\"}}'",
+            f"curl -s {url}{token} {json_type} -d '{{\"instances\": [{{\"x1\": 0.2, \"x2\": 0.4}}]}}'",
             "printf 'x1,x2\\n0.2,0.4\\n0.6,0.8\\n' > points.csv",
-            f"curl -s --data-binary @points.csv -H 'Content-Type: text/csv' {url} > scores.csv",
-            f"curl -s '{self.management_url}/models/{MODEL_NAME}?customized=true'",
+            f"curl -s --data-binary @points.csv{token} -H 'Content-Type: text/csv' {url} > scores.csv",
+            f"curl -s '{self.management_url}/models/{MODEL_NAME}?customized=true'{management}",
             f"curl -s {self.metrics_url}/metrics | head",
         ])
 

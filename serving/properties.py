@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,6 +56,18 @@ def write_properties(properties: dict[str, str], path: str | os.PathLike) -> Pat
     path = Path(path)
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
     return path
+
+
+def escape(value: str) -> str:
+    """``value`` as a ``.properties`` value (backslashes doubled: Java's loader unescapes)."""
+    return value.replace("\\", "\\\\")
+
+
+def allowed_store_urls(model_store: str | os.PathLike) -> str:
+    """TorchServe's ``allowed_urls`` admitting only ``.mar`` files directly in ``model_store``
+    (an absolute path), as a ``.properties`` value (a Java regex, escaped)."""
+    store = os.path.abspath(model_store).rstrip("/")
+    return escape(f"file://{re.escape(store)}/[^/]+\\.mar")
 
 
 def address(properties: dict[str, str], api: str, environ: dict | None = None) -> str:

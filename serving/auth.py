@@ -1,0 +1,95 @@
+"""TorchServe's token authorization, as the operator's tools use it: the one reader of its keys.
+
+With ``disable_token_authorization=false`` (``config.properties``), TorchServe 0.12 writes
+``key_file.json`` (mode 0600) into its working directory at start and then requires
+``Authorization: Bearer <key>`` on every call: the ``inference`` key on the inference API
+(REST and gRPC, ``/ping`` and ``/v2/health/*`` included), the ``management`` key on the
+management API (REST and gRPC: scale, register, unregister, set-default, workflows). The
+metrics API takes no key. Only a process that can read the file (its owner, or root) has
+the keys; a key expires after ``token_expiration_min`` minutes.
+
+    python -m serving.auth [--workdir logs] inference|management
+
+prints a key, for shell use (``curl -H "Authorization: Bearer $(...)"``). Standard library only:
+it also runs inside the serving image (the healthcheck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+KEY_FILE = "key_file.json"
+APIS = ("inference", "management")
+# TorchServe writes the file a moment after its launcher returns.
+WAIT_S = 30.0
+
+
+class AuthError(RuntimeError):
+    """The key file is missing or does not hold the key asked for."""
+
+
+def key_file(workdir: str | os.PathLike) -> Path:
+    """Where TorchServe started in ``workdir`` writes its keys."""
+    return Path(workdir) / KEY_FILE
+
+
+def read_key(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> str:
+    """The current key of ``api`` (``inference`` or ``management``).
+
+    Args:
+        workdir: TorchServe's working directory.
+        api: Which key.
+        wait_s: Seconds to wait for the file to appear (TorchServe writes it at start).
+
+    Raises:
+        AuthError: If the file is missing (after ``wait_s``), unreadable or lacks the key.
+    """
+    if api not in APIS:
+        raise AuthError(f"api: expected one of {list(APIS)}, got {api!r}")
+    path = key_file(workdir)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            key = document[api]["key"]
+            if isinstance(key, str) and key:
+                return key
+            raise AuthError(f"{path}: expected a non-empty {api} key, got {key!r}")
+        except FileNotFoundError as e:
+            if time.monotonic() >= deadline:
+                raise AuthError(
+                    f"{path}: no key file; TorchServe writes it in its working directory at "
+                    "start when token authorization is on (is it running there?)") from e
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            if time.monotonic() >= deadline:
+                raise AuthError(f"{path}: cannot read the {api} key ({type(e).__name__}: {e})"
+                                ) from e
+        time.sleep(0.1)
+
+
+def headers(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> dict[str, str]:
+    """``{"Authorization": "Bearer <key>"}`` for ``api`` (see `read_key`)."""
+    return {"Authorization": f"Bearer {read_key(workdir, api, wait_s)}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.auth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="logs", help="TorchServe's working directory")
+    parser.add_argument("api", choices=APIS)
+    args = parser.parse_args(argv)
+    try:
+        print(read_key(args.workdir, args.api))
+    except AuthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
