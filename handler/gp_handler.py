@@ -8,6 +8,7 @@ request of a batch to an answer or to its own 4xx: parsing and rendering are the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +24,15 @@ import gp_v2
 from gp_protocol import PredictRequest, RequestError
 
 logger = logging.getLogger(__name__)
+# The request limits model-config.yaml's ``handler`` section may set, and their defaults:
+# gp_protocol.Budget's ``max_*`` fields (docs/serving.md says how they were sized).
+LIMITS = {f.name: f.default for f in dataclasses.fields(gp_protocol.Budget)
+          if f.name.startswith("max_")}
+
+
+def _has_body(row: dict) -> bool:
+    """Whether a request of a batch carries a body (any part that is not empty)."""
+    return any(value not in (None, b"", "", bytearray()) for value in row.values())
 
 
 def _array(values: Tensor):
@@ -45,7 +55,7 @@ class GPHandler(BaseHandler):
         self.context, self.manifest = context, context.manifest
         model_dir = context.system_properties["model_dir"]
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
-        self.max_full_points = int(settings.get("max_full_covariance_points", 2000))
+        self.limits = {key: int(settings.get(key, default)) for key, default in LIMITS.items()}
         self.chunk_rows = int(settings.get("chunk_rows", 4096))
         threads = int(settings.get("torch_threads") or 0)
         if threads:
@@ -63,6 +73,12 @@ class GPHandler(BaseHandler):
             reason = " ".join(str(e).split())  # one log line, whatever torch's message is
             logger.error("%s %r: %s", gp_artifact.LOAD_ERROR_MARKER, context.model_name, reason)
             raise RuntimeError(reason) from e  # (TorchServe logs it again, with a traceback)
+        document = self.metadata.document
+        self.budget = gp_protocol.Budget(
+            self.metadata.input_names, self.metadata.output_names, **self.limits,
+            correlated_outputs=bool(document.get("correlated_outputs", True)),
+            mixture_samples=int(document.get("mixture_samples", 1)))
+        self.max_full_points = self.budget.max_full_points
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]
         self.version = str(self.manifest["model"].get("modelVersion", ""))
@@ -119,13 +135,18 @@ class GPHandler(BaseHandler):
         worker's ``PredictionTime``; no metric of our own is written per request.)
         """
         self.context = context
-        if self._is_describe():
+        if self._is_describe() and len(data) == 1 and not _has_body(data[0]):
             return [self.describe_handle()]
         return [self._answer(idx, row) for idx, row in enumerate(data)]
 
     def describe_handle(self) -> bytes:
-        """``metadata.json`` plus a ``serving`` object (the handler's limits)."""
-        serving = {"max_full_covariance_points": self.max_full_points,
+        """``metadata.json`` plus a ``serving`` object (the handler's limits).
+
+        Answered to the management API's describe (``GET /models/<m>?customized=true``),
+        which sends a ``describe`` header and no body; a prediction that carries that header
+        (any client can send one on the inference port) is answered as a prediction.
+        """
+        serving = {"max_full_covariance_points": self.max_full_points, **self.limits,
                    "chunk_rows": self.chunk_rows, "format": self.format}
         return gp_protocol.dumps({**self.metadata.document, "serving": serving})
 
@@ -135,15 +156,14 @@ class GPHandler(BaseHandler):
         try:
             body = gp_protocol.request_body(row)[1]
             v2 = gp_v2.has_header(headers)  # (errors in the v2 form from here on)
-            parts = gp_v2.split(body, headers)
+            parts = gp_v2.split(body, headers, self.budget)
             v2 = parts is not None
             with torch.inference_mode():
                 if v2:
                     answer, content_type = self._v2(idx, gp_v2.parse_decoded(
-                        *parts, self.metadata.input_names, self.max_full_points))
+                        *parts, self.budget))
                 else:
-                    request = gp_protocol.parse_request(
-                        row, headers, self.metadata.input_names, self.max_full_points)
+                    request = gp_protocol.parse_request(row, headers, self.budget)
                     X = torch.tensor(request.points, dtype=torch.float64)
                     if request.envelope == "csv":
                         answer, content_type = self._csv(X), gp_protocol.CSV_TYPE

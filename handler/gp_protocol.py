@@ -6,8 +6,12 @@ writes float64 in shortest round-trip form and numpy arrays without a detour thr
 Python lists (20x faster than ``json.dumps`` of ``tolist()`` for a 4000 x 4000
 covariance). Every error is a
 `RequestError` whose message names the rule broken, with what was expected and what
-was received. Nothing a client sends can make the parser spend unbounded stack or time
-per byte: nesting depth and integer length are bounded before or while decoding.
+was received, quoting the client's input truncated (`MAX_QUOTE_CHARS`; a whole message is
+at most `MAX_ERROR_CHARS`). Nothing a client sends can make the parser spend unbounded stack,
+time or memory: nesting depth and the length of a number are bounded, numbers are matched
+by patterns without backtracking, and the number of points is counted before any float is
+built. Every request's cost is checked against a `Budget` (points, covariance size, the
+answer's bytes) before any work is done.
 
 Requests (see the README for the full contract):
 
@@ -41,7 +45,24 @@ CSV_TYPE = "text/csv; charset=utf-8"
 MAX_JSON_DEPTH = 32
 # A JSON integer longer than this is refused (Python's int() refuses > 4300 digits anyway).
 MAX_INTEGER_DIGITS = 400
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# A number (a JSON float, a CSV cell) longer than this is refused before it is parsed: float64
+# needs at most 17 significant digits, and no pattern or conversion then runs on a long text.
+MAX_NUMBER_CHARS = 400
+# Client input quoted in an error message is cut to this many characters ...
+MAX_QUOTE_CHARS = 40
+# ... and a whole error message to this many (error bodies stay under 1 KB).
+MAX_ERROR_CHARS = 900
+# A CSV number. Unambiguous (each digit can belong to one place only), so a failed match costs
+# linear time: the former ``\d+\.?\d*`` backtracked quadratically on a cell of digits and a
+# letter (8,000 digits: 1.2 s).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# The upper bounds of the answer's size, per number: the longest float64 orjson writes
+# (-2.2250738585072014e-308, 24 characters) and a separator; an exact zero ("-0.0") likewise.
+NUMBER_BYTES = 25
+ZERO_BYTES = 5
+BINARY_BYTES = 8
+# Bytes of an answer besides its numbers (keys, names, version), before its names' lengths.
+ANSWER_OVERHEAD_BYTES = 2048
 _BRACKET_STEPS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
@@ -56,6 +77,111 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one request may cost, and the model facts its cost depends on.
+
+    Built by the handler from ``model-config.yaml``'s ``handler`` limits and the artifact's
+    ``metadata.json``; every parser checks a request against it before any float is built
+    (points) or any posterior work is done (covariance size, the answer's bytes).
+
+    Attributes:
+        input_names: The model's ``d`` input names, in order.
+        output_names: Its ``m`` output names.
+        max_points: The most points (`q`) of one request, in every mode and envelope.
+        max_covariance_rows: The largest full covariance, as its side `q*m`; a mixture of
+            ``S`` samples (SAAS) computes ``S`` of them, so it may have `q*m*sqrt(S)` rows.
+        max_response_bytes: The largest answer (TorchServe's ``max_response_size``).
+        correlated_outputs: Whether the covariance's off-diagonal output blocks can be
+            nonzero (else they are exact zeros, which take fewer bytes).
+        mixture_samples: ``S``, the samples of a mixture posterior (1 for the others).
+    """
+
+    input_names: list[str]
+    output_names: list[str]
+    max_points: int = 100_000
+    max_covariance_rows: int = 4000
+    max_response_bytes: int = 314_572_800
+    correlated_outputs: bool = True
+    mixture_samples: int = 1
+
+    @property
+    def max_full_points(self) -> int:
+        """The most points a full covariance may be asked for (`max_covariance_rows`)."""
+        rows = self.max_covariance_rows / math.sqrt(max(1, self.mixture_samples))
+        return max(0, min(self.max_points, int(rows // len(self.output_names))))
+
+    def check_points(self, q: int, where: str = "a request", at_least: bool = False) -> None:
+        """Refuse more than `max_points` points (413); ``at_least``: ``q`` is a lower bound."""
+        if q > self.max_points:
+            got = f"at least {q}" if at_least else str(q)
+            raise RequestError(
+                f"{where} is limited to {self.max_points} points, got {got}: split the points "
+                "into several requests (client.score_csv does for CSV: --chunk-rows)", 413)
+
+    def check_values(self, values: int) -> None:
+        """Refuse a body of more JSON values than `max_points` points can hold, before it is
+        decoded (413). ``values`` is an upper bound of its values (its commas + 1)."""
+        d = len(self.input_names)
+        if values > (self.max_points + 1) * (d + 1) + 64:
+            raise RequestError(
+                f"the body holds up to {values} JSON values, more than {self.max_points} "
+                f"points of {d} inputs need: a request is limited to {self.max_points} "
+                "points; split the points into several requests", 413)
+
+    def check_full(self, q: int, hint: str) -> None:
+        """Refuse a full covariance of more than `max_full_points` points (413)."""
+        if q > self.max_full_points:
+            m, s = len(self.output_names), self.mixture_samples
+            rows = f"{q * m} x {q * m}" + (f", for each of {s} samples" if s > 1 else "")
+            raise RequestError(
+                f"a full covariance is limited to {self.max_full_points} points, got {q}; "
+                f"{hint} for more points (a {rows} covariance; at most "
+                f"{self.max_covariance_rows} rows for {m} outputs)", 413)
+
+    def answer_bytes(self, q: int, covariance: bool, json_numbers: bool = True,
+                     per_point_numbers: int = 2, extra_bytes: int = 0) -> int:
+        """An upper bound of the answer's size in bytes.
+
+        Args:
+            q: The number of points.
+            covariance: Whether it holds the `(q*m) x (q*m)` covariance.
+            json_numbers: Numbers as JSON text (else 8-byte binary).
+            per_point_numbers: Numbers per point and output besides the covariance (mean,
+                variance: 2; the KServe v1 envelope repeats them: 4).
+            extra_bytes: Bytes per point on top (keys, brackets).
+        """
+        m = len(self.output_names)
+        number = NUMBER_BYTES if json_numbers else BINARY_BYTES
+        names = sum(len(name) + 16 for name in self.output_names)
+        # (+ per point: its extrapolation index, row brackets)
+        size = (ANSWER_OVERHEAD_BYTES + 4 * names
+                + q * (per_point_numbers * m * number + extra_bytes + len(str(q)) + 8))
+        if covariance:
+            size += self.covariance_bytes(q, json_numbers)
+        return size
+
+    def covariance_bytes(self, q: int, json_numbers: bool = True) -> int:
+        """An upper bound of the `(q*m) x (q*m)` covariance's size in bytes (JSON or binary).
+
+        Without correlated outputs its off-diagonal output blocks are exact zeros.
+        """
+        if not json_numbers:
+            return BINARY_BYTES * (q * len(self.output_names)) ** 2
+        m = len(self.output_names)
+        off_diagonal = NUMBER_BYTES if self.correlated_outputs else ZERO_BYTES
+        return q * m * (q * NUMBER_BYTES + (m - 1) * q * off_diagonal + 2)
+
+    def check_answer(self, size: int, q: int, covariance: str) -> None:
+        """Refuse an answer that could exceed `max_response_bytes` (413)."""
+        if size > self.max_response_bytes:
+            raise RequestError(
+                f"the answer to {q} points with covariance {covariance!r} could take "
+                f"{size} bytes, over the limit of {self.max_response_bytes} bytes "
+                '(max_response_size): ask for "diag" (no covariance), send fewer points '
+                "or score a CSV in chunks (client.score_csv --chunk-rows)", 413)
 
 
 @dataclass(frozen=True)
@@ -102,7 +228,7 @@ def request_body(row: dict) -> tuple[str, Any]:
     raise RequestError(
         "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
         f"text/csv), got a form or multipart body with {len(row)} parts "
-        f"{sorted(map(str, row))[:10]} (curl -d sends a form: add -H 'Content-Type: "
+        f"{[clip(name) for name in sorted(map(str, row))[:10]]} (curl -d sends a form: add -H 'Content-Type: "
         "application/json')"
     )
 
@@ -118,16 +244,16 @@ def content_type(headers: dict, part: str) -> str | None:
     return None
 
 
-def parse_request(
-    row: dict, headers: dict, input_names: list[str], max_full_points: int
-) -> PredictRequest:
+def parse_request(row: dict, headers: dict, budget: Budget) -> PredictRequest:
     """Parse one request of a TorchServe batch: JSON or CSV by its Content-Type.
+
+    Its cost is checked against ``budget`` before any posterior work: the number of points
+    (counted before floats are built), the full covariance's size and the answer's bytes.
 
     Args:
         row: TorchServe's dict for the request (its body).
         headers: The request's headers (``context.get_all_request_header(idx)``).
-        input_names: The model's ``d`` input names, in order.
-        max_full_points: The most points a full covariance may be asked for.
+        budget: The model's inputs, outputs and limits.
 
     Returns:
         The validated request.
@@ -137,19 +263,42 @@ def parse_request(
     """
     part, body = request_body(row)
     if is_csv(content_type(headers, part)):
-        return parse_csv(body, input_names)
-    request = parse_json(body, input_names)
-    q = len(request.points)
-    if request.covariance == "full" and q > max_full_points:
-        raise RequestError(
-            f"a full covariance is limited to {max_full_points} points, got {q}; "
-            'send "covariance": "diag" (or "none") for more points',
-            413,
-        )
+        request = parse_csv(body, budget.input_names, budget)
+    else:
+        request = parse_json(body, budget.input_names, budget)
+    check_cost(request, budget)
     return request
 
 
+def check_cost(request: PredictRequest, budget: Budget) -> None:
+    """Refuse a request whose full covariance or answer is over ``budget`` (413)."""
+    q = len(request.points)
+    full = request.covariance == "full"
+    if full:
+        budget.check_full(q, 'send "covariance": "diag" (or "none")')
+    if request.envelope == "csv":  # mean and std per output; no brackets
+        size = budget.answer_bytes(q, False, extra_bytes=0)
+    else:  # (v1 repeats mean and variance per instance, with its keys)
+        instances = request.envelope == "instances"
+        size = budget.answer_bytes(q, full, per_point_numbers=4 if instances else 2,
+                                   extra_bytes=(48 if instances else 8))
+    budget.check_answer(size, q, request.covariance)
+
+
 # --- JSON ---------------------------------------------------------------------------------
+
+
+def clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (``...`` and its length marking a cut)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+def quote_names(names: Any, count: int = 10) -> str:
+    """The first ``count`` of ``names`` as a JSON list, each cut by `clip` (error messages)."""
+    return json.dumps([clip(name) for name in list(names)[:count]])
 
 
 def _describe(value: Any) -> str:
@@ -158,7 +307,9 @@ def _describe(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean (" + json.dumps(value) + ")"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return "a number (" + clip(repr(value)) + ")"
+    if isinstance(value, float):
         return "a number (" + repr(value) + ")"
     if isinstance(value, str):
         text = value if len(value) <= 40 else value[:37] + "..."
@@ -166,7 +317,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return f"a list of {len(value)} items"
     if isinstance(value, dict):
-        return "an object with keys " + json.dumps(sorted(value)[:10])
+        return "an object with keys " + quote_names(sorted(value))
     return type(value).__name__
 
 
@@ -185,6 +336,13 @@ def _integer(text: str) -> int:
     return int(text)
 
 
+def _float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise RequestError(f"a JSON number of {len(text)} characters: expected at most "
+                           f"{MAX_NUMBER_CHARS} characters")
+    return float(text)
+
+
 def _text(body: bytes | bytearray | str) -> str:
     if isinstance(body, str):
         return body
@@ -194,8 +352,9 @@ def _text(body: bytes | bytearray | str) -> str:
         raise RequestError(f"expected a UTF-8 encoded body, got invalid bytes: {e}") from e
 
 
-def json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, ignoring brackets inside strings.
+def json_shape(text: str) -> tuple[int, int]:
+    """The deepest nesting of ``[``/``{`` in JSON text, and an upper bound of the number of
+    values in it (its commas + 1), ignoring brackets and commas inside strings.
 
     Linear in the text, iterative (no recursion) and without backtracking: escaped
     backslashes and quotes are dropped, then every other ``"`` toggles "inside a
@@ -206,36 +365,50 @@ def json_depth(text: str) -> int:
     outside = "".join(unescaped.split('"')[::2])
     brackets = _NOT_BRACKETS.sub("", outside)
     # (After a closer with no opener the decoder stops, so a negative run needs no care.)
-    return max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))), default=0))
+    depth = max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))),
+                       default=0))
+    return depth, outside.count(",") + 1
 
 
-def load_json(body: Any) -> Any:
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text (see `json_shape`)."""
+    return json_shape(text)[0]
+
+
+def load_json(body: Any, budget: Budget | None = None) -> Any:
     """Decode a JSON body strictly and within bounds.
 
-    ``NaN``/``Infinity`` literals, nesting deeper than `MAX_JSON_DEPTH` and integers
-    longer than `MAX_INTEGER_DIGITS` are refused.
+    ``NaN``/``Infinity`` literals, nesting deeper than `MAX_JSON_DEPTH`, integers longer
+    than `MAX_INTEGER_DIGITS`, numbers longer than `MAX_NUMBER_CHARS` and (with a
+    ``budget``) more values than its `Budget.max_points` points hold are refused, the last
+    before anything is decoded.
 
     Args:
         body: The raw body (bytes or str), or a value TorchServe already decoded.
+        budget: The request's budget (None: no count of values).
 
     Returns:
         The decoded JSON value.
 
     Raises:
-        RequestError: If the body is empty, not UTF-8, too deep or not valid JSON.
+        RequestError: If the body is empty, not UTF-8, too deep, too large (413) or not
+            valid JSON.
     """
     if not isinstance(body, (bytes, bytearray, str)):
         return body
     text = _text(body)
     if not text.strip():
         raise RequestError("expected a JSON body, got an empty body")
-    depth = json_depth(text)
+    depth, values = json_shape(text)
     if depth > MAX_JSON_DEPTH:
         raise RequestError(
             f"JSON nested {depth} levels deep: expected at most {MAX_JSON_DEPTH} levels"
         )
+    if budget is not None:
+        budget.check_values(values)
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_integer)
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_integer,
+                          parse_float=_float)
     except json.JSONDecodeError as e:
         raise RequestError(
             f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}; expected "
@@ -267,7 +440,7 @@ def _point(value: Any, where: str, input_names: list[str]) -> list[float]:
         if unknown or missing:
             raise RequestError(
                 f"{where}: expected an object with exactly the inputs {input_names}, "
-                f"got unknown {json.dumps(unknown[:10])} and missing {missing}"
+                f"got unknown {quote_names(unknown)} and missing {missing}"
             )
         return [_number(value[name], f"{where}.{name}") for name in input_names]
     if not isinstance(value, list):
@@ -288,13 +461,15 @@ def _point(value: Any, where: str, input_names: list[str]) -> list[float]:
     return [_number(v, f"{where}[{j}] ({input_names[j]})") for j, v in enumerate(value)]
 
 
-def parse_points(value: Any, key: str, input_names: list[str]) -> list[list[float]]:
+def parse_points(value: Any, key: str, input_names: list[str],
+                 budget: Budget | None = None) -> list[list[float]]:
     """Validate a list of points, each a list of ``d`` numbers or an object.
 
     Args:
         value: The decoded JSON value holding the points.
         key: Where the points came from, for error messages.
         input_names: The model's ``d`` input names, in order.
+        budget: If given, more than its `Budget.max_points` points are refused (413).
 
     Returns:
         `q x d` floats, columns in ``input_names`` order.
@@ -306,6 +481,8 @@ def parse_points(value: Any, key: str, input_names: list[str]) -> list[list[floa
         raise RequestError(f"{key}: expected a list of points, got {_describe(value)}")
     if not value:
         raise RequestError(f"{key}: expected at least one point, got an empty list")
+    if budget is not None:
+        budget.check_points(len(value))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise RequestError(
             f"{key}: expected a list of points (a list of lists), got a flat list of "
@@ -329,7 +506,8 @@ def _options(body: dict) -> tuple[str, bool]:
     return covariance, noise
 
 
-def parse_json(body: Any, input_names: list[str]) -> PredictRequest:
+def parse_json(body: Any, input_names: list[str], budget: Budget | None = None
+               ) -> PredictRequest:
     """Parse a JSON prediction request.
 
     Accepts ``{"inputs": [...], "covariance": ..., "observation_noise": ...}``,
@@ -338,6 +516,8 @@ def parse_json(body: Any, input_names: list[str]) -> PredictRequest:
     Args:
         body: The raw body, or the value TorchServe already decoded.
         input_names: The model's ``d`` input names, in order.
+        budget: If given, a body of more points than its `Budget.max_points` is refused
+            (413), before it is decoded when it is raw.
 
     Returns:
         The validated request.
@@ -345,9 +525,10 @@ def parse_json(body: Any, input_names: list[str]) -> PredictRequest:
     Raises:
         RequestError: If anything in the request is invalid.
     """
-    value = load_json(body)
+    value = load_json(body, budget)
     if isinstance(value, list):
-        return PredictRequest(parse_points(value, "body", input_names), "full", False, "list")
+        return PredictRequest(parse_points(value, "body", input_names, budget), "full", False,
+                              "list")
     if not isinstance(value, dict):
         raise RequestError(
             'expected a JSON object like {"inputs": [[...], ...]} or a list of points, '
@@ -357,24 +538,34 @@ def parse_json(body: Any, input_names: list[str]) -> PredictRequest:
     if len(envelopes) != 1:
         raise RequestError(
             f"expected exactly one of the keys {list(ENVELOPE_KEYS)}, got "
-            f"{json.dumps(sorted(value)[:10])}"
+            f"{quote_names(sorted(value))}"
         )
     unknown = sorted(set(value) - set(ENVELOPE_KEYS) - set(OPTION_KEYS))
     if unknown:
         raise RequestError(
-            f"unknown keys {json.dumps(unknown[:10])}: expected only {envelopes[0]!r} and "
+            f"unknown keys {quote_names(unknown)}: expected only {envelopes[0]!r} and "
             f"{list(OPTION_KEYS)}"
         )
     key = envelopes[0]
     covariance, noise = _options(value)
-    return PredictRequest(parse_points(value[key], key, input_names), covariance, noise, key)
+    return PredictRequest(parse_points(value[key], key, input_names, budget), covariance,
+                          noise, key)
 
 
 # --- CSV ----------------------------------------------------------------------------------
 
 
+def _is_number(text: str) -> bool:
+    """Whether a stripped CSV cell is a number (linear time: bounded length, no backtracking)."""
+    return len(text) <= MAX_NUMBER_CHARS and _NUMBER.fullmatch(text) is not None
+
+
 def _csv_number(cell: str, line: int, name: str) -> float:
     text = cell.strip()
+    if len(text) > MAX_NUMBER_CHARS:
+        raise RequestError(
+            f"CSV line {line}, column {name}: a cell of {len(text)} characters: expected a "
+            f"number of at most {MAX_NUMBER_CHARS} characters, got {clip(text)!r}")
     number = float(text) if _NUMBER.fullmatch(text) else math.nan
     if not math.isfinite(number):  # not a number, or one that overflows (1e999)
         shown = cell if len(cell) <= 40 else cell[:37] + "..."
@@ -389,7 +580,7 @@ def _csv_header(cells: list[str], input_names: list[str]) -> list[int]:
     if sorted(names) != sorted(input_names):
         raise RequestError(
             f"CSV header: expected the input names {input_names} (in any order), "
-            f"got {names[:10]}"
+            f"got {[clip(name) for name in names[:10]]}"
         )
     return [names.index(name) for name in input_names]
 
@@ -409,7 +600,8 @@ def _csv_row_length(cells: list[str], line: int, input_names: list[str]) -> None
     )
 
 
-def parse_csv(body: bytes | bytearray | str, input_names: list[str]) -> PredictRequest:
+def parse_csv(body: bytes | bytearray | str, input_names: list[str],
+              budget: Budget | None = None) -> PredictRequest:
     """Parse a CSV body: one point per row, with an optional header of input names.
 
     A first row without any number is a header: it may list the inputs in any order;
@@ -420,6 +612,8 @@ def parse_csv(body: bytes | bytearray | str, input_names: list[str]) -> PredictR
     Args:
         body: The raw CSV text or bytes.
         input_names: The model's ``d`` input names, in order.
+        budget: If given, a data row past its `Budget.max_points` is refused (413) before
+            it is converted.
 
     Returns:
         The validated request (``covariance="none"``, ``envelope="csv"``).
@@ -437,13 +631,15 @@ def parse_csv(body: bytes | bytearray | str, input_names: list[str]) -> PredictR
             if all(not cell.strip() for cell in cells):
                 continue
             line = reader.line_num
-            if first and not any(_NUMBER.fullmatch(cell.strip()) for cell in cells):
+            if first and not any(_is_number(cell.strip()) for cell in cells):
                 first = False
                 _csv_row_length(cells, line, input_names)
                 order = _csv_header(cells, input_names)
                 continue
             first = False
             _csv_row_length(cells, line, input_names)
+            if budget is not None and len(points) == budget.max_points:
+                budget.check_points(len(points) + 1, f"a CSV body (line {line})", True)
             points.append(
                 [_csv_number(cells[k], line, input_names[j]) for j, k in enumerate(order)]
             )
@@ -469,9 +665,15 @@ def dumps(payload: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def error_text(message: str) -> str:
+    """An error message cut to `MAX_ERROR_CHARS` (whatever a client's input made it)."""
+    return clip(message, MAX_ERROR_CHARS)
+
+
 def render_error(message: str, status: int) -> bytes:
-    """The JSON body of an error answer: ``{"error": message, "code": status}``."""
-    return dumps({"error": message, "code": status})
+    """The JSON body of an error answer: ``{"error": message, "code": status}`` (the message
+    cut to `MAX_ERROR_CHARS`)."""
+    return dumps({"error": error_text(message), "code": status})
 
 
 def render_json(

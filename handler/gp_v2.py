@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from gp_protocol import RequestError, _describe, _number, dumps, load_json
+import gp_protocol
+from gp_protocol import (Budget, RequestError, _describe, _number, clip, dumps, error_text,
+                         load_json, quote_names)
 
 INPUT_NAME = "X"
 DATATYPE = "FP64"
@@ -74,7 +76,7 @@ def header_length(headers: dict) -> int | None:
                 return int(value)
             except (TypeError, ValueError) as e:
                 raise RequestError(
-                    f"{HEADER_LENGTH}: expected a byte count, got {str(value)[:40]!r}") from e
+                    f"{HEADER_LENGTH}: expected a byte count, got {clip(value)!r}") from e
     return None
 
 
@@ -84,15 +86,23 @@ def has_header(headers: dict) -> bool:
                for name in headers)
 
 
-def split(body: Any, headers: dict) -> tuple[Any, bytes] | None:
+def split(body: Any, headers: dict, budget: Budget | None = None
+          ) -> tuple[Any, bytes] | None:
     """A v2 request's decoded JSON (header) and its binary data; None if not a v2 request.
 
     A request is v2 if it carries `HEADER_LENGTH`, or if its JSON body is an object whose
     ``inputs`` are tensor objects declaring a ``datatype`` (no other request format has
     them). Bodies without the text ``"datatype"`` are not decoded here at all.
 
+    Args:
+        body: The raw body.
+        headers: The request's headers.
+        budget: If given, a JSON part holding more values than its points allow is refused
+            (413) before it is decoded.
+
     Raises:
-        RequestError: For a v2 request whose header length or JSON header is invalid.
+        RequestError: For a v2 request whose header length or JSON header is invalid, or
+            too large (413).
     """
     if has_header(headers):
         length = header_length(headers)
@@ -101,14 +111,16 @@ def split(body: Any, headers: dict) -> tuple[Any, bytes] | None:
             raise RequestError(
                 f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
                 f"{size} bytes, got {length}")
-        return load_json(bytes(body[:length])), bytes(body[length:])
+        return load_json(bytes(body[:length]), budget), bytes(body[length:])
     if not isinstance(body, (bytes, bytearray, str)):
         return None
     if (b'"datatype"' if isinstance(body, (bytes, bytearray)) else '"datatype"') not in body:
         return None
     try:
-        value = load_json(body)
-    except RequestError:
+        value = load_json(body, budget)
+    except RequestError as e:
+        if e.status == 413:
+            raise
         return None  # (the other protocol's parser reports it)
     tensors = value.get("inputs") if isinstance(value, dict) else None
     if (isinstance(tensors, list) and tensors
@@ -117,34 +129,33 @@ def split(body: Any, headers: dict) -> tuple[Any, bytes] | None:
     return None
 
 
-def parse_request(body: Any, headers: dict, input_names: list[str], max_full_points: int
-                  ) -> InferRequest:
+def parse_request(body: Any, headers: dict, budget: Budget) -> InferRequest:
     """Parse a v2 inference request (a raw body; see `split` and `parse_decoded`).
 
     Raises:
         RequestError: If it is not a v2 request or anything in it is invalid.
     """
-    parts = split(body, headers)
+    parts = split(body, headers, budget)
     if parts is None:
-        value = load_json(body)
+        value = load_json(body, budget)
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
                            f"got {_describe(value)}")
-    return parse_decoded(*parts, input_names, max_full_points)
+    return parse_decoded(*parts, budget)
 
 
-def parse_decoded(value: Any, raw: bytes, input_names: list[str], max_full_points: int
-                  ) -> InferRequest:
-    """Validate a v2 request (`split`'s result).
+def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
+    """Validate a v2 request (`split`'s result), its cost included: the points (from the
+    declared shape, before any float is built), the full covariance and the answer's bytes.
 
     Args:
         value: The decoded JSON (header).
         raw: The binary data after it (empty without the binary-data extension).
-        input_names: The model's ``d`` input names, in order.
-        max_full_points: The most points a full covariance may be asked for.
+        budget: The model's inputs, outputs and limits.
 
     Raises:
-        RequestError: If anything is invalid (400) or a covariance too large (413).
+        RequestError: If anything is invalid (400) or too large (413).
     """
+    input_names = budget.input_names
     if not isinstance(value, dict):
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
                            f"got {_describe(value)}")
@@ -153,21 +164,29 @@ def parse_decoded(value: Any, raw: bytes, input_names: list[str], max_full_point
     if not isinstance(request_id, str):
         raise RequestError(f"id: expected a string, got {_describe(request_id)}")
     parameters = _parameters(value.get("parameters", {}))
-    points = _input(value.get("inputs"), raw, input_names)
+    points = _input(value.get("inputs"), raw, input_names, budget)
     outputs, binary = _outputs(value.get("outputs"), parameters)
     request = InferRequest(points, outputs, binary, parameters["observation_noise"], request_id)
-    if request.covariance == "full" and len(points) > max_full_points:
-        raise RequestError(
-            f"a full covariance is limited to {max_full_points} points, got {len(points)}; "
-            'ask for the outputs "mean" and "variance" only (or parameters.covariance '
-            '"diag") for more points', 413)
+    q = len(points)
+    if request.covariance == "full":
+        budget.check_full(q, 'ask for the outputs "mean" and "variance" only (or '
+                          'parameters.covariance "diag")')
+    size = budget.answer_bytes(q, False, per_point_numbers=0)
+    for name in outputs:
+        json_numbers = name not in binary
+        if name == "covariance":
+            size += budget.covariance_bytes(q, json_numbers)
+        else:
+            size += q * len(budget.output_names) * (gp_protocol.NUMBER_BYTES if json_numbers
+                                                    else gp_protocol.BINARY_BYTES)
+    budget.check_answer(size, q, request.covariance)
     return request
 
 
 def _known_keys(value: dict, allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise RequestError(f"{where}: unknown keys {json.dumps(unknown[:10])}: expected only "
+        raise RequestError(f"{where}: unknown keys {quote_names(unknown)}: expected only "
                            f"{list(allowed)}")
 
 
@@ -188,7 +207,7 @@ def _parameters(value: Any) -> dict:
     return {"covariance": covariance, **flags}
 
 
-def _input(value: Any, raw: bytes, input_names: list[str]) -> np.ndarray:
+def _input(value: Any, raw: bytes, input_names: list[str], budget: Budget) -> np.ndarray:
     d = len(input_names)
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
         raise RequestError(f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '
@@ -209,6 +228,7 @@ def _input(value: Any, raw: bytes, input_names: list[str]) -> np.ndarray:
         raise RequestError(f"inputs[0].shape: expected [q, {d}] with q >= 1 (inputs "
                            f"{input_names}), got {shown}")
     q = shape[0]
+    budget.check_points(q, "inputs[0].shape: a request")
     parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise RequestError(f"inputs[0].parameters: expected an object, got "
@@ -326,5 +346,5 @@ def render(request: InferRequest, tensors: dict[str, np.ndarray], *, model: str,
 
 
 def render_error(message: str) -> bytes:
-    """A v2 error body: ``{"error": message}``."""
-    return dumps({"error": message})
+    """A v2 error body: ``{"error": message}`` (cut to ``gp_protocol.MAX_ERROR_CHARS``)."""
+    return dumps({"error": error_text(message)})

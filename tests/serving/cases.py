@@ -16,6 +16,10 @@ BIG = {
     "long-integer": '{"inputs": [[1' + "0" * 5000 + ', 0.2]]}',
     "integer-overflows-float": '{"inputs": [[1' + "0" * 399 + ', 0.2]]}',
     "csv-long-integer": "0.1,1" + "0" * 400 + "\n",
+    "csv-integer-overflows-float": "0.1,1" + "0" * 399 + "\n",
+    # A cell of digits and a letter: the pattern that once backtracked quadratically.
+    "csv-slow-pattern-cell": "0.1," + "1" * 100_000 + "a\n",
+    "csv-slow-pattern-header": "1" * 100_000 + "a,x2\n0.1,0.2\n",
 }
 
 BAD_JSON = [
@@ -85,7 +89,10 @@ BAD_CSV = [
     ('csv-unclosed-quote', 'x1,x2\n"0.1,0.2\n', 'CSV line 2: unparsable (unexpected end of data): expected comma-separated cells with every quote closed'),
     ('csv-blank-lines-then-bad', 'x1,x2\n\n\n0.1,0.2\n\n0.3,oops\n', "CSV line 6, column x2: expected a finite number, got 'oops'"),
     ('csv-crlf-bad', 'x1,x2\r\n0.1,0.2\r\n0.3,x\r\n', "CSV line 3, column x2: expected a finite number, got 'x'"),
-    ('csv-long-integer', BIG['csv-long-integer'], "CSV line 1, column x2: expected a finite number, got '1000000000000000000000000000000000000...'"),
+    ('csv-long-integer', BIG['csv-long-integer'], "CSV line 1, column x2: a cell of 401 characters: expected a number of at most 400 characters, got '1000000000000000000000000000000000000... (401 characters)'"),
+    ('csv-integer-overflows-float', BIG['csv-integer-overflows-float'], "CSV line 1, column x2: expected a finite number, got '1000000000000000000000000000000000000...'"),
+    ('csv-slow-pattern-cell', BIG['csv-slow-pattern-cell'], "CSV line 1, column x2: a cell of 100001 characters: expected a number of at most 400 characters, got '1111111111111111111111111111111111111... (100001 characters)'"),
+    ('csv-slow-pattern-header', BIG['csv-slow-pattern-header'], "CSV header: expected the input names ['x1', 'x2'] (in any order), got ['1111111111111111111111111111111111111... (100001 characters)', 'x2']"),
 ]
 
 BAD_REQUESTS = [(name, JSON, body, error) for name, body, error in BAD_JSON] + [

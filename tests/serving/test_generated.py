@@ -27,13 +27,12 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import gp_artifact
-from gp_protocol import RequestError, parse_request
+from gp_protocol import Budget, RequestError, parse_request
 from serving.local_server import LocalTorchServe
 from tests.serving.conftest import Exported
 from tests.serving.test_server import TOLERANCE, relative_error, worker_pids
 
 BODIES = 2000
-MAX_FULL_POINTS = 2000
 # Content types TorchServe hands to the handler as the raw body ...
 RAW_TYPES = [
     "application/json", "application/json; charset=utf-8", "text/csv",
@@ -156,11 +155,13 @@ content_types = st.sampled_from(RAW_TYPES + FORM_TYPES)
 # --- the check ----------------------------------------------------------------------------
 
 
-def expected(body: bytes, content_type: str | None, names: list[str]):
-    """The protocol module's verdict in process: a RequestError, or the parsed request."""
+def expected(body: bytes, content_type: str | None, exported: Exported):
+    """The protocol module's verdict in process: a RequestError, or the parsed request (with
+    the served model's budget: the default limits, a SingleTaskGP's independent outputs)."""
     headers = {} if content_type is None else {"Content-Type": content_type}
+    budget = Budget(exported.input_names, exported.output_names, correlated_outputs=False)
     try:
-        return parse_request({"body": body}, headers, names, MAX_FULL_POINTS)
+        return parse_request({"body": body}, headers, budget)
     except RequestError as e:
         return e
 
@@ -209,7 +210,7 @@ def test_generated_bodies(server, exported, module, pids_before, body: bytes,
         assert set(error) == {"error", "code"} and error["code"] == response.status_code
     if content_type in FORM_TYPES:
         return  # TorchServe decoded the form itself: no in-process oracle for the message
-    verdict = expected(body, content_type, exported.input_names)
+    verdict = expected(body, content_type, exported)
     if isinstance(verdict, RequestError):
         assert (response.status_code, response.json()["error"]) == (verdict.status, str(verdict))
     else:

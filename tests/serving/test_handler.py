@@ -157,8 +157,17 @@ def test_describe(handler: GPHandler, exported: Exported) -> None:
     answers, _ = run(handler, [b""], [{"describe": "True"}])
     described = json.loads(answers[0])
     written = json.loads((exported.directory / gp_artifact.METADATA_FILE).read_text())
-    assert described == {**written, "serving": {"max_full_covariance_points": 2000,
-                                                "chunk_rows": 4096, "format": "torchscript"}}
+    assert described == {**written, "serving": {
+        "max_full_covariance_points": 2000, "max_points": 100_000, "max_covariance_rows": 4000,
+        "max_response_bytes": 314_572_800, "chunk_rows": 4096, "format": "torchscript"}}
+
+
+def test_a_describe_header_on_a_prediction_is_a_prediction(handler: GPHandler) -> None:
+    """Any client can send a ``describe`` header to the inference port: only the management
+    API's describe (no body) is answered with the metadata."""
+    answers, context = run(handler, [b'{"inputs": [[0.5, 0.5]]}'], [{"describe": "True"}])
+    answer = json.loads(answers[0])
+    assert set(answer) >= {"mean", "variance", "covariance"} and "serving" not in answer
 
 
 def broken_copy(source: Path, target: Path, how: str) -> Path:

@@ -9,6 +9,8 @@ import pytest
 
 from gp_protocol import (
     MAX_JSON_DEPTH,
+    MAX_NUMBER_CHARS,
+    Budget,
     PredictRequest,
     RequestError,
     csv_header,
@@ -97,9 +99,13 @@ def test_depth_limit_is_inclusive() -> None:
         parse_json("[" + deepest + "]", NAMES)
 
 
-def test_long_floats_parse_like_python() -> None:
-    digits = "0." + "3" * 3000
+def test_long_floats_parse_like_python_up_to_the_limit() -> None:
+    digits = "0." + "3" * (MAX_NUMBER_CHARS - 2)
     assert parse_json(f"[[{digits}, 1]]", NAMES).points == [[float(digits), 1.0]]
+    assert parse_csv(f"{digits},1\n", NAMES).points == [[float(digits), 1.0]]
+    with pytest.raises(RequestError, match=rf"^a JSON number of {MAX_NUMBER_CHARS + 1} "
+                       rf"characters: expected at most {MAX_NUMBER_CHARS} characters$"):
+        parse_json(f"[[{digits}3, 1]]", NAMES)
 
 
 def test_csv_header_reorders_columns() -> None:
@@ -140,7 +146,9 @@ def test_is_csv(content_type: str | None, expected: bool) -> None:
 
 
 def _request(row: dict, headers: dict) -> PredictRequest:
-    return parse_request(row, headers, NAMES, max_full_points=3)
+    """Parse for a model of inputs `NAMES` and 2 outputs, a full covariance of at most 3
+    points."""
+    return parse_request(row, headers, Budget(NAMES, ["a", "b"], max_covariance_rows=6))
 
 
 def test_parse_request_by_content_type() -> None:

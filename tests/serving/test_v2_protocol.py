@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gp_v2
-from gp_protocol import RequestError
+from gp_protocol import Budget, RequestError
 
 NAMES = ["x1", "x2"]
 
@@ -19,8 +19,12 @@ def body(**request) -> bytes:
     return json.dumps(request).encode()
 
 
-def parse(raw: bytes, headers: dict | None = None, max_full: int = 2000) -> gp_v2.InferRequest:
-    return gp_v2.parse_request(raw, headers or {}, NAMES, max_full)
+def parse(raw: bytes, headers: dict | None = None, max_full: int = 2000, **limits
+          ) -> gp_v2.InferRequest:
+    """Parse for a model of inputs `NAMES` and 2 outputs (a full covariance limited to
+    ``max_full`` points)."""
+    budget = Budget(NAMES, ["f", "g"], max_covariance_rows=2 * max_full, **limits)
+    return gp_v2.parse_request(raw, headers or {}, budget)
 
 
 def test_json_request_defaults() -> None:
