@@ -75,7 +75,7 @@ MAR := model_store/gp.mar
 SERVE_LOGS := logs
 SOAK_SECONDS ?= 300
 
-.PHONY: archive serve start stop predict soak
+.PHONY: archive serve start stop predict token soak
 
 ## archive: package the exported model and the handler into model_store/gp.mar
 archive: $(MAR)
@@ -98,12 +98,18 @@ start: archive
 stop:
 	$(PY) -m serving.local_server stop --workdir $(SERVE_LOGS)
 
-## predict: send a sample request to the running server (address from config.properties)
+## predict: send a sample request to the running server (address from config.properties, the
+## inference key from its key file)
 predict:
 	curl -sS --fail-with-body "$$($(PY) -m serving.properties inference /predictions/gp)" \
+	  -H "Authorization: Bearer $$($(PY) -m serving.auth --workdir $(SERVE_LOGS) inference)" \
 	  -H 'Content-Type: application/json' \
 	  -d '{"inputs": [[0.2, 0.4], [0.6, 0.8]], "covariance": "full"}'
 	@echo
+
+## token: print the running server's inference key (TorchServe's key file in $(SERVE_LOGS)/)
+token:
+	@$(PY) -m serving.auth --workdir $(SERVE_LOGS) inference
 
 ## soak: 16 loopback clients of mixed sizes and modes for SOAK_SECONDS (default 300) against
 ## a fresh TorchServe; prints requests, errors, p50/p99 and worker RSS growth

@@ -5,7 +5,9 @@
 Each chunk of rows is sent as ``text/csv`` (with the input file's header, if any)
 to ``POST /predictions/gp``; the answers (``mean_<output>,std_<output>`` columns)
 are appended to the output in order, under one header. Memory stays bounded by
-the chunk size on both sides.
+the chunk size on both sides. With token authorization on (the default), each request
+carries the inference key: ``--token``, else ``$GP_SERVE_TOKEN``, else the key file of the
+server ``make start`` runs (``logs/key_file.json``, readable by its owner only).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from typing import BinaryIO
 import requests
 from tqdm import tqdm
 
+from serving import auth
 from serving.archive import MODEL_NAME
 from serving.properties import DEFAULT_CONFIG, ConfigError, address, read_properties
 
 DEFAULT_CHUNK_ROWS = 10_000
+TOKEN_VARIABLE = "GP_SERVE_TOKEN"
+# Where `make start` runs TorchServe (its key file).
+DEFAULT_WORKDIR = "logs"
 
 
 def default_url() -> str:
@@ -66,6 +72,7 @@ def score_csv(
     url: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> int:
     """Score every row of ``source`` and write ``target`` (CSV with a header).
 
@@ -75,6 +82,7 @@ def score_csv(
         url: The model's prediction endpoint.
         chunk_rows: Rows per request.
         progress: Show a tqdm progress bar (bytes of ``source`` read).
+        headers: Sent with every request (the ``Authorization`` header of the inference key).
 
     Returns:
         The number of rows scored.
@@ -93,7 +101,8 @@ def score_csv(
                 line if line.endswith(b"\n") else line + b"\n" for line in lines
             )
             response = session.post(
-                url, data=body, headers={"Content-Type": "text/csv"}, timeout=600
+                url, data=body, headers={"Content-Type": "text/csv", **(headers or {})},
+                timeout=600
             )
             if response.status_code != 200:
                 raise ScoringError(
@@ -120,13 +129,22 @@ def main(argv: list[str] | None = None) -> int:
                         "inference_address in config.properties)")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
+                        help="the inference key (default: $GP_SERVE_TOKEN, else the key file "
+                        f"of a server started by `make start` in {DEFAULT_WORKDIR}/)")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error(f"--chunk-rows: expected a positive integer, got {args.chunk_rows}")
     try:
         url = args.url or default_url()
-        rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet)
-    except (ScoringError, ConfigError, requests.RequestException, OSError) as e:
+        token = args.token
+        if token is None and auth.key_file(DEFAULT_WORKDIR).exists():
+            token = auth.read_key(DEFAULT_WORKDIR, "inference")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet,
+                         headers)
+    except (ScoringError, ConfigError, auth.AuthError, requests.RequestException,
+            OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"scored {rows} rows into {args.output}", file=sys.stderr)

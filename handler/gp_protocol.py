@@ -361,13 +361,21 @@ def json_shape(text: str) -> tuple[int, int]:
     string". Text that is not valid JSON is measured as far as that reading goes (the
     decoder then reports it as malformed).
     """
+    outside = _outside_strings(text)
+    return _depth(outside), outside.count(",") + 1
+
+
+def _outside_strings(text: str) -> str:
+    """JSON text without its strings (see `json_shape`)."""
     unescaped = text.replace("\\\\", "").replace('\\"', "")
-    outside = "".join(unescaped.split('"')[::2])
+    return "".join(unescaped.split('"')[::2])
+
+
+def _depth(outside: str) -> int:
     brackets = _NOT_BRACKETS.sub("", outside)
     # (After a closer with no opener the decoder stops, so a negative run needs no care.)
-    depth = max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))),
-                       default=0))
-    return depth, outside.count(",") + 1
+    return max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))),
+                      default=0))
 
 
 def json_depth(text: str) -> int:
@@ -399,13 +407,14 @@ def load_json(body: Any, budget: Budget | None = None) -> Any:
     text = _text(body)
     if not text.strip():
         raise RequestError("expected a JSON body, got an empty body")
-    depth, values = json_shape(text)
+    outside = _outside_strings(text)
+    if budget is not None:  # (first: counting is cheaper than measuring the depth)
+        budget.check_values(outside.count(",") + 1)
+    depth = _depth(outside)
     if depth > MAX_JSON_DEPTH:
         raise RequestError(
             f"JSON nested {depth} levels deep: expected at most {MAX_JSON_DEPTH} levels"
         )
-    if budget is not None:
-        budget.check_values(values)
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_int=_integer,
                           parse_float=_float)
@@ -644,6 +653,11 @@ def parse_csv(body: bytes | bytearray | str, input_names: list[str],
                 [_csv_number(cells[k], line, input_names[j]) for j, k in enumerate(order)]
             )
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise RequestError(
+                f"CSV line {reader.line_num}: a cell of more than {csv.field_size_limit()} "
+                f"characters: expected numbers of at most {MAX_NUMBER_CHARS} characters"
+            ) from e
         raise RequestError(
             f"CSV line {reader.line_num}: unparsable ({e}): expected comma-separated cells "
             "with every quote closed"

@@ -110,7 +110,7 @@ def split(body: Any, headers: dict, budget: Budget | None = None
             size = len(body) if isinstance(body, (bytes, bytearray)) else 0
             raise RequestError(
                 f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
-                f"{size} bytes, got {length}")
+                f"{size} bytes, got {clip(str(length))}")
         return load_json(bytes(body[:length]), budget), bytes(body[length:])
     if not isinstance(body, (bytes, bytearray, str)):
         return None

@@ -27,6 +27,9 @@ from serving.properties import (DEFAULT_CONFIG, address, allowed_store_urls, rea
                                 write_properties)
 
 READY_TIMEOUT_S = 180.0
+# A benchmark's throwaway loopback server runs without token authorization, so that its load
+# generators stay plain HTTP clients (the frontend's check is a string comparison per request).
+NO_TOKENS = {"disable_token_authorization": "true"}
 MODEL_LOG = "model_log.log"
 
 
@@ -44,13 +47,16 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store: str) -> Path:
+def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store: str,
+                 **overrides: str) -> Path:
     """Copy ``base`` (config.properties) to ``target`` with free loopback ports.
 
     Args:
         base: The properties to start from.
         target: Where to write the result.
         model_store: The model store to name in it.
+        overrides: Other keys to set (e.g. ``disable_token_authorization="true"`` for a
+            benchmark's throwaway server).
 
     Returns:
         ``target``.
@@ -65,6 +71,7 @@ def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store
         grpc_management_port=str(grpc_management),
         model_store=str(model_store),
         allowed_urls=allowed_store_urls(model_store),
+        **overrides,
     )
     return write_properties(properties, target)
 

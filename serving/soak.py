@@ -85,8 +85,10 @@ def _wrong(response: requests.Response, X: torch.Tensor, mode: str, module) -> s
 
 
 def run_load(url: str, module, bounds: list[list[float]], clients: int, seconds: float,
-             seed: int = 0, stop: threading.Event | None = None) -> LoadResult:
-    """``clients`` threads sending the `MIX` to ``url`` for ``seconds`` (or until ``stop``)."""
+             seed: int = 0, stop: threading.Event | None = None,
+             headers: dict[str, str] | None = None) -> LoadResult:
+    """``clients`` threads sending the `MIX` to ``url`` for ``seconds`` (or until ``stop``),
+    each request with ``headers`` (the inference key) besides its Content-Type."""
     result, stop = LoadResult(), stop or threading.Event()
     deadline = time.monotonic() + seconds
 
@@ -96,8 +98,8 @@ def run_load(url: str, module, bounds: list[list[float]], clients: int, seconds:
             X, mode, body, content_type = _request(rng, bounds)
             started = time.monotonic()
             try:
-                response = session.post(url, data=body, headers={"Content-Type": content_type},
-                                        timeout=REQUEST_TIMEOUT_S)
+                response = session.post(url, data=body, timeout=REQUEST_TIMEOUT_S,
+                                        headers={"Content-Type": content_type, **(headers or {})})
                 elapsed = time.monotonic() - started
                 problem = (f"HTTP {response.status_code}: {response.text[:200]}"
                            if response.status_code != 200 else _wrong(response, X, mode, module))
@@ -159,10 +161,12 @@ def soak(server: LocalTorchServe, module, seconds: float, clients: int = 16,
          warmup: float = 10.0) -> SoakReport:
     """Warm up, then soak ``server`` and measure the workers' memory around it."""
     bounds = server.metadata().input_bounds
-    run_load(server.predict_url, module, bounds, clients, warmup, seed=1)
+    run_load(server.predict_url, module, bounds, clients, warmup, seed=1,
+             headers=server.headers())
     before = worker_memory(server)
     started = time.monotonic()
-    load = run_load(server.predict_url, module, bounds, clients, seconds, seed=2)
+    load = run_load(server.predict_url, module, bounds, clients, seconds, seed=2,
+                    headers=server.headers())
     elapsed = time.monotonic() - started
     after = worker_memory(server)
     return SoakReport(load, elapsed, before, after)

@@ -28,7 +28,8 @@ def test_family_served_equals_eager(server, family_exports: dict[str, Exported],
     exported = family_exports[name]
     X = points(6, seed=21)
     response = requests.post(f"{server.inference_url}/predictions/{name}", timeout=60,
-                             json={"inputs": X.tolist(), "observation_noise": noise})
+                             json={"inputs": X.tolist(), "observation_noise": noise},
+                             headers=server.headers())
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["outputs"] == exported.output_names and answer["model"] == name
@@ -53,7 +54,7 @@ def test_family_csv_and_describe(server, family_exports: dict[str, Exported], na
     X = points(40, seed=22)
     body = "x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in X.tolist())
     response = requests.post(f"{server.inference_url}/predictions/{name}", data=body,
-                             headers={"Content-Type": "text/csv"}, timeout=60)
+                             headers={"Content-Type": "text/csv", **server.headers()}, timeout=60)
     assert response.status_code == 200, response.text
     rows = [[float(v) for v in line.split(",")] for line in response.text.splitlines()[1:]]
     scores = torch.tensor(rows, dtype=torch.float64)

@@ -47,7 +47,7 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         stop, results = threading.Event(), []
         load = threading.Thread(target=lambda: results.append(run_load(
             server.predict_url, module, server.metadata().input_bounds, clients=8,
-            seconds=120, seed=5, stop=stop)))
+            seconds=120, seed=5, stop=stop, headers=server.headers())))
         load.start()
         time.sleep(3)
         killed = before[0]
@@ -56,7 +56,8 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         replaced = None
         while time.monotonic() - killed_at < 90:
             try:
-                described = requests.get(f"{server.management_url}/models/gp", timeout=10).json()
+                described = requests.get(f"{server.management_url}/models/gp", timeout=10,
+                                         headers=server.headers("management")).json()
             except requests.ConnectionError:  # (the poll itself, on a loaded 2-core machine)
                 time.sleep(0.2)
                 continue
@@ -80,7 +81,7 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         assert len(result.errors) <= 1, result.errors
         assert all('"message": "Worker died."' in error for error in result.errors), result.errors
         assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
-                             timeout=30).status_code == 200
+                             headers=server.headers(), timeout=30).status_code == 200
     finally:
         server.stop()
 
@@ -140,7 +141,8 @@ def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
         # The frontend keeps answering for a model it cannot load (a 5xx: the server's
         # side is broken, not the request), at once rather than after a timeout.
         response = requests.post(f"{server.inference_url}/predictions/posterior-missing",
-                                 json={"inputs": [[0.5, 0.5]]}, timeout=30)
+                                 json={"inputs": [[0.5, 0.5]]}, headers=server.headers(),
+                                 timeout=30)
         assert response.status_code in (500, 503), response.text
     finally:
         server.stop()

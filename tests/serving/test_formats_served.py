@@ -43,7 +43,7 @@ def test_compiled_format_served_equals_eager(server, portable_artifact, name: st
     expected = eager_moments(portable_artifact.model, X, noise)
     for covariance in ("full", "diag"):
         response = requests.post(
-            f"{server.inference_url}/predictions/{name}", timeout=60,
+            f"{server.inference_url}/predictions/{name}", timeout=60, headers=server.headers(),
             json={"inputs": X.tolist(), "observation_noise": noise, "covariance": covariance})
         assert response.status_code == 200, response.text
         answer = response.json()
@@ -56,7 +56,7 @@ def test_compiled_format_served_equals_eager(server, portable_artifact, name: st
 def test_compiled_format_describes_itself_and_refuses_bad_input(server, name: str) -> None:
     assert server.metadata(name).document["serving"]["format"] == FORMAT_MODELS[name]
     response = requests.post(f"{server.inference_url}/predictions/{name}", timeout=60,
-                             json={"inputs": [[0.1, 0.2]]})
+                             json={"inputs": [[0.1, 0.2]]}, headers=server.headers())
     assert response.status_code == 400
     assert response.json()["error"] == ("inputs[0]: expected 3 numbers (inputs ['x1', 'x2', 'x3']), got 2"), response.text
 

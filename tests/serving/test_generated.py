@@ -200,7 +200,8 @@ def pids_before(server: LocalTorchServe) -> list[int]:
 def test_generated_bodies(server, exported, module, pids_before, body: bytes,
                           content_type: str | None) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
-    response = requests.post(server.predict_url, data=body, headers=headers, timeout=120)
+    response = requests.post(server.predict_url, data=body, headers={**headers, **server.headers()},
+                             timeout=120)
     SENT.append(content_type or "")
     event(f"HTTP {response.status_code}")  # pytest --hypothesis-show-statistics
     assert response.status_code < 500, (response.status_code, response.text[:500])
@@ -222,4 +223,4 @@ def test_every_body_was_sent_and_no_worker_restarted(server, pids_before) -> Non
     assert len(SENT) >= BODIES
     assert worker_pids(server) == pids_before
     assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
-                         timeout=60).status_code == 200
+                         headers=server.headers(), timeout=60).status_code == 200

