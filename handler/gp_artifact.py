@@ -10,7 +10,8 @@ BoTorch nor (for the healthcheck) torch is needed.
 An artifact is a folder (or an archive) holding
 
 - ``posterior.pt``: the TorchScript posterior (a zip file, ``torch.jit.save``'s format);
-- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``;
+- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``; it records each posterior
+  file's SHA-256, checked before the file is loaded (`verify_posterior`);
 
 and, when exported with more formats (``python -m export --format torchscript,pt2,onnx``):
 
@@ -26,6 +27,7 @@ mean `q x m` and the output-major covariance `(q*m) x (q*m)`, ``mean_var``/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,6 +67,9 @@ MIN_VARIANCE = 1e-10
 # The handler logs one line starting with this when a model cannot be loaded; the
 # local-server tooling and the Docker healthcheck look for it to fail fast.
 LOAD_ERROR_MARKER = "gp-serve: cannot load model"
+# A posterior file is hashed (`file_sha256`) this many bytes at a time.
+HASH_CHUNK_BYTES = 1 << 20
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class ArtifactError(ValueError):
@@ -97,6 +102,19 @@ class Metadata:
     def formats(self) -> list[str]:
         """The formats the artifact was exported in (older artifacts: TorchScript only)."""
         return list(self.document.get("formats", {DEFAULT_FORMAT: None}))
+
+    @property
+    def mixture_samples(self) -> int:
+        """``S``: the served posterior is a mixture over ``S`` MCMC samples (SAAS), its cost
+        per point ``S`` times a single GP's; 1 for every other family and for artifacts
+        exported before the key was written."""
+        return int(self.document.get("mixture_samples", 1))
+
+    def sha256(self, fmt: str) -> str | None:
+        """The SHA-256 recorded at export for format ``fmt``'s posterior file (lowercase
+        hex), or None: artifacts exported before hashes were recorded have none."""
+        entry = (self.document.get("formats") or {}).get(fmt)
+        return entry.get("sha256") if isinstance(entry, dict) else None
 
     def centre(self) -> list[float]:
         """The centre of the training box: the point health probes ask about (``d``)."""
@@ -147,6 +165,14 @@ def _check_formats(formats: Any) -> None:
         if not isinstance(entry, dict) or entry.get("file") != FORMAT_FILES[name]:
             raise ArtifactError(f"formats.{name}: expected {{\"file\": "
                                 f"{FORMAT_FILES[name]!r}, ...}}, got {entry!r}")
+        # Written since integrity hashes (absent from older artifacts of the same format).
+        if "sha256" in entry and not _is_sha256(entry["sha256"]):
+            raise ArtifactError(f"formats.{name}.sha256: expected 64 lowercase hexadecimal "
+                                f"characters, got {entry['sha256']!r}")
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX_DIGITS
 
 
 def validate(document: Any) -> Metadata:
@@ -186,6 +212,10 @@ def validate(document: Any) -> Metadata:
             f"correlated_outputs: expected true or false, got {document['correlated_outputs']!r}"
         )
     _check_formats(document.get("formats", {DEFAULT_FORMAT: {"file": POSTERIOR_FILE}}))
+    if "mixture_samples" in document:  # (written since integrity hashes, like them)
+        samples = document["mixture_samples"]
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ArtifactError(f"mixture_samples: expected a positive integer, got {samples!r}")
     num_train = document.get("num_train")
     if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
         raise ArtifactError(f"num_train: expected a positive integer, got {num_train!r}")
@@ -281,5 +311,57 @@ def check_posterior(directory: str | os.PathLike, fmt: str = DEFAULT_FORMAT) -> 
         raise ArtifactError(
             f"{path}: corrupt: member {bad!r} fails its CRC check ({size} bytes); "
             "re-export the model"
+        )
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path`` (lowercase hex), read `HASH_CHUNK_BYTES` at a time.
+
+    Raises:
+        OSError: If the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_posterior(directory: str | os.PathLike, fmt: str, metadata: Metadata) -> str:
+    """The path of ``<directory>``'s posterior file in format ``fmt``, checked to be the
+    very file exported.
+
+    The file is first checked as `check_posterior` checks it (so a truncated file is
+    reported as truncated), then hashed and compared with the SHA-256 ``metadata``
+    records for the format (``formats.<fmt>.sha256``): a file swapped or edited after
+    export, even a valid posterior of another model, is refused. Artifacts exported
+    before hashes were recorded have no ``sha256``; their file is checked by
+    `check_posterior` only and loads as before.
+
+    Args:
+        directory: The artifact folder (or an extracted model archive).
+        fmt: A key of `FORMAT_FILES`.
+        metadata: The artifact's validated ``metadata.json`` (`load_metadata`).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ArtifactError: If the format is unknown, or the file is missing, truncated,
+            corrupt, unreadable or not the file exported (its SHA-256 differs).
+    """
+    path = check_posterior(directory, fmt)
+    expected = metadata.sha256(fmt)
+    if expected is None:
+        return path
+    try:
+        actual = file_sha256(path)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror or e}); re-export the model") from e
+    if actual != expected:
+        raise ArtifactError(
+            f"{path}: SHA-256 {actual[:16]}... differs from {METADATA_FILE}'s "
+            f"{expected[:16]}...: the file was changed after export; re-export the model"
         )
     return path

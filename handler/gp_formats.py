@@ -119,23 +119,35 @@ class OnnxPosterior(_Compiled):
 
 
 def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
-         threads: int | None = None) -> Any:
+         threads: int | None = None, *, verify: bool = True) -> Any:
     """Load ``<directory>``'s posterior in format ``fmt``.
+
+    Before anything is loaded, the file's SHA-256 is compared with the one its
+    ``metadata.json`` records (`gp_artifact.verify_posterior`): a file changed after
+    export is refused, not served. Artifacts exported before hashes were recorded have
+    none and load as before.
 
     Args:
         directory: The artifact folder (or an extracted model archive).
         fmt: A key of ``gp_artifact.FORMAT_FILES``.
         num_inputs: ``d`` (from the metadata): the compiled formats check it.
         threads: Intra-op threads for onnxruntime (torch's are set by the caller).
+        verify: Read ``<directory>/metadata.json`` and check the file's hash. Only the
+            export stage passes False: it loads each file back before the metadata
+            (and the hash) is written.
 
     Returns:
         An object with the four methods (a ScriptModule for ``torchscript``).
 
     Raises:
-        gp_artifact.ArtifactError: If the format is unknown, or the file is missing,
-            truncated or cannot be loaded.
+        gp_artifact.ArtifactError: If the format is unknown, the metadata cannot be read
+            (with ``verify``), or the file is missing, truncated, not the file exported
+            or cannot be loaded.
     """
-    path = gp_artifact.check_posterior(directory, fmt)
+    if verify:
+        path = gp_artifact.verify_posterior(directory, fmt, gp_artifact.load_metadata(directory))
+    else:
+        path = gp_artifact.check_posterior(directory, fmt)
     try:
         if fmt == "torchscript":
             with warnings.catch_warnings():  # (deprecated since torch 2.13; still the default)

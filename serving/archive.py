@@ -36,8 +36,9 @@ def build_archive(
 ) -> Path:
     """Package an exported artifact with the handler into ``<store>/<name>.mar``.
 
-    The artifact is checked against its contract first, so a truncated or foreign one
-    is refused here rather than by a worker at load time.
+    The artifact is checked against its contract first, so a truncated or foreign one,
+    or one whose posterior files differ from the SHA-256 its metadata records (changed
+    after export), is refused here rather than by a worker at load time.
 
     Every posterior file the artifact holds is packaged (``posterior.pt`` as the serialized
     file, ``posterior.pt2`` and ``posterior.onnx`` beside it); ``model_config``'s
@@ -55,19 +56,19 @@ def build_archive(
         The archive's path.
 
     Raises:
-        gp_artifact.ArtifactError: If the artifact breaks the contract, or lacks the format
-            ``model_config`` names.
+        gp_artifact.ArtifactError: If the artifact breaks the contract, a posterior file is
+            not the one exported, or the artifact lacks the format ``model_config`` names.
         subprocess.CalledProcessError: If torch-model-archiver fails.
     """
     model_dir, store = Path(model_dir), Path(store)
     metadata = gp_artifact.load_metadata(model_dir)
-    posterior = gp_artifact.check_posterior(model_dir)
+    posterior = gp_artifact.verify_posterior(model_dir, gp_artifact.DEFAULT_FORMAT, metadata)
     served = served_format(model_config)
     if served not in metadata.formats:
         raise gp_artifact.ArtifactError(
             f"{model_config}: handler.format is {served!r}, but {model_dir} was exported in "
             f"{metadata.formats} only; export with --format {gp_artifact.DEFAULT_FORMAT},{served}")
-    others = [gp_artifact.check_posterior(model_dir, fmt) for fmt in metadata.formats
+    others = [gp_artifact.verify_posterior(model_dir, fmt, metadata) for fmt in metadata.formats
               if fmt != gp_artifact.DEFAULT_FORMAT]
     extra = [model_dir / gp_artifact.METADATA_FILE, *others, *HANDLER_MODULES]
     store.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 import export.artifact
 from export import export_model
-from handler import gp_artifact
+from handler import gp_artifact, gp_formats
 from tests.export.conftest import make_model
 
 
@@ -34,6 +35,28 @@ def test_written_metadata_follows_the_contract(tmp_path: Path) -> None:
     assert gp_artifact.check_posterior(tmp_path / "m") == str(tmp_path / "m" / "posterior.pt")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(gp_artifact.ARTIFACT_FILES)
     assert leftovers(tmp_path / "m") == []
+
+
+def test_metadata_records_the_posterior_sha256_and_mixture_samples(tmp_path: Path) -> None:
+    first = export_model(make_model(12, 2, 1, seed=3), tmp_path / "first")
+    second = export_model(make_model(14, 2, 1, seed=4), tmp_path / "second")
+    for out, meta in ((tmp_path / "first", first), (tmp_path / "second", second)):
+        written = hashlib.sha256((out / gp_artifact.POSTERIOR_FILE).read_bytes()).hexdigest()
+        assert meta["formats"]["torchscript"]["sha256"] == written
+        assert gp_artifact.load_metadata(out).sha256("torchscript") == written
+        assert meta["mixture_samples"] == 1 == gp_artifact.load_metadata(out).mixture_samples
+    assert first["formats"]["torchscript"]["sha256"] != second["formats"]["torchscript"]["sha256"]
+    gp_formats.load(tmp_path / "first", "torchscript", 2)  # (the file exported: loads)
+    # Another model's posterior.pt in its place is a valid TorchScript file, but not this one.
+    shutil.copyfile(tmp_path / "second" / gp_artifact.POSTERIOR_FILE,
+                    tmp_path / "first" / gp_artifact.POSTERIOR_FILE)
+    expected, actual = (meta["formats"]["torchscript"]["sha256"] for meta in (first, second))
+    with pytest.raises(gp_artifact.ArtifactError) as info:
+        gp_formats.load(tmp_path / "first", "torchscript", 2)
+    assert str(info.value) == (
+        f"{tmp_path / 'first' / 'posterior.pt'}: SHA-256 {actual[:16]}... differs from "
+        f"metadata.json's {expected[:16]}...: the file was changed after export; "
+        "re-export the model")
 
 
 # Every step of export_model after tracing, in order: (object, attribute) to interrupt.

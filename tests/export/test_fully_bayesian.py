@@ -8,6 +8,8 @@ class builds without it), which ``make test`` runs too.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
@@ -16,8 +18,11 @@ from botorch.models.transforms.outcome import Standardize
 
 from export import export_model, trace_posterior
 from export.__main__ import main
+from export.artifact import mixture_samples
+from export.families import FAMILIES, family_of
+from export.fit import SAAS_NUTS
 from handler import gp_artifact
-from tests.export.conftest import assert_matches_eager
+from tests.export.conftest import assert_matches_eager, make_model
 
 
 def buildable() -> bool:
@@ -74,6 +79,16 @@ def test_export_records_the_class(tmp_path) -> None:
     assert (meta["model_class"], meta["correlated_outputs"]) == (
         "SaasFullyBayesianSingleTaskGP", False)
     assert meta["gate"]["max_relative_error"] <= 1e-8
+    assert meta["mixture_samples"] == 4
+    assert gp_artifact.load_metadata(tmp_path / "m").mixture_samples == 4
+
+
+def test_mixture_samples_is_the_number_of_mcmc_samples() -> None:
+    """(Runs on every stack: a stand-in with a fitted model's batch of 6 samples.)"""
+    saas = next(family for family in FAMILIES if family.name == "saas")
+    assert mixture_samples(saas, SimpleNamespace(batch_shape=torch.Size([6]))) == 6
+    single = make_model(5, 2, 1)
+    assert mixture_samples(family_of(single), single) == 1
 
 
 @needs_model
@@ -98,6 +113,7 @@ def test_cli_saas(tmp_path, capsys) -> None:
         assert code == 0, capsys.readouterr().err
         meta = gp_artifact.load_metadata(tmp_path / "m").document
         assert meta["model_class"] == "SaasFullyBayesianSingleTaskGP"
+        assert meta["mixture_samples"] == SAAS_NUTS["num_samples"] // SAAS_NUTS["thinning"]
     else:
         assert code == 2
         assert ('error: --model saas needs BoTorch\'s fully Bayesian extra, which is not '

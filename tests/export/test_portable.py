@@ -8,6 +8,7 @@ On GPyTorch < 1.15 the formats are refused (see `export.portable.exportable_post
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -55,6 +56,9 @@ def test_every_format_is_written_and_gated(portable_artifact) -> None:
         assert entry["file"] == gp_artifact.FORMAT_FILES[fmt]
         assert entry["max_relative_error"] <= TOL
         assert entry["build_seconds"] > 0
+        written = (directory / entry["file"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(written).hexdigest()
+    assert document["mixture_samples"] == 1
     assert gp_artifact.load_metadata(directory).formats == ["torchscript", "pt2", "onnx"]
 
 
@@ -98,6 +102,16 @@ def test_broken_files_are_refused_with_the_reason(portable_artifact, tmp_path: P
     with pytest.raises(gp_artifact.ArtifactError, match=r"posterior.pt2: truncated or corrupt"):
         gp_formats.load(copy, "pt2", 3)
     (copy / "posterior.onnx").write_bytes(b"\x08\x07not a model")
+    with pytest.raises(gp_artifact.ArtifactError,
+                       match=r"posterior.onnx: SHA-256 [0-9a-f]{16}\.\.\. differs from "
+                       r"metadata.json's [0-9a-f]{16}\.\.\.: the file was changed after export"):
+        gp_formats.load(copy, "onnx", 3)
+    # Without the hashes (an artifact exported before they were recorded): the loader's check.
+    metadata = copy / gp_artifact.METADATA_FILE
+    document = json.loads(metadata.read_text())
+    for entry in document["formats"].values():
+        del entry["sha256"]
+    metadata.write_text(gp_artifact.dumps(document))
     with pytest.raises(gp_artifact.ArtifactError, match=r"posterior.onnx: cannot load as onnx"):
         gp_formats.load(copy, "onnx", 3)
     (copy / "posterior.onnx").unlink()
