@@ -316,3 +316,12 @@ def test_two_maximal_full_covariances_and_small_requests(server, exported: Expor
           f"{statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     assert [status for status, _, _ in bigs] == [200, 200]
     assert failures == [] and latencies
+
+
+def test_a_describe_header_on_the_inference_port_is_a_prediction(abuse) -> None:
+    """Only the management API's describe (no body) gets the metadata."""
+    response, _ = post(abuse, b'{"inputs": [[0.5, 0.5]], "covariance": "diag"}',
+                       {"describe": "True"})
+    assert response.status_code == 200
+    assert set(response.json()) >= {"mean", "variance"} and "serving" not in response.json()
+    assert "serving" in abuse.metadata().document

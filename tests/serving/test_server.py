@@ -138,7 +138,8 @@ def test_full_covariance_limit(server) -> None:
     assert response.status_code == 413
     assert response.json() == {
         "error": 'a full covariance is limited to 2000 points, got 2001; send "covariance": '
-                 '"diag" (or "none") for more points', "code": 413}
+                 '"diag" (or "none") for more points (a 4002 x 4002 covariance; at most 4000 '
+                 'rows for 2 outputs)', "code": 413}
     diag = post(server, {"inputs": X, "covariance": "diag"})
     assert diag.status_code == 200 and len(diag.json()["variance"]) == 2001
 
@@ -173,6 +174,7 @@ def test_csv_10000_rows_with_curl(server, points_csv, module, tmp_path: Path) ->
     out = tmp_path / "scores.csv"
     result = subprocess.run(
         ["curl", "-sS", "--data-binary", f"@{path}", "-H", "Content-Type: text/csv",
+         "-H", f"Authorization: {server.headers()['Authorization']}",
          "-o", str(out), "-w", "%{http_code} %{content_type}", server.predict_url],
         capture_output=True, text=True, check=True, timeout=300,
     )

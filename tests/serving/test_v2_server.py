@@ -38,7 +38,7 @@ def infer(client, X: np.ndarray, binary: bool, outputs: list[str] | None = None,
     requested = None if outputs is None else [
         triton.InferRequestedOutput(name, binary_data=binary) for name in outputs]
     return client.infer("gp", [tensor], outputs=requested, parameters=parameters or None,
-                        headers=client.gp_headers)
+                        headers=dict(client.gp_headers))  # (tritonclient writes into it)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
@@ -92,8 +92,8 @@ def test_tritonclient_errors_are_4xx_with_the_rule(client) -> None:
 def test_health_routes(server, client) -> None:
     """TorchServe answers the server's health itself (``ts_open_inference_protocol``);
     it does not route the per-model metadata and readiness paths (documented)."""
-    assert client.is_server_live(headers=client.gp_headers)
-    assert client.is_server_ready(headers=client.gp_headers)
+    assert client.is_server_live(headers=dict(client.gp_headers))
+    assert client.is_server_ready(headers=dict(client.gp_headers))
     base, key = server.inference_url, server.headers()
     assert requests.get(f"{base}/v2/health/live", headers=key, timeout=10).json() == {"live": True}
     assert requests.get(f"{base}/v2/health/ready", headers=key,

@@ -1,0 +1,147 @@
+"""The TorchServe frontend's memory at the configured worst case, for sizing its JVM limits.
+
+    .venv/bin/python -m benchmarks.frontend_memory --model-dir build/model [--out DIR]
+
+Starts a TorchServe on free loopback ports with the repository's ``config.properties``
+(``job_queue_size``, ``vmargs``, body limits as set there) serving ``gp`` with the
+repository's ``model-config.yaml``, then, at once:
+
+- ``job_queue_size + 2`` clients each POST the largest JSON body under ``max_request_size``
+  (refused with 413 by the handler: the frontend still holds each body while it is queued);
+- two clients each ask for a full covariance at the handler's limit (the largest answers the
+  frontend carries);
+
+and samples the JVM's resident memory (psutil), its used heap (``jstat -gc``) and the
+workers' resident memory every 0.2 s. Prints the peak figures and whether the JVM survived (it runs with
+``-XX:+ExitOnOutOfMemoryError``: an exhausted heap or direct memory ends it). Not part of
+``make test``; its figures size ``vmargs`` in ``config.properties`` (docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import requests
+
+from handler import gp_artifact
+from serving.archive import build_archive
+from serving.local_server import LocalTorchServe, write_config
+from serving.properties import DEFAULT_CONFIG, read_properties
+
+
+def _heap_used_bytes(pid: int) -> int | None:
+    """The JVM's used heap (``jstat -gc``: survivor, eden, old; KiB), if jstat is there."""
+    jstat = shutil.which("jstat")
+    if jstat is None:
+        return None
+    result = subprocess.run([jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=10,
+                            check=False)
+    lines = result.stdout.split()
+    if result.returncode != 0 or not lines:
+        return None
+    half = len(lines) // 2
+    columns = dict(zip(lines[:half], lines[half:]))
+    used = sum(float(columns.get(key, 0)) for key in ("S0U", "S1U", "EU", "OU"))
+    return int(used * 1024)
+
+
+def measure(model_dir: Path, root: Path) -> dict:
+    properties = read_properties(DEFAULT_CONFIG)
+    queue = int(properties.get("job_queue_size", 100))
+    max_request = int(properties["max_request_size"])
+    store = root / "store"
+    build_archive(model_dir, store)
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
+    server = LocalTorchServe(config, store, root / "logs")
+    server.start()
+    try:
+        server.wait_ready()
+        java = psutil.Process(server.pid())
+        metadata = server.metadata()
+        full_points = metadata.document["serving"]["max_full_covariance_points"]
+        item = b"[0.5,0.5]"
+        count = (max_request - 1024) // (len(item) + 1)
+        body = b'{"covariance": "diag", "inputs": [' + b",".join([item] * count) + b"]}"
+        centre = metadata.centre()
+        big = json.dumps({"inputs": [[c + 1e-3 * i for c in centre]
+                                     for i in range(full_points)]}).encode()
+        headers = {"Content-Type": "application/json", **server.headers()}
+        samples: list[tuple[int, int | None]] = []
+        workers = [psutil.Process(pid) for pid in server.worker_pids()]
+        worker_peaks = {w.pid: w.memory_info().rss for w in workers}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                try:
+                    samples.append((java.memory_info().rss, _heap_used_bytes(java.pid)))
+                    for worker in workers:
+                        worker_peaks[worker.pid] = max(worker_peaks[worker.pid],
+                                                       worker.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.2)
+
+        def send(payload: bytes) -> tuple[int, int]:
+            try:
+                response = requests.post(server.predict_url, data=payload, headers=headers,
+                                         timeout=300)
+                return response.status_code, len(response.content)
+            except requests.RequestException as e:
+                return -1, len(str(e))
+
+        rss_before = java.memory_info().rss
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=queue + 4) as pool:
+            answers = list(pool.map(send, [big, big] + [body] * (queue + 2)))
+        elapsed = time.monotonic() - started
+        done.set()
+        sampler.join()
+        alive = java.is_running()
+        heaps = [heap for _, heap in samples if heap is not None]
+        return {
+            "job_queue_size": queue, "max_request_size": max_request,
+            "vmargs": properties.get("vmargs", ""), "full_covariance_points": full_points,
+            "statuses": [status for status, _ in answers],
+            "largest_answer_bytes": max(size for _, size in answers),
+            "seconds": round(elapsed, 1), "jvm_alive": alive,
+            "rss_before_mb": round(rss_before / 2**20), "rss_peak_mb":
+                round(max(rss for rss, _ in samples) / 2**20) if samples else None,
+            "heap_peak_mb": round(max(heaps) / 2**20) if heaps else None,
+            "worker_rss_peak_mb": {pid: round(rss / 2**20) for pid, rss in worker_peaks.items()},
+            "workers_unchanged": server.worker_pids() == sorted(worker_peaks),
+        }
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.frontend_memory",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("build/model"))
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    gp_artifact.load_metadata(args.model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = measure(args.model_dir, Path(tmp))
+    print(json.dumps(figures, indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "frontend_memory.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if figures["jvm_alive"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
