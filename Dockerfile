@@ -98,16 +98,32 @@ COPY serving/__init__.py serving/properties.py serving/healthcheck.py /opt/gp-se
 COPY handler/gp_artifact.py /opt/gp-serve/handler/
 COPY --from=build /src/container-config.properties /home/model-server/config.properties
 COPY --from=build --chown=1000:1000 /src/model_store/gp.mar /home/model-server/model-store/gp.mar
+# Everything TorchServe writes goes to two folders, so the image runs with a read-only root
+# filesystem (`docker run --read-only --tmpfs /tmp`
+# `--tmpfs /home/model-server/work:exec,uid=1000,gid=1000`, docs/docker.md; the
+# ServingRuntime's emptyDirs), measured with `docker diff` on a writable run:
+# - /home/model-server/work, the JVM's working directory (WORKDIR): key_file.json (token
+#   authorization), logs/ (LOG_LOCATION, METRICS_LOCATION), tmp/ (TEMP: java.io.tmpdir and
+#   Python's tempfile: the extracted .mar files, the workers' Unix sockets, netty's native
+#   transport, which needs exec there); the entrypoint creates logs/ and tmp/ in an empty
+#   mount and refuses a read-only or noexec one;
+# - /tmp: the JVM's hsperfdata_<user> and onnxruntime's .ses, both hard-coded there, and
+#   onnxruntime's device id (XDG_CACHE_HOME, else ~/.cache in the read-only home).
 ENV PATH=/opt/venv/bin:${PATH} \
     TS_CONFIG_FILE=/home/model-server/config.properties \
     MODEL_STORE=/home/model-server/model-store \
     TS_MODELS=all \
-    TEMP=/home/model-server/tmp
-RUN mkdir -p /home/model-server/tmp /home/model-server/logs \
+    TEMP=/home/model-server/work/tmp \
+    LOG_LOCATION=/home/model-server/work/logs \
+    METRICS_LOCATION=/home/model-server/work/logs \
+    XDG_CACHE_HOME=/tmp/.cache
+RUN mkdir -p /home/model-server/work/tmp /home/model-server/work/logs \
     && chown -R 1000:1000 /home/model-server \
     && python -c 'import torch, ts, yaml; print("torch", torch.__version__)'
 USER 1000:1000
-WORKDIR /home/model-server
+# The HEALTHCHECK runs here too (Docker runs it in the container's working directory), where it
+# finds key_file.json.
+WORKDIR /home/model-server/work
 # The ports of config.properties (a test checks that they agree).
 EXPOSE 8080 8081 8082
 # Healthy only when every loaded model answers a real prediction (not just /ping).

@@ -12,7 +12,10 @@
 #   with --network host they are on the host's loopback. Expose one deliberately with e.g.
 #   -e TS_METRICS_ADDRESS=http://0.0.0.0:8082 -p 127.0.0.1:8082:8082;
 # - enable_envvars_config=true: every key can be overridden with TS_<KEY> environment variables;
-# - model_store is the image's (or a mounted) /home/model-server/model-store;
+# - model_store is the image's (or a mounted) /home/model-server/model-store, and allowed_urls
+#   admits only the .mar files directly in it (a Java regex, .properties-escaped; what
+#   serving.properties.allowed_store_urls writes for that store): the management API cannot
+#   register an archive from anywhere else;
 # - vmargs gains -Dlog4j2.shutdownHookEnabled=false: on SIGTERM (docker stop) log4j would otherwise
 #   stop logging before TorchServe's own shutdown hook has logged unregistering the models.
 set -euo pipefail
@@ -40,9 +43,10 @@ inference_address=http://0.0.0.0:$inference
 management_address=http://127.0.0.1:$management
 metrics_address=http://127.0.0.1:$metrics
 model_store=/home/model-server/model-store
-allowed_urls=file:///home/model-server/model-store/.*
 enable_envvars_config=true
 PROPS
+    # Single quotes: the backslashes are the file's own (.properties escaping of the regex).
+    printf '%s\n' 'allowed_urls=file:///home/model\\-server/model\\-store/[^/]+\\.mar'
     vmargs=$(sed -n 's/^[[:space:]]*vmargs[[:space:]]*=[[:space:]]*//p' "$src" | tail -n 1)
     echo "vmargs=${vmargs:+$vmargs }-Dlog4j2.shutdownHookEnabled=false"
 } >"$dest"

@@ -14,6 +14,13 @@ Environment:
   TS_MODELS        models to load at start (default ``all``: every .mar in the store)
   TS_* settings    override config.properties keys (enable_envvars_config=true), e.g.
                    TS_INFERENCE_ADDRESS=http://127.0.0.1:9080
+  TEMP, LOG_LOCATION, METRICS_LOCATION
+                   TorchServe's tmp and log folders (the Dockerfile puts them in the working
+                   directory); created here when missing, as in an empty tmpfs or emptyDir.
+
+TorchServe writes its key file into the working directory, so that must be writable: with
+``--read-only``, mount a tmpfs (or a volume) there and on /tmp (see the Dockerfile). TEMP must
+also allow exec (below).
 """
 
 from __future__ import annotations
@@ -44,6 +51,23 @@ def main() -> None:
         sys.exit(f"entrypoint: model store {store} is not a folder (mount one with -v)")
     if models == ["all"] and not any(f.endswith(".mar") for f in os.listdir(store)):
         sys.exit(f"entrypoint: no .mar file in the model store {store}")
+    cwd = os.getcwd()
+    mounts = f"--tmpfs {cwd}:exec,uid={os.getuid()},gid={os.getgid()} --tmpfs /tmp"
+    if not os.access(cwd, os.W_OK):
+        sys.exit(f"entrypoint: the working directory {cwd} is not writable (TorchServe's "
+                 f"key_file.json, logs and tmp go there): with --read-only, mount a tmpfs or a "
+                 f"volume on it and on /tmp ({mounts})")
+    for variable in ("TEMP", "LOG_LOCATION", "METRICS_LOCATION"):
+        if os.environ.get(variable):
+            os.makedirs(os.environ[variable], exist_ok=True)
+    # The JVM's tmp dir must allow exec: netty loads its native epoll transport from a .so it
+    # extracts there. On a noexec mount (Docker's --tmpfs default) it falls back silently, and
+    # the workers then listen on TCP 127.0.0.1:9000+ (with --network host the host's loopback,
+    # open to any local process, no key) instead of Unix sockets in that folder.
+    java_tmp = os.environ.get("TEMP") or "/tmp"
+    if os.statvfs(java_tmp).f_flag & os.ST_NOEXEC:
+        sys.exit(f"entrypoint: {java_tmp} (TEMP, the JVM's tmp dir) is on a noexec mount: "
+                 f"mount it with exec ({mounts})")
     # A pid file left by an earlier run of this container would only confuse the launcher.
     pid_file = os.path.join(tempfile.gettempdir(), ".model_server.pid")
     if os.path.exists(pid_file):

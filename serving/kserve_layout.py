@@ -5,8 +5,9 @@
 writes ``DIR/config/config.properties`` and ``DIR/model-store/gp.mar``, the layout KServe's
 ``pytorch`` runtime (and ours, ``deploy/kserve/servingruntime.yaml``) starts TorchServe on:
 ``--model-store=/mnt/models/model-store --ts-config=/mnt/models/config/config.properties``.
-The config is the repository's ``config.properties`` (limits, token authorization, body
-sizes as the serving side chose them) with what differs in a pod (`POD_SETTINGS`).
+The config is the repository's ``config.properties`` (limits, body sizes as the serving side
+chose them) with what differs in a pod (`POD_SETTINGS`: addresses, token authorization off,
+the model API off, ``allowed_urls`` anchored to the pod's store).
 """
 
 from __future__ import annotations
@@ -16,19 +17,37 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.properties import DEFAULT_CONFIG, read_properties, write_properties
+from serving.properties import (DEFAULT_CONFIG, allowed_store_urls, read_properties,
+                                write_properties)
 
 MOUNT = "/mnt/models"
 CONFIG_PATH = "config/config.properties"
 STORE_PATH = "model-store"
 # KServe routes the pod's port 8080 (http1) to the kserve-container; TorchServe itself is that
-# container here (no KServe wrapper in between), so it answers v1 and v2 on 8080. Management
-# stays inside the pod; metrics are scraped on 8082 (the runtime's prometheus annotations).
+# container here (no KServe wrapper in between), so it answers v1 and v2 on 8080.
 POD_SETTINGS = {
     "inference_address": "http://0.0.0.0:8080",
+    # Management, REST and gRPC, on the pod's loopback: only this pod's containers reach it.
     "management_address": "http://127.0.0.1:8085",
+    "grpc_management_address": "127.0.0.1",
+    # gRPC inference too: KServe routes only http1 (8080) here, and TorchServe's gRPC service is
+    # not the v2 GRPCInferenceService KServe clients call (docs/kserve.md).
+    "grpc_inference_address": "127.0.0.1",
+    # Metrics on every interface: Prometheus scrapes the pod from another pod, at the pod IP
+    # (the runtime's prometheus.kserve.io annotations). It only reads (TorchServe asks no key
+    # for it either way): model names, counts and latencies.
     "metrics_address": "http://0.0.0.0:8082",
+    # Token authorization off: the kubelet's readiness and liveness probes (httpGet) and the
+    # clients behind KServe's ingress cannot carry a key TorchServe makes up per pod at start.
+    # What guards management instead is loopback (above): it trusts the pod's network namespace,
+    # i.e. every container of the pod (KServe's queue-proxy, any injected sidecar).
+    "disable_token_authorization": "true",
+    # The pod serves the models of its storage layout, read-only at /mnt/models: no registering
+    # or unregistering (a new InferenceService revision changes them), and allowed_urls admits
+    # only the .mar files of that store.
+    "enable_model_api": "false",
     "model_store": f"{MOUNT}/{STORE_PATH}",
+    "allowed_urls": allowed_store_urls(f"{MOUNT}/{STORE_PATH}"),
     "load_models": "all",
     # TS_<KEY> environment variables (the ServingRuntime's env) override any key.
     "enable_envvars_config": "true",
@@ -41,7 +60,7 @@ SHUTDOWN_VMARG = "-Dlog4j2.shutdownHookEnabled=false"
 def pod_config(source: Path = DEFAULT_CONFIG) -> dict[str, str]:
     """The layout's ``config.properties``: ``source`` with `POD_SETTINGS`."""
     properties = {key: value for key, value in read_properties(source).items()
-                  if key not in POD_SETTINGS and key != "allowed_urls"}
+                  if key not in POD_SETTINGS}
     properties.update(POD_SETTINGS)
     vmargs = properties.get("vmargs", "")
     properties["vmargs"] = f"{vmargs} {SHUTDOWN_VMARG}".strip()

@@ -2,8 +2,13 @@
 
 Containers run with ``--network host`` (the engine here has no bridge) and TorchServe's
 listeners moved to free loopback ports through its TS_* environment overrides, so nothing
-else on the machine (another TorchServe on 8080, say) is disturbed. Under CI=true an engine
-that cannot be started fails the tier; elsewhere it skips it with the reason.
+else on the machine (another TorchServe on 8080, say) is disturbed. Every container runs
+with a read-only root filesystem and a tmpfs on each path TorchServe writes: the paths the
+KServe ServingRuntime mounts its emptyDirs on (`writable_paths`), so the two cannot drift.
+Token authorization is on in the image: a container's keys are read with ``docker exec``
+from ``key_file.json`` in its working directory (where the HEALTHCHECK reads them too).
+Under CI=true an engine that cannot be started fails the tier; elsewhere it skips it with
+the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from serving.local_server import free_ports
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("GP_SERVE_TEST_IMAGE", "gp-serve:latest")
 HOME = "/home/model-server"
+# The image's WORKDIR: TorchServe's working directory (key_file.json, logs/, tmp/).
+WORKDIR = f"{HOME}/work"
+RUNTIME = ROOT / "deploy" / "kserve" / "servingruntime.yaml"
 HEALTH_TIMEOUT_S = 240
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -44,15 +52,46 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return result
 
 
-class Container:
-    """One ``docker run -d --network host`` of the image, on its own loopback ports."""
+def runtime_container() -> dict:
+    """The kserve-container of deploy/kserve/servingruntime.yaml."""
+    import yaml  # (PyYAML: in the pinned .venv, which runs this tier)
 
-    def __init__(self, image: str, *run_args: str, command: tuple[str, ...] = ()) -> None:
+    return yaml.safe_load(RUNTIME.read_text())["spec"]["containers"][0]
+
+
+def writable_paths() -> list[str]:
+    """Where the ServingRuntime mounts emptyDirs: every path TorchServe writes (the Dockerfile
+    says what goes where), the rest of its filesystem being read-only."""
+    import yaml
+
+    spec = yaml.safe_load(RUNTIME.read_text())["spec"]
+    empty_dirs = {volume["name"] for volume in spec.get("volumes", []) if "emptyDir" in volume}
+    return [mount["mountPath"] for mount in spec["containers"][0].get("volumeMounts", [])
+            if mount["name"] in empty_dirs]
+
+
+def read_only_args(uid: int = 1000, gid: int = 1000) -> list[str]:
+    """``docker run`` options for a read-only root filesystem with a tmpfs on each of
+    `writable_paths`, like the pod's emptyDirs: owned by the container's user (a tmpfs is
+    root's otherwise) and allowing exec (Docker's tmpfs default is noexec)."""
+    args = ["--read-only"]
+    for path in writable_paths():
+        args += ["--tmpfs", f"{path}:exec,uid={uid},gid={gid}"]
+    return args
+
+
+class Container:
+    """One ``docker run -d --network host`` of the image, on its own loopback ports, with a
+    read-only root filesystem (`read_only_args`) unless ``read_only=False``."""
+
+    def __init__(self, image: str, *run_args: str, command: tuple[str, ...] = (),
+                 read_only: bool = True) -> None:
         """
         Args:
             image: The image.
             run_args: ``docker run`` options (before the image).
             command: Arguments after the image (to its ENTRYPOINT).
+            read_only: Run with `read_only_args` (for the image's user, uid 1000).
         """
         ports = free_ports(5)
         self.inference, self.management, self.metrics = ports[:3]
@@ -67,9 +106,21 @@ class Container:
             "TS_GRPC_MANAGEMENT_PORT": str(ports[4]),
         }
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *run_args, image,
-               *command)
+        fs_args = read_only_args() if read_only else []
+        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *fs_args,
+               *run_args, image, *command)
         self.started = time.monotonic()
+        self._keys: dict | None = None
+
+    def key(self, api: str) -> str:
+        """TorchServe's key for ``api`` (``inference``, ``management``): ``docker exec`` reads
+        key_file.json in the container's working directory, as the HEALTHCHECK does."""
+        if self._keys is None:
+            self._keys = json.loads(docker("exec", self.name, "cat", "key_file.json").stdout)
+        return self._keys[api]["key"]
+
+    def headers(self, api: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key(api)}"}
 
     def state(self) -> dict:
         return json.loads(docker("inspect", "-f", "{{json .State}}", self.name).stdout)
@@ -175,8 +226,11 @@ def baked_model(baked_archive: Path) -> dict:
     return {"metadata": metadata, "module": module}
 
 
-def predict(url: str, model: str = "gp", **kwargs) -> requests.Response:
-    return requests.post(f"{url}/predictions/{model}", timeout=60, **kwargs)
+def predict(container: Container, model: str = "gp", **kwargs) -> requests.Response:
+    """POST /predictions/<model> to ``container`` with its inference key."""
+    headers = {**container.headers("inference"), **kwargs.pop("headers", {})}
+    return requests.post(f"{container.url}/predictions/{model}", timeout=60, headers=headers,
+                         **kwargs)
 
 
 def assert_close(served: list, expected: torch.Tensor, rtol: float = 1e-9) -> None:

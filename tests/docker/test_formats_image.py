@@ -46,7 +46,7 @@ def container(image: str, formats_store: Path):
 def test_compiled_format_served_by_the_image(container: Container, portable_artifact,
                                              name: str) -> None:
     X = torch.tensor([[0.1, -0.4, 0.7], [1.2, 0.3, -0.9]], dtype=torch.float64)
-    response = predict(container.url, name, json={"inputs": X.tolist(),
+    response = predict(container, name, json={"inputs": X.tolist(),
                                                   "observation_noise": True})
     assert response.status_code == 200, response.text
     expected = eager_moments(portable_artifact.model, X, True)

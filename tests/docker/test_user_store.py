@@ -68,7 +68,7 @@ def test_mounted_model_is_served(container: Container, user_store: Path, tmp_pat
         mar.extract(gp_artifact.POSTERIOR_FILE, tmp_path)
     module = torch.jit.load(str(tmp_path / gp_artifact.POSTERIOR_FILE))
     points = [[310.0, 2.0, 0.5], [395.5, 4.5, 1.9]]
-    response = predict(container.url, "mygp", json={"inputs": points, "covariance": "diag"})
+    response = predict(container, "mygp", json={"inputs": points, "covariance": "diag"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == "mygp" and body["outputs"] == ["yield"]
@@ -76,10 +76,10 @@ def test_mounted_model_is_served(container: Container, user_store: Path, tmp_pat
     assert_close(body["mean"], mean)
     assert_close(body["variance"], var)
     # Named inputs work too, and the image's own model is not loaded from the mount.
-    named = predict(container.url, "mygp", json={"inputs": [dict(zip(INPUTS, points[0]))]})
+    named = predict(container, "mygp", json={"inputs": [dict(zip(INPUTS, points[0]))]})
     assert named.status_code == 200, named.text
     assert_close(named.json()["mean"], mean[:1])
-    assert predict(container.url, "gp", json={"inputs": [[0.1, 0.2]]}).status_code == 404
+    assert predict(container, "gp", json={"inputs": [[0.1, 0.2]]}).status_code == 404
 
 
 def test_docker_stop_is_quick(container: Container) -> None:
