@@ -116,6 +116,14 @@ token:
 soak: archive
 	$(PY) -m serving.soak --seconds $(SOAK_SECONDS) --model-dir $(MODEL_DIR)
 
+.PHONY: update
+
+## update: serve MODEL_DIR (default build/model) as the next version of the model `make start`
+## runs, with no failed request: register, verify, set default, drain and unregister the old
+## (docs/serving.md, "Model updates")
+update: | install
+	$(PY) -m serving.update --model-dir $(MODEL_DIR) --workdir $(SERVE_LOGS)
+
 # --- docker ---
 DOCKER_IMAGE ?= gp-serve:latest
 

@@ -29,7 +29,7 @@ import yaml
 
 from handler import gp_artifact
 from serving.archive import MODEL_CONFIG, build_archive
-from serving.local_server import NO_TOKENS, LocalTorchServe, write_config
+from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
 
 CLIENTS = 4
@@ -81,7 +81,7 @@ def measure(model_dir: Path, seconds: float, workloads=WORKLOADS) -> dict:
         (root / "store").mkdir()
         build_archive(model_dir, root / "store", model_config=root / "model-config.yaml")
         server = LocalTorchServe(write_config(DEFAULT_CONFIG, root / "config.properties",
-                                              str(root / "store"), **NO_TOKENS), root / "store", root / "logs")
+                                              str(root / "store"), **BENCHMARK_SETTINGS), root / "store", root / "logs")
         server.start()
         try:
             server.wait_ready()

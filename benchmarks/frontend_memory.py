@@ -55,13 +55,14 @@ def _heap_used_bytes(pid: int) -> int | None:
     return int(used * 1024)
 
 
-def measure(model_dir: Path, root: Path) -> dict:
-    properties = read_properties(DEFAULT_CONFIG)
+def measure(model_dir: Path, root: Path, **overrides: str) -> dict:
+    """The figures at the worst case, with ``config.properties`` keys ``overrides`` set."""
+    properties = {**read_properties(DEFAULT_CONFIG), **overrides}
     queue = int(properties.get("job_queue_size", 100))
     max_request = int(properties["max_request_size"])
     store = root / "store"
     build_archive(model_dir, store)
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **overrides)
     server = LocalTorchServe(config, store, root / "logs")
     server.start()
     try:
@@ -109,7 +110,7 @@ def measure(model_dir: Path, root: Path) -> dict:
         elapsed = time.monotonic() - started
         done.set()
         sampler.join()
-        alive = java.is_running()
+        alive = java.is_running() and java.status() != psutil.STATUS_ZOMBIE
         heaps = [heap for _, heap in samples if heap is not None]
         return {
             "job_queue_size": queue, "max_request_size": max_request,
@@ -121,7 +122,10 @@ def measure(model_dir: Path, root: Path) -> dict:
                 round(max(rss for rss, _ in samples) / 2**20) if samples else None,
             "heap_peak_mb": round(max(heaps) / 2**20) if heaps else None,
             "worker_rss_peak_mb": {pid: round(rss / 2**20) for pid, rss in worker_peaks.items()},
-            "workers_unchanged": server.worker_pids() == sorted(worker_peaks),
+            "workers_unchanged": alive and server.pid() is not None
+                                 and server.worker_pids() == sorted(worker_peaks),
+            "out_of_memory": [line.strip() for line in server.log_tail(400).splitlines()
+                              if "OutOfMemory" in line][:3],
         }
     finally:
         server.stop()
@@ -132,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("build/model"))
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config.properties key (e.g. vmargs=-Xmx2g ...)")
+    parser.add_argument("--workdir", type=Path, help="keep the server's files here (default: a "
+                        "temporary folder, removed)")
     args = parser.parse_args(argv)
     gp_artifact.load_metadata(args.model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(args.model_dir, Path(tmp))
+    overrides = dict(item.split("=", 1) for item in args.set)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        figures = measure(args.model_dir, args.workdir, **overrides)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = measure(args.model_dir, Path(tmp), **overrides)
     print(json.dumps(figures, indent=2))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ import yaml
 from client.score_csv import score_csv
 from handler import gp_artifact
 from serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
-from serving.local_server import NO_TOKENS, LocalTorchServe, free_ports, write_config
+from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, free_ports, write_config
 from serving.properties import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -764,7 +764,7 @@ def run(model_dir: Path, out: Path, plan: Plan, log: Any = print) -> bool:
         store = root / "model_store"
         build_archive(model_dir, store)
         build_echo_archive(store, root)
-        config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **NO_TOKENS)
+        config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **BENCHMARK_SETTINGS)
         server = LocalTorchServe(config, store, root / "logs",
                                  models=f"{MODEL_NAME}={MODEL_NAME}.mar "
                                         f"{ECHO_MODEL}={ECHO_MODEL}.mar")

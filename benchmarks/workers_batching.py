@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from serving.archive import MODEL_CONFIG, build_archive
-from serving.local_server import NO_TOKENS, LocalTorchServe, write_config
+from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
 
 # (workers, batchSize, torch threads per worker); the first is TorchServe's default
@@ -74,7 +74,7 @@ def measure(model_dir: Path, workdir: Path, config: tuple[int, int, int], rounds
     (workdir / "model-config.yaml").write_text(yaml.safe_dump(model_config))
     build_archive(model_dir, workdir / "model_store", model_config=workdir / "model-config.yaml")
     config_path = write_config(DEFAULT_CONFIG, workdir / "config.properties",
-                               str(workdir / "model_store"), **NO_TOKENS)
+                               str(workdir / "model_store"), **BENCHMARK_SETTINGS)
     server = LocalTorchServe(config_path, workdir / "model_store", workdir / "logs")
     server.start()
     try:

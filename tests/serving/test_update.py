@@ -1,0 +1,308 @@
+"""Model updates against a real TorchServe: ``python -m serving.update`` under load.
+
+The module runs its own server (free loopback ports, its own store and logs) serving model A
+(the session's ``exported``) as ``gp`` 1.0, and drives it with concurrent clients that send
+the inference key and check every answer against A's and B's in-process TorchScript answers.
+The failed updates run first (each leaves A serving), then the update to B.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.input import Normalize
+from botorch.test_functions.multi_objective import BraninCurrin
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+import gp_artifact
+from export import export_model
+from serving import update
+from serving.archive import build_archive
+from serving.local_server import LocalTorchServe, write_config
+from serving.properties import DEFAULT_CONFIG
+from tests.conftest import REPO, write_model_config
+from tests.serving.conftest import Exported
+
+CLIENTS = 8
+LOAD_BEFORE_S = 3.0  # load before the update starts, and after it ends
+MAX_LOAD_S = 150.0  # the clients stop by then whatever happens
+MAX_REQUESTS = 5000  # per client
+REQUEST_TIMEOUT_S = 30.0
+# (q, weight): mostly small requests; one in six of 20000 points (~0.3 s of the server's time,
+# a 1.6 MB answer), so that the old version still has work queued and in flight when the
+# default changes: an unregister that did not wait for it would leave those requests
+# unanswered (measured: 7 and 8 of the 8 clients lost one when the drain was skipped).
+MIX = [(1, 2), (2, 2), (5, 1), (20000, 1)]
+UPDATE_TIMEOUT_S = 240
+TOLERANCE = 1e-8
+
+
+@pytest.fixture(scope="module")
+def model_b(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """Another fit of the same problem (other seed, 30 points): ``exported``'s inputs and
+    outputs, other answers."""
+    torch.manual_seed(11)
+    problem = BraninCurrin(negate=True).to(torch.float64)
+    train_X = torch.rand(30, 2, dtype=torch.float64)
+    model = SingleTaskGP(train_X, problem(train_X), input_transform=Normalize(d=2))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    directory = tmp_path_factory.mktemp("model_b")
+    export_model(model, directory, input_names=["x1", "x2"], output_names=["branin", "currin"])
+    return Exported(model, directory, ["x1", "x2"], ["branin", "currin"])
+
+
+@pytest.fixture(scope="module")
+def served_a(exported: Exported, tmp_path_factory: pytest.TempPathFactory):
+    """A TorchServe of its own serving ``exported`` as ``gp`` version 1.0 (2 workers)."""
+    root = tmp_path_factory.mktemp("update")
+    store = root / "model_store"
+    build_archive(exported.directory, store)
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
+    server = LocalTorchServe(config, store, root / "logs")
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def posterior(artifact: Exported):
+    return torch.jit.load(str(artifact.directory / gp_artifact.POSTERIOR_FILE))
+
+
+@dataclass
+class Clients:
+    """``count`` threads posting predictions (`MIX`) to ``/predictions/gp`` until stopped.
+
+    Each answer is labelled with the reference (``label -> (module, version)``) whose
+    in-process mean and variance it equals (<= 1e-8 relative) and whose version it names;
+    anything else (an HTTP error, a timeout, a wrong answer) is a failure.
+    """
+
+    server: LocalTorchServe
+    references: dict[str, tuple[object, str]]
+    bounds: list[list[float]]
+    count: int = CLIENTS
+    pause_s: float = 0.0  # between a client's requests
+    seen: list[list[tuple[float, str, float]]] = field(default_factory=list)  # (t, label, s)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + MAX_LOAD_S
+        self.seen = [[] for _ in range(self.count)]
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
+                        for i in range(self.count)]
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=REQUEST_TIMEOUT_S + 10)
+        assert not any(t.is_alive() for t in self.threads), "a client hung past its timeout"
+
+    @property
+    def requests(self) -> int:
+        return sum(map(len, self.seen)) + len(self.failures)
+
+    def labels(self, index: int) -> list[str]:
+        """Client ``index``'s labels with repeats collapsed (``["A", "B"]``: one switch)."""
+        runs: list[str] = []
+        for _, label, _ in self.seen[index]:
+            if not runs or runs[-1] != label:
+                runs.append(label)
+        return runs
+
+    def _client(self, index: int) -> None:
+        rng, session = random.Random(index), requests.Session()
+        headers = {**self.server.headers("inference"), "Content-Type": "application/json"}
+        pool = []
+        for q, _ in MIX:
+            X = torch.tensor([[rng.uniform(lo, hi) for lo, hi in self.bounds] for _ in range(q)],
+                             dtype=torch.float64)
+            expected = {label: (tuple(t.detach() for t in module.mean_var(X)), version)
+                        for label, (module, version) in self.references.items()}
+            pool.append((json.dumps({"inputs": X.tolist(), "covariance": "diag"}), expected))
+        weights = [weight for _, weight in MIX]
+        for _ in range(MAX_REQUESTS):
+            if self.stop.wait(self.pause_s) or time.monotonic() > self.deadline:
+                return
+            body, expected = rng.choices(pool, weights)[0]
+            started = time.monotonic()
+            try:
+                response = session.post(self.server.predict_url, headers=headers, data=body,
+                                        timeout=REQUEST_TIMEOUT_S)
+            except requests.RequestException as e:
+                self.failures.append(f"client {index}: {type(e).__name__}: {e}")
+                continue
+            elapsed = time.monotonic() - started
+            if response.status_code != 200:
+                self.failures.append(f"client {index}: HTTP {response.status_code}: "
+                                     f"{response.text[:200]}")
+                continue
+            label = self._label(response.json(), expected)
+            if label is None:
+                self.failures.append(f"client {index}: an answer equal to no reference: "
+                                     f"{response.text[:200]}")
+                continue
+            self.seen[index].append((time.monotonic(), label, elapsed))
+
+    @staticmethod
+    def _label(answer: dict, expected: dict) -> str | None:
+        for label, ((mean, variance), version) in expected.items():
+            if answer.get("version") != version:
+                continue
+            got_mean = torch.tensor(answer["mean"], dtype=torch.float64)
+            got_variance = torch.tensor(answer["variance"], dtype=torch.float64)
+            if (update.relative_error(got_mean, mean) <= TOLERANCE
+                    and update.relative_error(got_variance, variance) <= TOLERANCE):
+                return label
+        return None
+
+
+def run_update(server: LocalTorchServe, model_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.update", "--model-dir", str(model_dir),
+         "--workdir", str(server.workdir), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=UPDATE_TIMEOUT_S + 60, check=False,
+    )
+
+
+def registered(server: LocalTorchServe) -> tuple[list[str], list[str]]:
+    """(the model names listed, ``gp``'s registered versions), from the management API."""
+    headers = server.headers("management")
+    models = requests.get(f"{server.management_url}/models", headers=headers, timeout=30)
+    versions = requests.get(f"{server.management_url}/models/gp/all", headers=headers,
+                            timeout=30)
+    models.raise_for_status()
+    versions.raise_for_status()
+    return ([m["modelName"] for m in models.json()["models"]],
+            sorted(v["modelVersion"] for v in versions.json()))
+
+
+def step_time(stdout: str, step: str) -> float:
+    """The ``+<s>`` the update printed for the step starting with ``step``."""
+    match = re.search(r"\[update \+\s*([\d.]+)s\] " + re.escape(step), stdout)
+    assert match, f"no {step!r} step in:\n{stdout}"
+    return float(match.group(1))
+
+
+def drained(stdout: str) -> float:
+    """The seconds the update waited for the old version to go idle."""
+    match = re.search(r"idle \(drained in ([\d.]+) s\)", stdout)
+    assert match, stdout
+    return float(match.group(1))
+
+
+def test_a_failed_update_leaves_the_old_version_serving(
+    served_a: LocalTorchServe, exported: Exported, model_b: Exported, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    assert registered(served_a) == (["gp"], ["1.0"])
+    module_a = posterior(exported)
+    bounds = gp_artifact.load_metadata(exported.directory).input_bounds
+    clients = Clients(served_a, {"A": (module_a, "1.0")}, bounds, count=2, pause_s=0.02)
+    clients.start()
+    try:
+        # Workers that cannot load (a handler setting it refuses): the command says why,
+        # unregisters the new version and leaves A the default.
+        broken = write_model_config(tmp_path / "model-config-broken.yaml",
+                                    {"chunk_rows": "many"})
+        run = run_update(served_a, model_b.directory, "--model-config", str(broken))
+        print(f"\n{run.stdout}{run.stderr}")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert run.stderr.startswith(
+            "error: update failed: a worker of version 2.0 failed to load: ValueError: invalid "
+            "literal for int() with base 10: 'many'"), run.stderr
+        assert "rolled back: version 1.0 is the default, version 2.0 unregistered" in run.stderr
+        assert registered(served_a) == (["gp"], ["1.0"])
+
+        # Answers that differ from the artifact's in-process ones (its reference swapped for
+        # A's): the equality check fails after registration, the new version is removed.
+        monkeypatch.setattr(update, "load_reference", lambda directory, metadata: module_a)
+        code = update.main(["--model-dir", str(model_b.directory),
+                            "--workdir", str(served_a.workdir)])
+        monkeypatch.undo()
+        out = capsys.readouterr()
+        print(f"{out.out}{out.err}")
+        assert code == 1, out.out + out.err
+        assert "mean differs from the artifact's in-process answer by" in out.err, out.err
+        assert "rolled back: version 1.0 is the default, version 2.0 unregistered" in out.err
+        assert registered(served_a) == (["gp"], ["1.0"])
+
+        # A foreign artifact (A's posterior.pt with B's metadata.json): refused before
+        # anything is registered.
+        foreign = tmp_path / "foreign"
+        shutil.copytree(model_b.directory, foreign)
+        shutil.copy(exported.directory / gp_artifact.POSTERIOR_FILE, foreign)
+        code = update.main(["--model-dir", str(foreign), "--workdir", str(served_a.workdir)])
+        out = capsys.readouterr()
+        print(f"{out.out}{out.err}")
+        assert code == 2, out.out + out.err
+        assert "the file was changed after export" in out.err
+        assert out.err.rstrip().endswith("(nothing changed)"), out.err
+    finally:
+        clients.finish()
+    print(f"[update] rollbacks under {clients.count} clients: {clients.requests} requests, "
+          f"{len(clients.failures)} failed")
+    assert clients.failures == [], clients.failures[:10]
+    assert all(clients.labels(i) == ["A"] for i in range(clients.count))
+    assert registered(served_a) == (["gp"], ["1.0"])
+    assert sorted(p.name for p in served_a.model_store.iterdir()) == ["gp.mar"]
+
+
+def test_an_update_under_load_fails_no_request(served_a: LocalTorchServe, exported: Exported,
+                                               model_b: Exported) -> None:
+    assert registered(served_a) == (["gp"], ["1.0"])
+    bounds = gp_artifact.load_metadata(exported.directory).input_bounds
+    clients = Clients(served_a, {"A": (posterior(exported), "1.0"),
+                                 "B": (posterior(model_b), "2.0")}, bounds)
+    clients.start()
+    try:
+        time.sleep(LOAD_BEFORE_S)
+        started = time.monotonic()
+        run = run_update(served_a, model_b.directory)
+        ended = time.monotonic()
+        time.sleep(LOAD_BEFORE_S)
+    finally:
+        clients.finish()
+    print(f"\n{run.stdout}{run.stderr}")
+    assert run.returncode == 0, run.stdout + run.stderr + served_a.log_tail()
+
+    answers = sorted(entry for seen in clients.seen for entry in seen)
+    times = {label: [t for t, seen, _ in answers if seen == label] for label in "AB"}
+    # The longest any client waited between its last A answer and its first B answer.
+    gaps = [min(t for t, label, _ in seen if label == "B")
+            - max(t for t, label, _ in seen if label == "A")
+            for seen in clients.seen if {label for _, label, _ in seen} == {"A", "B"}]
+    latencies = sorted(elapsed for _, _, elapsed in answers) or [0.0]
+    during = [n for t, _, n in answers if started <= t <= ended]
+    print(f"[update] {clients.count} clients, {clients.requests} requests ({len(during)} while "
+          f"the command ran), {len(clients.failures)} failed; the command took "
+          f"{ended - started:.1f} s (set-default at +{step_time(run.stdout, 'set-default')} s, "
+          f"old version drained in {drained(run.stdout):.1f} s); last A answer "
+          f"{max(times['A'], default=0) - min(times['B'], default=0):+.3f} s after the first B "
+          f"answer; longest gap of a client at the switch {max(gaps, default=0):.3f} s; latency "
+          f"p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, p99 "
+          f"{latencies[int(0.99 * len(latencies))] * 1e3:.0f} ms, max {latencies[-1]:.2f} s")
+    assert clients.failures == [], clients.failures[:10]
+    for index in range(clients.count):  # A's answers, then B's: one switch, never back
+        assert clients.labels(index) == ["A", "B"], (index, clients.labels(index))
+    assert registered(served_a) == (["gp"], ["2.0"])
