@@ -296,11 +296,12 @@ class LocalTorchServe:
         lines = []
         token = management = ""
         if self.token_auth:
-            lines.append(f"TOKEN=$({Path(sys.executable)} -m serving.auth --workdir "
-                         f"{self.workdir} inference)")
+            auth_command = f"{_short(sys.executable)} -m serving.auth"
+            if _short(self.workdir) != "logs":  # (serving.auth's default)
+                auth_command += f" --workdir {_short(self.workdir)}"
+            lines.append(f"TOKEN=$({auth_command} inference)")
             token = ' -H "Authorization: Bearer $TOKEN"'
-            management = (f" -H \"Authorization: Bearer $({Path(sys.executable)} -m serving.auth "
-                          f"--workdir {self.workdir} management)\"")
+            management = f' -H "Authorization: Bearer $({auth_command} management)"'
         return "\n".join([
             *lines,
             f"curl -s {url}{token} {json_type} -d '{{\"inputs\": [[0.2, 0.4], [0.6, 0.8]]}}'",
@@ -311,6 +312,12 @@ class LocalTorchServe:
             f"curl -s '{self.management_url}/models/{MODEL_NAME}?customized=true'{management}",
             f"curl -s {self.metrics_url}/metrics | head",
         ])
+
+
+def _short(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it is inside it (for printed commands)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _serve(server: LocalTorchServe) -> int:
