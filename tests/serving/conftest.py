@@ -9,6 +9,8 @@ file and sockets all under ``tmp_path_factory``.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from export import export_model
 from export.data import default_data, validate
 from export.fit import MISSING_ALLOWED, fit_model
-from serving.archive import build_archive
+from serving.archive import MODEL_CONFIG, build_archive
 from serving.local_server import LocalTorchServe, write_config
 from serving.properties import DEFAULT_CONFIG
 from tests.conftest import FORMAT_MODELS, REPO, archive_formats, write_model_config
@@ -50,18 +52,41 @@ class Exported:
     output_names: list[str]
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """BraninCurrin (negated, 40 seeded points) fitted and exported to a tmp dir."""
-    torch.manual_seed(7)
+def fit_branin_currin(directory: Path, seed: int = 7, points: int = 40) -> Exported:
+    """BraninCurrin (negated, ``points`` seeded points) fitted as a SingleTaskGP and exported
+    to ``directory`` (inputs ``x1, x2``, outputs ``branin, currin``)."""
+    torch.manual_seed(seed)
     problem = BraninCurrin(negate=True).to(torch.float64)
-    train_X = torch.rand(40, 2, dtype=torch.float64)
+    train_X = torch.rand(points, 2, dtype=torch.float64)
     model = SingleTaskGP(train_X, problem(train_X), input_transform=Normalize(d=2))
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
-    directory = tmp_path_factory.mktemp("model")
     export_model(model, directory, input_names=["x1", "x2"], output_names=["branin", "currin"])
     return Exported(model, directory, ["x1", "x2"], ["branin", "currin"])
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """BraninCurrin (negated, 40 seeded points) fitted and exported to a tmp dir."""
+    return fit_branin_currin(tmp_path_factory.mktemp("model"))
+
+
+@contextmanager
+def own_server(artifact: Path, root: Path, model_config: Path = MODEL_CONFIG,
+               **properties: str) -> Iterator[LocalTorchServe]:
+    """A TorchServe of a test module's own, on free loopback ports under ``root``, serving
+    ``artifact`` as ``gp`` (with ``model_config``; ``properties`` override config keys);
+    stopped on exit."""
+    store = root / "model_store"
+    build_archive(artifact, store, model_config=model_config)
+    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **properties)
+    server = LocalTorchServe(config, store, root / "logs")
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
 import pytest
@@ -27,11 +26,10 @@ import torch
 import gp_artifact
 import gp_v2
 from gp_protocol import Budget, RequestError, parse_request
-from serving.archive import build_archive
-from serving.local_server import LocalTorchServe, write_config
+from serving.local_server import LocalTorchServe
 from serving.properties import DEFAULT_CONFIG, read_properties
 from tests.conftest import write_model_config
-from tests.serving.conftest import Exported
+from tests.serving.conftest import Exported, own_server
 
 SMALL_RESPONSE = 4 * 1024 * 1024
 MAX_REQUEST = int(read_properties(DEFAULT_CONFIG)["max_request_size"])
@@ -46,19 +44,11 @@ JSON = "application/json"
 def abuse(exported: Exported, tmp_path_factory: pytest.TempPathFactory):
     """A TorchServe of its own serving ``gp`` with `SMALL_RESPONSE` (one worker)."""
     root = tmp_path_factory.mktemp("abuse")
-    store = root / "model_store"
     config = write_model_config(root / "model-config.yaml", {"max_response_bytes": SMALL_RESPONSE},
                                 minWorkers=1, maxWorkers=1)
-    build_archive(exported.directory, store, model_config=config)
-    properties = write_config(DEFAULT_CONFIG, root / "config.properties", str(store),
-                              max_response_size=str(SMALL_RESPONSE))
-    server = LocalTorchServe(properties, store, root / "logs")
-    server.start()
-    try:
-        server.wait_ready()
+    with own_server(exported.directory, root, config,
+                    max_response_size=str(SMALL_RESPONSE)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def budget(exported: Exported, **limits) -> Budget:

@@ -12,7 +12,6 @@ import yaml
 
 import gp_v2
 from gp_protocol import (
-    MAX_ERROR_CHARS,
     Budget,
     PredictRequest,
     RequestError,

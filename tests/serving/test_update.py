@@ -22,20 +22,12 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.models.transforms.input import Normalize
-from botorch.test_functions.multi_objective import BraninCurrin
-from gpytorch.mlls import ExactMarginalLogLikelihood
 
 import gp_artifact
-from export import export_model
 from serving import update
-from serving.archive import build_archive
-from serving.local_server import LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG
+from serving.local_server import LocalTorchServe
 from tests.conftest import REPO, write_model_config
-from tests.serving.conftest import Exported
+from tests.serving.conftest import Exported, fit_branin_currin, own_server
 
 CLIENTS = 8
 LOAD_BEFORE_S = 3.0  # load before the update starts, and after it ends
@@ -55,31 +47,14 @@ TOLERANCE = 1e-8
 def model_b(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """Another fit of the same problem (other seed, 30 points): ``exported``'s inputs and
     outputs, other answers."""
-    torch.manual_seed(11)
-    problem = BraninCurrin(negate=True).to(torch.float64)
-    train_X = torch.rand(30, 2, dtype=torch.float64)
-    model = SingleTaskGP(train_X, problem(train_X), input_transform=Normalize(d=2))
-    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    model.eval()
-    directory = tmp_path_factory.mktemp("model_b")
-    export_model(model, directory, input_names=["x1", "x2"], output_names=["branin", "currin"])
-    return Exported(model, directory, ["x1", "x2"], ["branin", "currin"])
+    return fit_branin_currin(tmp_path_factory.mktemp("model_b"), seed=11, points=30)
 
 
 @pytest.fixture(scope="module")
 def served_a(exported: Exported, tmp_path_factory: pytest.TempPathFactory):
     """A TorchServe of its own serving ``exported`` as ``gp`` version 1.0 (2 workers)."""
-    root = tmp_path_factory.mktemp("update")
-    store = root / "model_store"
-    build_archive(exported.directory, store)
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
-    server = LocalTorchServe(config, store, root / "logs")
-    server.start()
-    try:
-        server.wait_ready()
+    with own_server(exported.directory, tmp_path_factory.mktemp("update")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def posterior(artifact: Exported):
