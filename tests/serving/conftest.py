@@ -23,6 +23,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.test_functions.multi_objective import BraninCurrin
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+import gp_artifact
 from export import export_model
 from export.data import default_data, validate
 from export.fit import MISSING_ALLOWED, fit_model
@@ -176,3 +177,17 @@ def server(
             capture = request.config.pluginmanager.getplugin("capturemanager")
             with capture.global_and_fixture_disabled():
                 print("\nTorchServe logs (tests failed):\n" + instance.log_tail(80))
+
+
+@pytest.fixture(scope="session")
+def other_posterior(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A valid ``posterior.pt`` of another two-input, two-output model."""
+    from export.families import trace_posterior
+    from export.torchscript import quiet_torchscript
+    from tests.export.conftest import make_model
+
+    path = tmp_path_factory.mktemp("other") / gp_artifact.POSTERIOR_FILE
+    module = trace_posterior(make_model(20, 2, 2, seed=3), torch.rand(3, 2, dtype=torch.float64))
+    with quiet_torchscript():
+        torch.jit.save(module, str(path))
+    return path.read_bytes()

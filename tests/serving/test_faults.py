@@ -86,8 +86,10 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         server.stop()
 
 
-def broken_archive(good: Path, target: Path, how: str) -> Path:
-    """A copy of the ``good`` archive with ``posterior.pt`` or ``metadata.json`` broken."""
+def broken_archive(good: Path, target: Path, how: str, other: bytes = b"") -> Path:
+    """A copy of the ``good`` archive with ``posterior.pt`` or ``metadata.json`` broken
+    (truncated, missing, or ``posterior.pt`` swapped for ``other``, another model's valid one:
+    ``build_archive`` refuses to package a swapped file, so it is swapped inside the archive)."""
     name = gp_artifact.POSTERIOR_FILE if how.startswith("posterior") else gp_artifact.METADATA_FILE
     with zipfile.ZipFile(good) as source, zipfile.ZipFile(target, "w") as out:
         for info in source.infolist():
@@ -95,7 +97,7 @@ def broken_archive(good: Path, target: Path, how: str) -> Path:
             if info.filename == name:
                 if how.endswith("missing"):
                     continue
-                data = data[: len(data) // 2]
+                data = other if how.endswith("swapped") else data[: len(data) // 2]
             out.writestr(info, data)
     return target
 
@@ -109,6 +111,7 @@ BROKEN = {
     "metadata-truncated": "metadata.json: truncated or malformed JSON (",
     "metadata-missing": "metadata.json: cannot read (No such file or directory); re-export "
                         "the model",
+    "posterior-swapped": "posterior.pt: SHA-256 ",  # (then: differs from metadata.json's ...)
 }
 
 
@@ -118,11 +121,12 @@ def good_archive(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
+                                                          other_posterior: bytes,
                                                           tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     for how in BROKEN:
-        broken_archive(good_archive, store / f"{how}.mar", how)
+        broken_archive(good_archive, store / f"{how}.mar", how, other_posterior)
     models = " ".join(f"{how}={how}.mar" for how in BROKEN)
     server = serve(store, tmp_path, models)
     server.start()
@@ -138,6 +142,10 @@ def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
             for line in found:
                 assert line.startswith(f"{gp_artifact.LOAD_ERROR_MARKER} '{how}': ")
                 assert BROKEN[how] in line, line
+                if how == "posterior-swapped":
+                    assert line.endswith("differs from metadata.json's " + line.split(
+                        "differs from metadata.json's ")[-1]) and line.endswith(
+                        ": the file was changed after export; re-export the model"), line
         # The frontend keeps answering for a model it cannot load (a 5xx: the server's
         # side is broken, not the request), at once rather than after a timeout.
         response = requests.post(f"{server.inference_url}/predictions/posterior-missing",

@@ -12,24 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 import gp_artifact
 from gp_artifact import ArtifactError, file_sha256, validate, verify_posterior
 from gp_handler import GPHandler
 from handler import gp_artifact as packaged_contract  # (the one serving.archive imports)
 from serving.archive import build_archive
-from serving.local_server import MODEL_LOG, load_errors
-from tests.conftest import write_model_config
 from tests.serving.conftest import Exported
 from tests.serving.test_artifact_contract import GOOD
-from tests.serving.test_faults import serve
 from tests.serving.test_handler import FakeContext
 
 PROMPT_S = 120  # a worker that cannot load reports it at once; generous for a loaded machine
@@ -128,20 +123,6 @@ def test_file_sha256_streams_the_whole_file(tmp_path: Path) -> None:
 # --- an exported artifact with another model's posterior.pt ---------------------------
 
 
-@pytest.fixture(scope="module")
-def other_posterior(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A valid ``posterior.pt`` of another two-input, two-output model."""
-    from export.families import trace_posterior
-    from export.torchscript import quiet_torchscript
-    from tests.export.conftest import make_model
-
-    path = tmp_path_factory.mktemp("other") / gp_artifact.POSTERIOR_FILE
-    module = trace_posterior(make_model(20, 2, 2, seed=3), torch.rand(3, 2, dtype=torch.float64))
-    with quiet_torchscript():
-        torch.jit.save(module, str(path))
-    return path.read_bytes()
-
-
 def swapped_copy(exported: Exported, other: bytes, target: Path) -> Path:
     shutil.copytree(exported.directory, target)
     (target / gp_artifact.POSTERIOR_FILE).write_bytes(other)
@@ -201,38 +182,3 @@ def test_build_archive_refuses_a_swapped_posterior(
                                               hashlib.sha256(other_posterior).hexdigest(),
                                               recorded(exported))
     assert not (tmp_path / "store").exists()
-
-
-def test_a_posterior_swapped_inside_the_archive_fails_to_load_in_torchserve(
-    exported: Exported, other_posterior: bytes, tmp_path: Path
-) -> None:
-    """The archive is built from the good artifact (``build_archive`` refuses a swapped one),
-    then its ``posterior.pt`` member is rewritten with another model's."""
-    config = write_model_config(tmp_path / "model-config.yaml", minWorkers=1, maxWorkers=1)
-    good = build_archive(exported.directory, tmp_path / "good", "swapped", config)
-    store = tmp_path / "store"
-    store.mkdir()
-    with zipfile.ZipFile(good) as source, zipfile.ZipFile(store / "swapped.mar", "w") as out:
-        names = [info.filename for info in source.infolist()]
-        assert gp_artifact.POSTERIOR_FILE in names, names
-        for info in source.infolist():
-            data = source.read(info)
-            out.writestr(info, other_posterior if info.filename == gp_artifact.POSTERIOR_FILE
-                         else data)
-    server = serve(store, tmp_path, "swapped=swapped.mar")
-    server.start()
-    try:
-        with pytest.raises(RuntimeError) as info:
-            server.wait_ready(timeout=PROMPT_S, model="swapped")
-        first = str(info.value).splitlines()[0]
-        lines = load_errors(server.workdir / MODEL_LOG)
-        assert lines, server.log_tail()
-        tail = swapped_message(gp_artifact.POSTERIOR_FILE,
-                               hashlib.sha256(other_posterior).hexdigest(), recorded(exported))
-        pattern = (re.escape(f"{gp_artifact.LOAD_ERROR_MARKER} 'swapped': ") + r"/\S+/"
-                   + re.escape(tail))
-        assert re.fullmatch(pattern, first), first
-        for line in lines:  # one line per load attempt, each naming the file and SHA-256
-            assert re.fullmatch(pattern, line), line
-    finally:
-        server.stop()
