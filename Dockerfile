@@ -92,9 +92,10 @@ RUN mkdir -p /usr/share/man/man1 \
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/model-server \
         --shell /usr/sbin/nologin model-server
 COPY --from=serve-venv-slim /opt/venv /opt/venv
-# The entrypoint, and the healthcheck with what it imports: the config reader, the artifact contract.
+# The entrypoint, and the healthcheck with what it imports: the key and config readers, the artifact
+# contract.
 COPY docker/entrypoint.py /opt/gp-serve/
-COPY serving/__init__.py serving/properties.py serving/healthcheck.py /opt/gp-serve/serving/
+COPY serving/__init__.py serving/auth.py serving/properties.py serving/healthcheck.py /opt/gp-serve/serving/
 COPY handler/gp_artifact.py /opt/gp-serve/handler/
 COPY --from=build /src/container-config.properties /home/model-server/config.properties
 COPY --from=build --chown=1000:1000 /src/model_store/gp.mar /home/model-server/model-store/gp.mar

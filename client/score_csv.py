@@ -28,8 +28,6 @@ from serving.properties import DEFAULT_CONFIG, ConfigError, address, read_proper
 
 DEFAULT_CHUNK_ROWS = 10_000
 TOKEN_VARIABLE = "GP_SERVE_TOKEN"
-# Where `make start` runs TorchServe (its key file).
-DEFAULT_WORKDIR = "logs"
 
 
 def default_url() -> str:
@@ -131,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
                         help="the inference key (default: $GP_SERVE_TOKEN, else the key file "
-                        f"of a server started by `make start` in {DEFAULT_WORKDIR}/)")
+                        f"of a server started by `make start` in {auth.DEFAULT_WORKDIR}/)")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error(f"--chunk-rows: expected a positive integer, got {args.chunk_rows}")
     try:
         url = args.url or default_url()
         token = args.token
-        if token is None and auth.key_file(DEFAULT_WORKDIR).exists():
-            token = auth.read_key(DEFAULT_WORKDIR, "inference")
+        if token is None and auth.key_file(auth.DEFAULT_WORKDIR).exists():
+            token = auth.read_key(auth.DEFAULT_WORKDIR, "inference")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet,
                          headers)

@@ -77,13 +77,17 @@ class GPHandler(BaseHandler):
         self.budget = gp_protocol.Budget(
             self.metadata.input_names, self.metadata.output_names, **self.limits,
             correlated_outputs=bool(document.get("correlated_outputs", True)),
-            mixture_samples=int(document.get("mixture_samples", 1)))
-        self.max_full_points = self.budget.max_full_points
+            mixture_samples=self.metadata.mixture_samples)
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]
         self.version = str(self.manifest["model"].get("modelVersion", ""))
         self._warm_up()
         self.initialized = True
+
+    @property
+    def max_full_points(self) -> int:
+        """The most points a full covariance may be asked for (the budget's)."""
+        return self.budget.max_full_points
 
     def _warm_up(self) -> None:
         """Run every method before the first request.

@@ -141,27 +141,31 @@ class Budget:
                 f"{hint} for more points (a {rows} covariance; at most "
                 f"{self.max_covariance_rows} rows for {m} outputs)", 413)
 
-    def answer_bytes(self, q: int, covariance: bool, json_numbers: bool = True,
-                     per_point_numbers: int = 2, extra_bytes: int = 0) -> int:
-        """An upper bound of the answer's size in bytes.
+    def answer_bytes(self, q: int, covariance: bool, per_point_numbers: int = 2,
+                     extra_bytes: int = 0) -> int:
+        """An upper bound of a JSON answer's size in bytes.
 
         Args:
             q: The number of points.
             covariance: Whether it holds the `(q*m) x (q*m)` covariance.
-            json_numbers: Numbers as JSON text (else 8-byte binary).
-            per_point_numbers: Numbers per point and output besides the covariance (mean,
-                variance: 2; the KServe v1 envelope repeats them: 4).
+            per_point_numbers: `q x m` tensors besides the covariance (mean, variance: 2;
+                the KServe v1 envelope repeats them: 4).
             extra_bytes: Bytes per point on top (keys, brackets).
         """
-        m = len(self.output_names)
-        number = NUMBER_BYTES if json_numbers else BINARY_BYTES
-        names = sum(len(name) + 16 for name in self.output_names)
-        # (+ per point: its extrapolation index, row brackets)
-        size = (ANSWER_OVERHEAD_BYTES + 4 * names
-                + q * (per_point_numbers * m * number + extra_bytes + len(str(q)) + 8))
+        size = self.overhead_bytes(q, extra_bytes) + per_point_numbers * self.tensor_bytes(q)
         if covariance:
-            size += self.covariance_bytes(q, json_numbers)
+            size += self.covariance_bytes(q)
         return size
+
+    def overhead_bytes(self, q: int, extra_bytes: int = 0) -> int:
+        """An upper bound of an answer's bytes besides its tensors: keys, names, version and,
+        per point, its extrapolation index, row brackets and ``extra_bytes``."""
+        names = sum(len(name) + 16 for name in self.output_names)
+        return ANSWER_OVERHEAD_BYTES + 4 * names + q * (extra_bytes + len(str(q)) + 8)
+
+    def tensor_bytes(self, q: int, json_numbers: bool = True) -> int:
+        """An upper bound of one `q x m` tensor's bytes (JSON text, or 8-byte binary)."""
+        return q * len(self.output_names) * (NUMBER_BYTES if json_numbers else BINARY_BYTES)
 
     def covariance_bytes(self, q: int, json_numbers: bool = True) -> int:
         """An upper bound of the `(q*m) x (q*m)` covariance's size in bytes (JSON or binary).
@@ -277,7 +281,7 @@ def check_cost(request: PredictRequest, budget: Budget) -> None:
     if full:
         budget.check_full(q, 'send "covariance": "diag" (or "none")')
     if request.envelope == "csv":  # mean and std per output; no brackets
-        size = budget.answer_bytes(q, False, extra_bytes=0)
+        size = budget.answer_bytes(q, False)
     else:  # (v1 repeats mean and variance per instance, with its keys)
         instances = request.envelope == "instances"
         size = budget.answer_bytes(q, full, per_point_numbers=4 if instances else 2,
@@ -352,21 +356,15 @@ def _text(body: bytes | bytearray | str) -> str:
         raise RequestError(f"expected a UTF-8 encoded body, got invalid bytes: {e}") from e
 
 
-def json_shape(text: str) -> tuple[int, int]:
-    """The deepest nesting of ``[``/``{`` in JSON text, and an upper bound of the number of
-    values in it (its commas + 1), ignoring brackets and commas inside strings.
+def _outside_strings(text: str) -> str:
+    """JSON text without its strings, for measuring it (`json_depth`, and its commas: an
+    upper bound of its values).
 
     Linear in the text, iterative (no recursion) and without backtracking: escaped
     backslashes and quotes are dropped, then every other ``"`` toggles "inside a
     string". Text that is not valid JSON is measured as far as that reading goes (the
     decoder then reports it as malformed).
     """
-    outside = _outside_strings(text)
-    return _depth(outside), outside.count(",") + 1
-
-
-def _outside_strings(text: str) -> str:
-    """JSON text without its strings (see `json_shape`)."""
     unescaped = text.replace("\\\\", "").replace('\\"', "")
     return "".join(unescaped.split('"')[::2])
 
@@ -379,8 +377,9 @@ def _depth(outside: str) -> int:
 
 
 def json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text (see `json_shape`)."""
-    return json_shape(text)[0]
+    """The deepest nesting of ``[``/``{`` in JSON text, ignoring brackets inside strings
+    (see `_outside_strings`)."""
+    return _depth(_outside_strings(text))
 
 
 def load_json(body: Any, budget: Budget | None = None) -> Any:

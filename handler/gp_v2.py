@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-import gp_protocol
 from gp_protocol import (Budget, RequestError, _describe, _number, clip, dumps, error_text,
                          load_json, quote_names)
 
@@ -155,7 +154,6 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
     Raises:
         RequestError: If anything is invalid (400) or too large (413).
     """
-    input_names = budget.input_names
     if not isinstance(value, dict):
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
                            f"got {_describe(value)}")
@@ -164,21 +162,17 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
     if not isinstance(request_id, str):
         raise RequestError(f"id: expected a string, got {_describe(request_id)}")
     parameters = _parameters(value.get("parameters", {}))
-    points = _input(value.get("inputs"), raw, input_names, budget)
+    points = _input(value.get("inputs"), raw, budget)
     outputs, binary = _outputs(value.get("outputs"), parameters)
     request = InferRequest(points, outputs, binary, parameters["observation_noise"], request_id)
     q = len(points)
     if request.covariance == "full":
         budget.check_full(q, 'ask for the outputs "mean" and "variance" only (or '
                           'parameters.covariance "diag")')
-    size = budget.answer_bytes(q, False, per_point_numbers=0)
-    for name in outputs:
-        json_numbers = name not in binary
-        if name == "covariance":
-            size += budget.covariance_bytes(q, json_numbers)
-        else:
-            size += q * len(budget.output_names) * (gp_protocol.NUMBER_BYTES if json_numbers
-                                                    else gp_protocol.BINARY_BYTES)
+    size = budget.overhead_bytes(q)
+    for name in outputs:  # (each as JSON text or binary, as asked)
+        measure = budget.covariance_bytes if name == "covariance" else budget.tensor_bytes
+        size += measure(q, name not in binary)
     budget.check_answer(size, q, request.covariance)
     return request
 
@@ -207,7 +201,8 @@ def _parameters(value: Any) -> dict:
     return {"covariance": covariance, **flags}
 
 
-def _input(value: Any, raw: bytes, input_names: list[str], budget: Budget) -> np.ndarray:
+def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
+    input_names = budget.input_names
     d = len(input_names)
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
         raise RequestError(f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '

@@ -25,12 +25,20 @@ from pathlib import Path
 
 KEY_FILE = "key_file.json"
 APIS = ("inference", "management")
+# Where `make start|serve` run TorchServe (the Makefile's SERVE_LOGS), so where its keys are.
+DEFAULT_WORKDIR = "logs"
 # TorchServe writes the file a moment after its launcher returns.
 WAIT_S = 30.0
 
 
 class AuthError(RuntimeError):
     """The key file is missing or does not hold the key asked for."""
+
+
+def enabled(properties: dict[str, str]) -> bool:
+    """Whether a TorchServe config (``config.properties``'s keys) turns token authorization
+    on (TorchServe 0.12's default: it is on unless ``disable_token_authorization=true``)."""
+    return properties.get("disable_token_authorization", "false") != "true"
 
 
 def key_file(workdir: str | os.PathLike) -> Path:
@@ -80,7 +88,8 @@ def headers(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.auth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="logs", help="TorchServe's working directory")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                        help="TorchServe's working directory")
     parser.add_argument("api", choices=APIS)
     args = parser.parse_args(argv)
     try:

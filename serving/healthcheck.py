@@ -29,6 +29,7 @@ import urllib.request
 from urllib.parse import quote
 
 from handler import gp_artifact
+from serving import auth
 from serving.properties import address, read_properties
 
 TIMEOUT_S = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "4"))
@@ -39,11 +40,10 @@ LOG_TAIL_BYTES = 256 * 1024
 
 
 def _token(api: str) -> str | None:
-    """A bearer token if token authorization is on: TorchServe's key_file.json in the cwd."""
+    """A bearer token if token authorization is on: TorchServe's key file in the cwd."""
     try:
-        with open("key_file.json", encoding="utf-8") as f:
-            return json.load(f)[api]["key"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return auth.read_key(".", api)
+    except auth.AuthError:
         return None
 
 

@@ -33,6 +33,8 @@ READY_TIMEOUT_S = 180.0
 # default, 16, sheds what exceeds it with 503s: load shedding, not what is measured there).
 BENCHMARK_SETTINGS = {"disable_token_authorization": "true", "job_queue_size": "128"}
 MODEL_LOG = "model_log.log"
+# The config an instance runs with, written into its workdir (`LocalTorchServe`).
+CONFIG_FILE = "ts-config.properties"
 
 
 def free_ports(count: int) -> list[int]:
@@ -72,7 +74,6 @@ def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store
         grpc_inference_port=str(grpc),
         grpc_management_port=str(grpc_management),
         model_store=str(model_store),
-        allowed_urls=allowed_store_urls(model_store),
         **overrides,
     )
     return write_properties(properties, target)
@@ -122,8 +123,8 @@ class LocalTorchServe:
         properties.update(model_store=str(self.model_store),
                           allowed_urls=allowed_store_urls(self.model_store))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config = write_properties(properties, self.workdir / "ts-config.properties")
-        self.token_auth = properties.get("disable_token_authorization", "false") != "true"
+        self.config = write_properties(properties, self.workdir / CONFIG_FILE)
+        self.token_auth = auth.enabled(properties)
         environ: dict[str, str] = {}  # the config alone: TorchServe runs with the envvars off
         self.inference_url = address(properties, "inference", environ)
         self.management_url = address(properties, "management", environ)
@@ -297,7 +298,7 @@ class LocalTorchServe:
         token = management = ""
         if self.token_auth:
             auth_command = f"{_short(sys.executable)} -m serving.auth"
-            if _short(self.workdir) != "logs":  # (serving.auth's default)
+            if _short(self.workdir) != auth.DEFAULT_WORKDIR:
                 auth_command += f" --workdir {_short(self.workdir)}"
             lines.append(f"TOKEN=$({auth_command} inference)")
             token = ' -H "Authorization: Bearer $TOKEN"'
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["serve", "start", "stop"])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--model-store", default="model_store")
-    parser.add_argument("--workdir", default="logs")
+    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     server = LocalTorchServe(args.config, args.model_store, args.workdir)

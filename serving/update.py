@@ -57,10 +57,9 @@ import torch
 from handler import gp_artifact, gp_formats
 from serving import auth
 from serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
-from serving.local_server import MODEL_LOG
+from serving.local_server import CONFIG_FILE, MODEL_LOG
 from serving.properties import ConfigError, address, read_properties
 
-CONFIG_FILE = "ts-config.properties"  # what serving.local_server writes into its workdir
 TS_LOG = "ts_log.log"
 TOLERANCE = 1e-8
 TIMEOUT_S = 300.0
@@ -119,7 +118,7 @@ class Server:
             server = cls(workdir, address(properties, "inference", environ),
                          address(properties, "management", environ),
                          Path(properties.get("model_store") or "model_store").resolve(),
-                         properties.get("disable_token_authorization", "false") != "true")
+                         auth.enabled(properties))
             server.headers("inference"), server.headers("management")
         except (ConfigError, auth.AuthError) as e:
             raise RefusedError(f"{e}: is a TorchServe running there (`make start`)?") from e
@@ -573,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True, type=Path,
                         help="the new artifact (posterior.pt, metadata.json)")
-    parser.add_argument("--workdir", default="logs", type=Path,
+    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR, type=Path,
                         help="the running TorchServe's working directory")
     parser.add_argument("--store", type=Path, default=None,
                         help="its model store (default: the one its config names)")
