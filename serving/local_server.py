@@ -79,16 +79,21 @@ def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store
     return write_properties(properties, target)
 
 
-def load_errors(log: Path, offset: int = 0) -> list[str]:
-    """Lines of a TorchServe model log (from byte ``offset``) saying a model failed to load."""
+def read_log(log: Path, offset: int = 0) -> str:
+    """A TorchServe log's text from byte ``offset`` ("" if it cannot be read yet)."""
     try:
         with open(log, "rb") as f:
             f.seek(offset)
-            text = f.read().decode("utf-8", errors="replace")
+            return f.read().decode("utf-8", errors="replace")
     except OSError:
-        return []
+        return ""
+
+
+def load_errors(log: Path, offset: int = 0) -> list[str]:
+    """Lines of a TorchServe model log (from byte ``offset``) saying a model failed to load."""
     marker = gp_artifact.LOAD_ERROR_MARKER
-    return [line[line.index(marker):] for line in text.splitlines() if marker in line]
+    return [line[line.index(marker):] for line in read_log(log, offset).splitlines()
+            if marker in line]
 
 
 class LocalTorchServe:

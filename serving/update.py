@@ -57,7 +57,7 @@ import torch
 from handler import gp_artifact, gp_formats
 from serving import auth
 from serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
-from serving.local_server import CONFIG_FILE, MODEL_LOG
+from serving.local_server import CONFIG_FILE, MODEL_LOG, read_log
 from serving.properties import ConfigError, address, read_properties
 
 TS_LOG = "ts_log.log"
@@ -215,14 +215,9 @@ def worker_failure(log: Path, offset: int, name: str, version: str) -> str | Non
     """Why a worker of ``name`` ``version`` died (failed to load), from the model log (from
     byte ``offset``): the handler's one-line reason, else the last exception line; None if
     none died."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
     tag = f"-{name}_{version}-std"
-    lines = [line.split(" - ", 1)[-1] for line in text.splitlines() if tag in line]
+    lines = [line.split(" - ", 1)[-1] for line in read_log(log, offset).splitlines()
+             if tag in line]
     for line in lines:
         if gp_artifact.LOAD_ERROR_MARKER in line:
             return line[line.index(gp_artifact.LOAD_ERROR_MARKER):]
