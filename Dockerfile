@@ -38,6 +38,18 @@ COPY docker/pip-install.sh /usr/local/bin/pip-install
 COPY docker/wheelhouse/ /wheelhouse/
 COPY requirements-serve.txt /src/
 RUN pip-install /opt/venv /src/requirements-serve.txt
+# gp-serve itself, without its dependencies: the serving side needs only the pins above (the
+# export stage's BoTorch is imported lazily, never by serving); `pip check` is not rerun, as it
+# would name the BoTorch the image leaves out on purpose.
+COPY pyproject.toml README.md config.properties /src/pkg/
+COPY gp_serve/ /src/pkg/gp_serve/
+COPY export/ /src/pkg/export/
+COPY handler/ /src/pkg/handler/
+COPY serving/ /src/pkg/serving/
+COPY client/ /src/pkg/client/
+RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --no-build-isolation /src/pkg \
+    && rm -rf /src/pkg/build \
+    && /opt/venv/bin/gp-serve --help >/dev/null
 
 # --- serve-venv-slim: the same, less what serving never loads (about 190 MB) ---------------------
 # torch's C++ headers, its C++ test binaries and protoc: only for building extensions or torch
@@ -56,12 +68,13 @@ RUN apt-get update \
 WORKDIR /src
 COPY requirements.txt requirements-serve.txt requirements-dev.txt ./
 RUN pip-install /opt/venv requirements.txt
-COPY Makefile ./
+COPY Makefile pyproject.toml ./
 COPY export/ export/
 COPY handler/ handler/
 COPY serving/ serving/
 # `make archive` exactly as outside Docker, with /opt/venv standing in for .venv (marked as
-# installed, so make does not reinstall): exports build/model, writes model_store/gp.mar.
+# installed, so make does not reinstall; gp-serve is installed there): exports build/model,
+# writes model_store/gp.mar.
 RUN mkdir -p model_store \
     && touch /opt/venv/.installed \
     && make archive VENV=/opt/venv \
@@ -92,11 +105,8 @@ RUN mkdir -p /usr/share/man/man1 \
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/model-server \
         --shell /usr/sbin/nologin model-server
 COPY --from=serve-venv-slim /opt/venv /opt/venv
-# The entrypoint, and the healthcheck with what it imports: the key and config readers, the artifact
-# contract.
+# The entrypoint (the healthcheck is gp-serve's, installed in /opt/venv).
 COPY docker/entrypoint.py /opt/gp-serve/
-COPY serving/__init__.py serving/auth.py serving/properties.py serving/healthcheck.py /opt/gp-serve/serving/
-COPY handler/gp_artifact.py /opt/gp-serve/handler/
 COPY --from=build /src/container-config.properties /home/model-server/config.properties
 COPY --from=build --chown=1000:1000 /src/model_store/gp.mar /home/model-server/model-store/gp.mar
 # Everything TorchServe writes goes to two folders, so the image runs with a read-only root
@@ -129,7 +139,7 @@ WORKDIR /home/model-server/work
 EXPOSE 8080 8081 8082
 # Healthy only when every loaded model answers a real prediction (not just /ping).
 HEALTHCHECK --interval=10s --timeout=8s --start-period=120s --retries=3 \
-    CMD ["/usr/bin/env", "PYTHONPATH=/opt/gp-serve", "/opt/venv/bin/python", "-m", "serving.healthcheck"]
+    CMD ["/opt/venv/bin/python", "-m", "gp_serve.serving.healthcheck"]
 # tini (PID 1) forwards SIGTERM to TorchServe's JVM, which the entrypoint execs (see there).
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/venv/bin/python", "/opt/gp-serve/entrypoint.py"]
 CMD []

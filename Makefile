@@ -12,17 +12,23 @@ MODEL_DIR := build/model
 ## install: create .venv with the pinned stack (idempotent)
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt
+# The exact pins first, then this checkout editable on top of them (pyproject.toml's ranges are
+# for users; --no-deps and --no-build-isolation: nothing is resolved or fetched past the pins).
+EDITABLE := -m pip install --quiet --no-deps --no-build-isolation --editable .
+
+$(VENV)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) $(EDITABLE)
 	touch $@
 
 ## install-compat: create .venv-botorch012 (BoTorch 0.12.0, the oldest supported)
 install-compat: $(COMPAT_VENV)/.installed
 
-$(COMPAT_VENV)/.installed: requirements-botorch012.txt requirements-dev.txt
+$(COMPAT_VENV)/.installed: requirements-botorch012.txt requirements-dev.txt pyproject.toml
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet -r requirements-botorch012.txt -r requirements-dev.txt
+	$(COMPAT_VENV)/bin/python $(EDITABLE)
 	touch $@
 
 .PHONY: install-torch2141
@@ -31,9 +37,10 @@ $(COMPAT_VENV)/.installed: requirements-botorch012.txt requirements-dev.txt
 ## --no-deps: requirements-torch2141.txt is the complete set (it says why)
 install-torch2141: $(TORCH2141_VENV)/.installed
 
-$(TORCH2141_VENV)/.installed: requirements-torch2141.txt
+$(TORCH2141_VENV)/.installed: requirements-torch2141.txt pyproject.toml
 	test -x $(TORCH2141_VENV)/bin/python || $(PYTHON) -m venv $(TORCH2141_VENV)
 	$(TORCH2141_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-torch2141.txt
+	$(TORCH2141_VENV)/bin/python $(EDITABLE)
 	$(TORCH2141_VENV)/bin/python -W ignore -c "import torch, botorch"  # all of torch's libraries load
 	touch $@
 

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from benchmarks.inprocess import (Timing, single_task_model, test_points, time_calls,
                                   write_section)
-from export.gate import relative_error
-from export.kronecker import output_major
+from gp_serve.export.gate import relative_error
+from gp_serve.export.kronecker import output_major
 
 Q_SIZES = (1, 10, 100, 1000)
 M_SIZES = (1, 2, 4, 8)

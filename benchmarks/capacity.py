@@ -27,10 +27,10 @@ import requests
 import torch
 import yaml
 
-from handler import gp_artifact
-from serving.archive import MODEL_CONFIG, build_archive
-from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import MODEL_CONFIG, build_archive
+from gp_serve.serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
 
 CLIENTS = 4
 WORKLOADS = ((1, "diag"), (1, "full"), (100, "diag"), (100, "full"), (1000, "diag"),

@@ -56,8 +56,8 @@ from torch import Tensor
 from benchmarks.inprocess import (MEMORY_CAP_BYTES, ONCE_ABOVE_S, estimate_bytes, log,
                                   percentile, single_task_model, test_points, time_calls,
                                   write_section)
-from export.gate import relative_error, sample_points
-from handler import gp_artifact, gp_formats
+from gp_serve.export.gate import relative_error, sample_points
+from gp_serve.handler import gp_artifact, gp_formats
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = tuple(gp_artifact.FORMAT_FILES)  # torchscript first: the reference
@@ -95,7 +95,7 @@ import json, sys, time
 started = time.perf_counter()
 import torch
 torch.set_num_threads(1)
-from handler import gp_formats
+from gp_serve.handler import gp_formats
 imported = time.perf_counter() - started
 directory, fmt, d, points = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 X = torch.tensor(json.loads(points), dtype=torch.float64)
@@ -122,7 +122,7 @@ def export_all(n: int, directory: Path) -> tuple[dict, dict[str, float]]:
     Returns:
         The metadata written and the wall seconds of building and of exporting.
     """
-    from export.artifact import export_model
+    from gp_serve.export.artifact import export_model
 
     start = time.perf_counter()
     model = single_task_model(n, M)

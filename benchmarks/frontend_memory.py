@@ -33,10 +33,10 @@ from pathlib import Path
 import psutil
 import requests
 
-from handler import gp_artifact
-from serving.archive import build_archive
-from serving.local_server import LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG, read_properties
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import build_archive
+from gp_serve.serving.local_server import LocalTorchServe, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 
 
 def _heap_used_bytes(pid: int) -> int | None:

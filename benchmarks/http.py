@@ -54,11 +54,11 @@ import numpy as np
 import torch
 import yaml
 
-from client.score_csv import score_csv
-from handler import gp_artifact
-from serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
-from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, free_ports, write_config
-from serving.properties import DEFAULT_CONFIG
+from gp_serve.client.score_csv import score_csv
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
+from gp_serve.serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, free_ports, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_HANDLER = Path(__file__).resolve().with_name("echo_handler.py")
@@ -870,7 +870,7 @@ def run(model_dir: Path, out: Path, plan: Plan, log: Any = print) -> bool:
 
 
 def _default_sha256() -> str:
-    from export.data import default_data
+    from gp_serve.export.data import default_data
 
     return default_data().sha256()
 

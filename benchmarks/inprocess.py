@@ -45,8 +45,8 @@ from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal
 from torch import Tensor
 
-from export.families import eager_moments, trace_posterior
-from export.gate import relative_error
+from gp_serve.export.families import eager_moments, trace_posterior
+from gp_serve.export.gate import relative_error
 
 D = 6
 M = 2

@@ -23,9 +23,9 @@ import requests
 import torch
 import yaml
 
-from serving.archive import MODEL_CONFIG, build_archive
-from serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG
+from gp_serve.serving.archive import MODEL_CONFIG, build_archive
+from gp_serve.serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
 
 # (workers, batchSize, torch threads per worker); the first is TorchServe's default
 # on this 2-core machine (a worker per core, no batching, torch's default threads).

@@ -22,9 +22,9 @@ from typing import BinaryIO
 import requests
 from tqdm import tqdm
 
-from serving import auth
-from serving.archive import MODEL_NAME
-from serving.properties import DEFAULT_CONFIG, ConfigError, address, read_properties
+from gp_serve.serving import auth
+from gp_serve.serving.archive import MODEL_NAME
+from gp_serve.serving.properties import DEFAULT_CONFIG, ConfigError, address, read_properties
 
 DEFAULT_CHUNK_ROWS = 10_000
 TOKEN_VARIABLE = "GP_SERVE_TOKEN"

@@ -3,14 +3,14 @@ request, an AOTInductor package and an ONNX graph)."""
 
 from __future__ import annotations
 
-from export.torchscript import quiet_torchscript
+from gp_serve.export.torchscript import quiet_torchscript
 
 # linear_operator scripts a helper with torch.jit.script when BoTorch is first imported: a
 # deprecation warning (a FutureWarning on torch 2.14, shown by default) no user can act on.
 with quiet_torchscript():
-    from export.artifact import export_model
-    from export.data import DataError
-    from export.families import trace_posterior
-    from export.gate import ExportGateError
+    from gp_serve.export.artifact import export_model
+    from gp_serve.export.data import DataError
+    from gp_serve.export.families import trace_posterior
+    from gp_serve.export.gate import ExportGateError
 
 __all__ = ["DataError", "ExportGateError", "export_model", "trace_posterior"]

@@ -14,12 +14,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from export.artifact import data_bounds, export_model
-from export.data import DataError, default_data, load_csv
-from export.fit import MISSING_ALLOWED, MODELS, fit_model
-from export.gate import ExportGateError
-from export.portable import PortableExportError
-from handler import gp_artifact
+from gp_serve.export.artifact import data_bounds, export_model
+from gp_serve.export.data import DataError, default_data, load_csv
+from gp_serve.export.fit import MISSING_ALLOWED, MODELS, fit_model
+from gp_serve.export.gate import ExportGateError
+from gp_serve.export.portable import PortableExportError
+from gp_serve.handler import gp_artifact
 
 log = logging.getLogger("export")
 

@@ -24,10 +24,10 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import gate, portable
-from export.families import Family, family_of
-from export.torchscript import quiet_torchscript
-from handler import gp_artifact, gp_formats
+from gp_serve.export import gate, portable
+from gp_serve.export.families import Family, family_of
+from gp_serve.export.torchscript import quiet_torchscript
+from gp_serve.handler import gp_artifact, gp_formats
 
 STAGING_PREFIX = ".gp-serve-staging-"
 _RENAME_EXCHANGE = 2  # linux/fs.h

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from export.torchscript import quiet_torchscript
+from gp_serve.export.torchscript import quiet_torchscript
 
 # The GPyTorch settings a family evaluates its prior terms under (e.g. ``trace_mode``).
 Settings = Callable[[], ContextManager]

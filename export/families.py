@@ -18,7 +18,7 @@ from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
 from torch import Tensor
 
-from export import fully_bayesian, gate, kronecker, model_list, multitask, posterior
+from gp_serve.export import fully_bayesian, gate, kronecker, model_list, multitask, posterior
 
 
 @dataclass(frozen=True)

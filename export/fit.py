@@ -11,7 +11,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from export.data import TrainingData
+from gp_serve.export.data import TrainingData
 
 # --model: the family fitted (see export/families.py for what each one compiles).
 MODELS = {

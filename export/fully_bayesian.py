@@ -17,9 +17,9 @@ import torch
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from torch import Tensor, nn
 
-from export import posterior as single_task
-from export.compiler import TORCHSCRIPT, Compiler
-from export.prior_terms import trace_prior_terms
+from gp_serve.export import posterior as single_task
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.prior_terms import trace_prior_terms
 
 
 class MixturePosterior(nn.Module):

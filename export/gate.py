@@ -9,7 +9,7 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
-from handler import gp_artifact
+from gp_serve.handler import gp_artifact
 
 TOLERANCE = 1e-8
 GATE_SIZES = (1, 2, 7, 64, 257)

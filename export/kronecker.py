@@ -36,8 +36,8 @@ from gpytorch.likelihoods import MultitaskGaussianLikelihood
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
-from export import posterior as single_task
-from export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export import posterior as single_task
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 
 
 class KroneckerPriorTerms(nn.Module):

@@ -16,8 +16,8 @@ import torch
 from botorch.models import ModelListGP, SingleTaskGP
 from torch import Tensor, nn
 
-from export import posterior as single_task
-from export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export import posterior as single_task
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 
 
 class ModelListPosterior(nn.Module):

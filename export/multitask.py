@@ -26,8 +26,8 @@ from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from linear_operator.operators import InterpolatedLinearOperator
 from torch import Tensor, nn
 
-from export import posterior as single_task
-from export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export import posterior as single_task
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 
 
 class MultiTaskPriorTerms(nn.Module):

@@ -32,9 +32,9 @@ from botorch.models.model import Model
 from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
-from export.compiler import EXPORTABLE, cdist_written_out
-from export.families import family_of
-from handler import gp_artifact
+from gp_serve.export.compiler import EXPORTABLE, cdist_written_out
+from gp_serve.export.families import family_of
+from gp_serve.handler import gp_artifact
 
 # The number of points: dynamic, from 1 up.
 POINTS = torch.export.Dim("q", min=1)

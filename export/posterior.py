@@ -23,8 +23,8 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
-from export.compiler import TORCHSCRIPT, Compiler
-from export.prior_terms import trace_prior_terms
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.prior_terms import trace_prior_terms
 
 
 class ExactPosterior(nn.Module):

@@ -14,7 +14,7 @@ from botorch.models import SingleTaskGP
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
-from export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 
 
 class PriorTerms(nn.Module):

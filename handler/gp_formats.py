@@ -22,10 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-if __package__:  # imported as handler.gp_formats (the export stage): its sibling
-    from . import gp_artifact
-else:  # in the model archive the handler's modules are top-level
-    import gp_artifact
+from gp_serve.handler import gp_artifact
 
 
 def check_points(X: Tensor, num_inputs: int) -> None:

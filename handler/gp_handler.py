@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-import gp_artifact
-import gp_formats
-import gp_protocol
-import gp_v2
-from gp_protocol import PredictRequest, RequestError
+from gp_serve.handler import gp_artifact
+from gp_serve.handler import gp_formats
+from gp_serve.handler import gp_protocol
+from gp_serve.handler import gp_v2
+from gp_serve.handler.gp_protocol import PredictRequest, RequestError
 
 logger = logging.getLogger(__name__)
 # The request limits model-config.yaml's ``handler`` section may set, and their defaults:

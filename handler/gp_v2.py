@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gp_protocol import (Budget, RequestError, _describe, _number, clip, dumps, error_text,
+from gp_serve.handler.gp_protocol import (Budget, RequestError, _describe, _number, clip, dumps, error_text,
                          load_json, quote_names)
 
 INPUT_NAME = "X"

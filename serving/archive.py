@@ -3,26 +3,32 @@
 The one place that knows torch-model-archiver's arguments. ``make archive``, the tests,
 the benchmarks and the Docker build (through ``make archive``) all call it.
 
-    python -m serving.archive --model-dir build/model --store model_store [--name gp]
+    gp-serve archive --model-dir build/model --store model_store [--name gp]
+
+The serving side ships as one package, ``gp_serve/handler/`` beside ``gp_serve/__init__.py``
+(which imports nothing until asked), so inside the archive it is imported as everywhere else
+(``gp_serve.handler.gp_artifact``); TorchServe puts the extracted archive first on the
+worker's ``PYTHONPATH``, so the archive's copy is the one served, whatever is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from handler import gp_artifact
+import gp_serve
+from gp_serve import handler as handler_package
+from gp_serve.handler import gp_artifact
 
-REPO = Path(__file__).resolve().parents[1]
-HANDLER_DIR = REPO / "handler"
+HANDLER_DIR = Path(handler_package.__file__).resolve().parent
+# The file TorchServe loads (one thin class); it imports the rest as gp_serve.handler.*.
 HANDLER = HANDLER_DIR / "gp_handler.py"
-# The modules the handler imports, shipped beside it (the artifact contract, the protocol).
-HANDLER_MODULES = (HANDLER_DIR / "gp_artifact.py", HANDLER_DIR / "gp_protocol.py",
-                   HANDLER_DIR / "gp_v2.py", HANDLER_DIR / "gp_formats.py")
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 MODEL_NAME = "gp"
 
@@ -70,20 +76,42 @@ def build_archive(
             f"{metadata.formats} only; export with --format {gp_artifact.DEFAULT_FORMAT},{served}")
     others = [gp_artifact.verify_posterior(model_dir, fmt, metadata) for fmt in metadata.formats
               if fmt != gp_artifact.DEFAULT_FORMAT]
-    extra = [model_dir / gp_artifact.METADATA_FILE, *others, *HANDLER_MODULES]
     store.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", name, "--version", version, "--force",
-            "--serialized-file", posterior, "--handler", str(HANDLER),
-            "--extra-files", ",".join(map(str, extra)),
-            "--config-file", str(model_config), "--export-path", str(store),
-        ],
-        check=True,
-        timeout=600,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="gp-serve-archive-") as staging:
+        # torch-model-archiver copies a folder's contents to the archive's root.
+        package = stage_serving_package(Path(staging))
+        extra = [model_dir / gp_artifact.METADATA_FILE, *others, package]
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("torch-model-archiver")),
+                "--model-name", name, "--version", version, "--force",
+                "--serialized-file", posterior, "--handler", str(HANDLER),
+                "--extra-files", ",".join(map(str, extra)),
+                "--config-file", str(model_config), "--export-path", str(store),
+            ],
+            check=True,
+            timeout=600,
+        )  # fmt: skip
     return store / f"{name}.mar"
+
+
+def stage_serving_package(staging: Path) -> Path:
+    """Copy the serving side into ``<staging>/package/gp_serve/`` as the archive ships it.
+
+    ``gp_serve/__init__.py`` (lazy: it imports nothing from the export stage) and every
+    module of ``gp_serve/handler/``; no ``__pycache__``, no ``model-config.yaml`` (TorchServe
+    reads that from ``--config-file``).
+
+    Returns:
+        ``<staging>/package``, the folder whose contents go to the archive's root.
+    """
+    root = staging / "package"
+    target = root / "gp_serve" / "handler"
+    target.mkdir(parents=True)
+    shutil.copy2(Path(gp_serve.__file__), root / "gp_serve" / "__init__.py")
+    for module in sorted(HANDLER_DIR.glob("*.py")):
+        shutil.copy2(module, target / module.name)
+    return root
 
 
 def served_format(model_config: str | Path) -> str:
@@ -102,7 +130,7 @@ def served_format(model_config: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.archive", description=__doc__,
+    parser = argparse.ArgumentParser(prog="gp-serve archive", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--store", required=True, type=Path)

@@ -8,8 +8,9 @@ handler's describe), and POSTs one point at the centre of the training box to
 answer because its artifact failed to load, the reason is the handler's own log line (from
 TorchServe's ``model_log.log``), within the first checks rather than after the start period.
 
-Run in the image as ``python -m serving.healthcheck`` with ``/opt/gp-serve`` on PYTHONPATH
-(this package and ``handler/gp_artifact.py``, the artifact contract, are copied there).
+Run in the image as ``python -m gp_serve.serving.healthcheck`` (gp-serve is installed in the
+image's venv without the export stage's dependencies; this imports only the standard library,
+``gp_serve.serving`` and the artifact contract).
 
 Addresses come from the same place TorchServe takes them: ``TS_INFERENCE_ADDRESS`` /
 ``TS_MANAGEMENT_ADDRESS`` if set, else the config file (``TS_CONFIG_FILE``). A model whose
@@ -28,9 +29,9 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
-from handler import gp_artifact
-from serving import auth
-from serving.properties import address, read_properties
+from gp_serve.handler import gp_artifact
+from gp_serve.serving import auth
+from gp_serve.serving.properties import address, read_properties
 
 TIMEOUT_S = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "4"))
 CONFIG = os.environ.get("TS_CONFIG_FILE", "/home/model-server/config.properties")

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.properties import (DEFAULT_CONFIG, allowed_store_urls, read_properties,
+from gp_serve.serving.properties import (DEFAULT_CONFIG, allowed_store_urls, read_properties,
                                 write_properties)
 
 MOUNT = "/mnt/models"

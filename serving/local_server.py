@@ -20,10 +20,10 @@ from pathlib import Path
 
 import requests
 
-from handler import gp_artifact
-from serving import auth
-from serving.archive import MODEL_NAME
-from serving.properties import (DEFAULT_CONFIG, address, allowed_store_urls, read_properties,
+from gp_serve.handler import gp_artifact
+from gp_serve.serving import auth
+from gp_serve.serving.archive import MODEL_NAME
+from gp_serve.serving.properties import (DEFAULT_CONFIG, address, allowed_store_urls, read_properties,
                                 write_properties)
 
 READY_TIMEOUT_S = 180.0

@@ -19,7 +19,17 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
+
+def _default_config() -> Path:
+    """The checkout's ``config.properties``, or the copy a non-editable install puts under
+    ``<prefix>/share/gp-serve/`` (pyproject.toml's data-files)."""
+    checkout = Path(__file__).resolve().parents[1] / "config.properties"
+    if checkout.is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "gp-serve" / "config.properties"
+
+
+DEFAULT_CONFIG = _default_config()
 APIS = ("inference", "management", "metrics")
 
 

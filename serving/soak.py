@@ -26,10 +26,10 @@ import psutil
 import requests
 import torch
 
-from handler import gp_artifact
-from serving.archive import MODEL_NAME, build_archive
-from serving.local_server import LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import MODEL_NAME, build_archive
+from gp_serve.serving.local_server import LocalTorchServe, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
 
 MAX_RSS_GROWTH = 0.10
 REQUEST_TIMEOUT_S = 60.0

@@ -54,11 +54,11 @@ from pathlib import Path
 import requests
 import torch
 
-from handler import gp_artifact, gp_formats
-from serving import auth
-from serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
-from serving.local_server import CONFIG_FILE, MODEL_LOG, read_log
-from serving.properties import ConfigError, address, read_properties
+from gp_serve.handler import gp_artifact, gp_formats
+from gp_serve.serving import auth
+from gp_serve.serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
+from gp_serve.serving.local_server import CONFIG_FILE, MODEL_LOG, read_log
+from gp_serve.serving.properties import ConfigError, address, read_properties
 
 TS_LOG = "ts_log.log"
 TOLERANCE = 1e-8

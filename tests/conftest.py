@@ -1,8 +1,8 @@
-"""Shared by every tier: ``handler/`` on the import path, as the model archive ships it.
-Hypothesis's files go under pytest's temp dir.
+"""Shared by every tier. Hypothesis's files go under pytest's temp dir.
 
-The handler imports its modules as top-level ``gp_artifact`` and ``gp_protocol`` (TorchServe
-puts the extracted archive on ``sys.path``); the tests import them the same way.
+Everything is imported as the installed package names it (``gp_serve.handler.gp_artifact``,
+``gp_serve.export``): the venvs install the checkout editable, and the model archive ships
+``gp_serve/handler/`` under the same name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "handler"))
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
@@ -37,8 +36,8 @@ class PortableArtifact:
 def portable_artifact(tmp_path_factory: pytest.TempPathFactory) -> PortableArtifact:
     """A two-output SingleTaskGP (Matern-5/2, Normalize, Standardize) exported in every
     format, once per session: AOTInductor compiles four models (about a minute)."""
-    from export.artifact import export_model
-    from handler import gp_artifact
+    from gp_serve.export.artifact import export_model
+    from gp_serve.handler import gp_artifact
     from tests.export.conftest import make_model
 
     model = make_model(30, 3, 2, seed=5)
@@ -56,7 +55,7 @@ def write_model_config(path: Path, handler: dict | None = None, **settings) -> P
     ``handler`` settings replaced, written to ``path``."""
     import yaml  # (the serving stack's: not in the export-only venvs that share this file)
 
-    from serving.archive import MODEL_CONFIG
+    from gp_serve.serving.archive import MODEL_CONFIG
 
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     config.update(settings)
@@ -68,7 +67,7 @@ def write_model_config(path: Path, handler: dict | None = None, **settings) -> P
 def archive_formats(artifact: Path, store: Path, work: Path) -> None:
     """Archive ``artifact`` into ``store`` once per compiled format (`FORMAT_MODELS`), one
     worker each; the model-config files go to ``work``."""
-    from serving.archive import build_archive
+    from gp_serve.serving.archive import build_archive
 
     for name, fmt in FORMAT_MODELS.items():
         config = write_model_config(work / f"model-config-{fmt}.yaml", {"format": fmt},

@@ -49,8 +49,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from export.data import default_data
-from export.fit import fit_model
+from gp_serve.export.data import default_data
+from gp_serve.export.fit import fit_model
 
 MODEL_NAME = "gp"
 VERSION = "1.0"

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from benchmarks.http import CSV_COLUMNS, LATENCY_COLUMNS, THROUGHPUT_COLUMNS
-from export import export_model
-from export.artifact import data_bounds
-from export.data import default_data
-from export.fit import fit_model
+from gp_serve.export import export_model
+from gp_serve.export.artifact import data_bounds
+from gp_serve.export.data import default_data
+from gp_serve.export.fit import fit_model
 from tests.conftest import REPO
 
 SECTIONS = {"http_latency": LATENCY_COLUMNS, "throughput": THROUGHPUT_COLUMNS,

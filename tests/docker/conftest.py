@@ -27,8 +27,8 @@ import pytest
 import requests
 import torch
 
-from handler import gp_artifact
-from serving.local_server import free_ports
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.local_server import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("GP_SERVE_TEST_IMAGE", "gp-serve:latest")

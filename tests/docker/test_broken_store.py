@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handler import gp_artifact
+from gp_serve.handler import gp_artifact
 from tests.docker.conftest import HOME, Container
 from tests.serving.test_faults import BROKEN, broken_archive
 

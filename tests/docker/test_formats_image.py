@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.families import eager_moments
+from gp_serve.export.families import eager_moments
 from tests.conftest import FORMAT_MODELS, archive_formats
 from tests.docker.conftest import HOME, Container, healthy_container, predict
 

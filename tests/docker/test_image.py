@@ -16,7 +16,7 @@ import pytest
 import requests
 import torch
 
-from serving.properties import (DEFAULT_CONFIG, allowed_store_urls, parse_properties, port,
+from gp_serve.serving.properties import (DEFAULT_CONFIG, allowed_store_urls, parse_properties, port,
                                 read_properties)
 from tests.docker.conftest import (HOME, WORKDIR, Container, assert_close, docker,
                                    healthy_container, predict, writable_paths)
@@ -45,7 +45,7 @@ def test_image_metadata(image: str) -> None:
     ports = {f"{port(ours, api)}/tcp" for api in ("inference", "management", "metrics")}
     assert set(config["ExposedPorts"]) == ports
     assert config["Entrypoint"][0] == "/usr/bin/tini"
-    assert config["Healthcheck"]["Test"][-2:] == ["-m", "serving.healthcheck"]
+    assert config["Healthcheck"]["Test"][-2:] == ["-m", "gp_serve.serving.healthcheck"]
     # TorchServe's working directory (key_file.json; the HEALTHCHECK runs there too) and its
     # tmp and log folders are inside one of the paths mounted writable (the pod's emptyDirs).
     assert config["WorkingDir"] == WORKDIR and WORKDIR in writable_paths()

@@ -21,8 +21,8 @@ import torch
 import tritonclient.http as triton
 import yaml
 
-from serving.kserve_layout import MOUNT, write_layout
-from serving.properties import allowed_store_urls, parse_properties
+from gp_serve.serving.kserve_layout import MOUNT, write_layout
+from gp_serve.serving.properties import allowed_store_urls, parse_properties
 from tests.docker.conftest import (HOME, ROOT, RUNTIME, Container, assert_close, docker,
                                    read_only_args, runtime_container, writable_paths)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from handler import gp_artifact
-from serving.archive import build_archive
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import build_archive
 from tests.docker.conftest import HOME, ROOT, Container, assert_close, healthy_container, predict
 
 pytestmark = pytest.mark.docker

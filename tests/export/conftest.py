@@ -8,9 +8,9 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 
-from export.families import eager_moments
-from export.gate import relative_error
-from export.torchscript import quiet_torchscript
+from gp_serve.export.families import eager_moments
+from gp_serve.export.gate import relative_error
+from gp_serve.export.torchscript import quiet_torchscript
 
 TOL = 1e-8
 

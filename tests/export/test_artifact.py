@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import export.artifact
-from export import export_model
-from handler import gp_artifact, gp_formats
+from gp_serve.export import artifact as export_artifact
+from gp_serve.export import export_model
+from gp_serve.handler import gp_artifact, gp_formats
 from tests.export.conftest import make_model
 
 
@@ -23,7 +23,7 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 def leftovers(directory: Path) -> list[str]:
     return [p.name for p in directory.parent.iterdir()
-            if p.name.startswith(export.artifact.STAGING_PREFIX)]
+            if p.name.startswith(export_artifact.STAGING_PREFIX)]
 
 
 def test_written_metadata_follows_the_contract(tmp_path: Path) -> None:
@@ -63,9 +63,9 @@ def test_metadata_records_the_posterior_sha256_and_mixture_samples(tmp_path: Pat
 STEPS = {
     "save": (torch.jit, "save"),
     "load back": (torch.jit, "load"),
-    "gate": (export.artifact.gate, "check"),
+    "gate": (export_artifact.gate, "check"),
     "metadata": (gp_artifact, "dumps"),
-    "commit": (export.artifact, "_rename_exchange"),
+    "commit": (export_artifact, "_rename_exchange"),
 }
 
 
@@ -106,7 +106,7 @@ def test_without_an_atomic_swap_files_are_replaced_metadata_last(
     def unsupported(a, b):
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(export.artifact, "_rename_exchange", unsupported)
+    monkeypatch.setattr(export_artifact, "_rename_exchange", unsupported)
     export_model(make_model(16, 2, 2, seed=2), out)
     assert gp_artifact.load_metadata(out).num_train == 16
     assert leftovers(out) == []

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.__main__ import main
-from export.data import default_data
-from export.gate import GATE_SIZES, TOLERANCE
-from handler import gp_artifact
+from gp_serve.export.__main__ import main
+from gp_serve.export.data import default_data
+from gp_serve.export.gate import GATE_SIZES, TOLERANCE
+from gp_serve.handler import gp_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "x1,x2,noise_y,y,z\n" + "".join(

@@ -16,12 +16,12 @@ from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 
-from export import export_model, trace_posterior
-from export.__main__ import main
-from export.artifact import mixture_samples
-from export.families import FAMILIES, family_of
-from export.fit import SAAS_NUTS
-from handler import gp_artifact
+from gp_serve.export import export_model, trace_posterior
+from gp_serve.export.__main__ import main
+from gp_serve.export.artifact import mixture_samples
+from gp_serve.export.families import FAMILIES, family_of
+from gp_serve.export.fit import SAAS_NUTS
+from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, make_model
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from gpytorch.kernels import RBFKernel
 
-from export import ExportGateError, export_model, trace_posterior
-from export.gate import check, relative_error
+from gp_serve.export import ExportGateError, export_model, trace_posterior
+from gp_serve.export.gate import check, relative_error
 from tests.export.conftest import make_model
 
 
@@ -73,6 +73,6 @@ def test_served_variance_floor_is_gpytorchs() -> None:
     """The handler clamps a full answer's variances where eager BoTorch clamps them."""
     import gpytorch
 
-    from handler import gp_artifact
+    from gp_serve.handler import gp_artifact
 
     assert gpytorch.settings.min_variance.value(torch.float64) == gp_artifact.MIN_VARIANCE

@@ -16,11 +16,11 @@ from botorch.models.transforms.outcome import Standardize
 from packaging.version import Version
 
 import botorch
-from export import export_model, trace_posterior
-from export.data import validate
-from export.fit import fit_model
-from export.kronecker import output_major
-from handler import gp_artifact
+from gp_serve.export import export_model, trace_posterior
+from gp_serve.export.data import validate
+from gp_serve.export.fit import fit_model
+from gp_serve.export.kronecker import output_major
+from gp_serve.handler import gp_artifact
 from tests.export.conftest import TOL, assert_matches_eager, relative_error
 
 BOTORCH_012 = Version(botorch.__version__) < Version("0.13")

@@ -7,8 +7,8 @@ import torch
 from botorch.models import ModelListGP, MultiTaskGP
 from gpytorch.kernels import MaternKernel
 
-from export import export_model, trace_posterior
-from handler import gp_artifact
+from gp_serve.export import export_model, trace_posterior
+from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, make_model
 
 

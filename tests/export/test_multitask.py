@@ -8,8 +8,8 @@ from botorch.models import MultiTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Log
 
-from export import export_model, trace_posterior
-from handler import gp_artifact
+from gp_serve.export import export_model, trace_posterior
+from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, perturbed
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from packaging.version import Version
 
-from export import trace_posterior
+from gp_serve.export import trace_posterior
 from tests.export.conftest import assert_matches_eager, make_model, points
 
 HAS_UPSTREAM_FIX = Version(botorch.__version__) >= Version("0.13.0")

@@ -18,10 +18,10 @@ import torch
 from gpytorch.kernels import MaternKernel
 from gpytorch.models import ExactGP
 
-from export import gate, portable
-from export.artifact import data_bounds, export_model
-from export.families import eager_moments, family_of
-from handler import gp_artifact, gp_formats
+from gp_serve.export import gate, portable
+from gp_serve.export.artifact import data_bounds, export_model
+from gp_serve.export.families import eager_moments, family_of
+from gp_serve.handler import gp_artifact, gp_formats
 from tests.export.conftest import TOL, make_model
 from tests.export.test_kronecker import make_kronecker
 from tests.export.test_model_list import make_list

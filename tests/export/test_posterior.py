@@ -8,9 +8,9 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Log
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 
-from export import export_model, trace_posterior
-from export.gate import relative_error
-from handler import gp_artifact
+from gp_serve.export import export_model, trace_posterior
+from gp_serve.export.gate import relative_error
+from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, make_model, points
 
 SIZES = (1, 2, 7, 130)
@@ -66,8 +66,8 @@ def test_single_output_matern12_variance(d, saved_and_loaded):
 
 
 def test_fitted_default_model_matches_eager(saved_and_loaded):
-    from export.data import default_data
-    from export.fit import fit_model
+    from gp_serve.export.data import default_data
+    from gp_serve.export.fit import fit_model
 
     model = fit_model(default_data())
     module = saved_and_loaded(trace_posterior(model, torch.rand(4, 2, dtype=torch.float64)))

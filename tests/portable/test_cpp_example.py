@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import families, gate
-from handler import gp_artifact
+from gp_serve.export import families, gate
+from gp_serve.handler import gp_artifact
 
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 # Each method's name for its second output in the program's JSON.

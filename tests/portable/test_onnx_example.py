@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import families, gate
-from handler import gp_artifact
+from gp_serve.export import families, gate
+from gp_serve.handler import gp_artifact
 from tests.conftest import REPO
 
 SCORE = REPO / "examples" / "onnx" / "score.py"

@@ -23,13 +23,13 @@ from botorch.models.transforms.input import Normalize
 from botorch.test_functions.multi_objective import BraninCurrin
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-import gp_artifact
-from export import export_model
-from export.data import default_data, validate
-from export.fit import MISSING_ALLOWED, fit_model
-from serving.archive import MODEL_CONFIG, build_archive
-from serving.local_server import LocalTorchServe, write_config
-from serving.properties import DEFAULT_CONFIG
+from gp_serve.handler import gp_artifact
+from gp_serve.export import export_model
+from gp_serve.export.data import default_data, validate
+from gp_serve.export.fit import MISSING_ALLOWED, fit_model
+from gp_serve.serving.archive import MODEL_CONFIG, build_archive
+from gp_serve.serving.local_server import LocalTorchServe, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
 from tests.conftest import FORMAT_MODELS, REPO, archive_formats, write_model_config
 
 BATCH_MODEL = "gpbatch"
@@ -182,8 +182,8 @@ def server(
 @pytest.fixture(scope="session")
 def other_posterior(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A valid ``posterior.pt`` of another two-input, two-output model."""
-    from export.families import trace_posterior
-    from export.torchscript import quiet_torchscript
+    from gp_serve.export.families import trace_posterior
+    from gp_serve.export.torchscript import quiet_torchscript
     from tests.export.conftest import make_model
 
     path = tmp_path_factory.mktemp("other") / gp_artifact.POSTERIOR_FILE

@@ -23,11 +23,11 @@ import pytest
 import requests
 import torch
 
-import gp_artifact
-import gp_v2
-from gp_protocol import Budget, RequestError, parse_request
-from serving.local_server import LocalTorchServe
-from serving.properties import DEFAULT_CONFIG, read_properties
+from gp_serve.handler import gp_artifact
+from gp_serve.handler import gp_v2
+from gp_serve.handler.gp_protocol import Budget, RequestError, parse_request
+from gp_serve.serving.local_server import LocalTorchServe
+from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 from tests.conftest import write_model_config
 from tests.serving.conftest import Exported, own_server
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gp_artifact import (
+from gp_serve.handler.gp_artifact import (
     METHODS,
     ONNX_OUTPUT_NAMES,
     ONNX_OUTPUTS,

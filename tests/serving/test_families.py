@@ -11,8 +11,8 @@ import pytest
 import requests
 import torch
 
-import gp_artifact
-from export.families import eager_moments
+from gp_serve.handler import gp_artifact
+from gp_serve.export.families import eager_moments
 from tests.serving.conftest import FAMILY_MODELS, Exported
 from tests.serving.test_server import TOLERANCE, points, relative_error
 

@@ -19,11 +19,11 @@ import pytest
 import requests
 import torch
 
-import gp_artifact
-from serving.archive import build_archive
-from serving.local_server import MODEL_LOG, LocalTorchServe, load_errors, write_config
-from serving.properties import DEFAULT_CONFIG
-from serving.soak import REQUEST_TIMEOUT_S, run_load
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.archive import build_archive
+from gp_serve.serving.local_server import MODEL_LOG, LocalTorchServe, load_errors, write_config
+from gp_serve.serving.properties import DEFAULT_CONFIG
+from gp_serve.serving.soak import REQUEST_TIMEOUT_S, run_load
 from tests.conftest import REPO
 from tests.serving.conftest import Exported
 from tests.serving.test_server import worker_pids

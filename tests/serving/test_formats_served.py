@@ -14,11 +14,11 @@ import requests
 import torch
 import yaml
 
-import gp_artifact
-from export.families import eager_moments
-from gp_handler import GPHandler
-from serving import archive
-from serving.archive import MODEL_CONFIG, build_archive
+from gp_serve.handler import gp_artifact
+from gp_serve.export.families import eager_moments
+from gp_serve.handler.gp_handler import GPHandler
+from gp_serve.serving import archive
+from gp_serve.serving.archive import MODEL_CONFIG, build_archive
 from tests.serving.conftest import FORMAT_MODELS, Exported
 from tests.serving.test_handler import FakeContext
 

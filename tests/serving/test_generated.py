@@ -26,9 +26,9 @@ import torch
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-import gp_artifact
-from gp_protocol import Budget, RequestError, parse_request
-from serving.local_server import LocalTorchServe
+from gp_serve.handler import gp_artifact
+from gp_serve.handler.gp_protocol import Budget, RequestError, parse_request
+from gp_serve.serving.local_server import LocalTorchServe
 from tests.serving.conftest import Exported
 from tests.serving.test_server import TOLERANCE, relative_error, worker_pids
 

@@ -16,10 +16,10 @@ import torch
 import yaml
 from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 
-import gp_artifact
-from export.gate import variance_of
-from gp_handler import GPHandler
-from serving.archive import MODEL_CONFIG
+from gp_serve.handler import gp_artifact
+from gp_serve.export.gate import variance_of
+from gp_serve.handler.gp_handler import GPHandler
+from gp_serve.serving.archive import MODEL_CONFIG
 from tests.serving.conftest import Exported
 
 TOLERANCE = 1e-9

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-import gp_artifact
-from gp_artifact import ArtifactError, file_sha256, validate, verify_posterior
-from gp_handler import GPHandler
-from handler import gp_artifact as packaged_contract  # (the one serving.archive imports)
-from serving.archive import build_archive
+from gp_serve.handler import gp_artifact
+from gp_serve.handler.gp_artifact import ArtifactError, file_sha256, validate, verify_posterior
+from gp_serve.handler.gp_handler import GPHandler
+from gp_serve.handler import gp_artifact as packaged_contract  # (the one serving.archive imports)
+from gp_serve.serving.archive import build_archive
 from tests.serving.conftest import Exported
 from tests.serving.test_artifact_contract import GOOD
 from tests.serving.test_handler import FakeContext

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.kserve_layout import MOUNT, pod_config, write_layout
-from serving.properties import allowed_store_urls, read_properties
+from gp_serve.serving.kserve_layout import MOUNT, pod_config, write_layout
+from gp_serve.serving.properties import allowed_store_urls, read_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "deploy" / "kserve" / "servingruntime.yaml"

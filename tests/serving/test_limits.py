@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-import gp_v2
-from gp_protocol import (
+from gp_serve.handler import gp_v2
+from gp_serve.handler.gp_protocol import (
     Budget,
     PredictRequest,
     RequestError,
@@ -23,8 +23,8 @@ from gp_protocol import (
     render_error,
     render_json,
 )
-from serving.archive import MODEL_CONFIG
-from serving.properties import DEFAULT_CONFIG, read_properties
+from gp_serve.serving.archive import MODEL_CONFIG
+from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 
 NAMES = ["x1", "x2"]
 OUTPUTS = ["branin", "currin"]
@@ -80,7 +80,7 @@ def test_points_are_bounded_in_every_envelope() -> None:
 
 def test_a_huge_json_body_is_refused_before_it_is_decoded(monkeypatch) -> None:
     """Counted from its commas: no float (nor list) of it is built."""
-    import gp_protocol
+    from gp_serve.handler import gp_protocol
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from gp_protocol import (
+from gp_serve.handler.gp_protocol import (
     MAX_JSON_DEPTH,
     MAX_NUMBER_CHARS,
     Budget,

@@ -16,9 +16,9 @@ import pytest
 import requests
 import torch
 
-import gp_artifact
-from client.score_csv import score_csv
-from serving.local_server import LocalTorchServe
+from gp_serve.handler import gp_artifact
+from gp_serve.client.score_csv import score_csv
+from gp_serve.serving.local_server import LocalTorchServe
 from tests.serving.cases import BAD_REQUESTS, JSON
 from tests.serving.conftest import BATCH_MODEL, BATCH_SIZE, Exported
 

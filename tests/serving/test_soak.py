@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-import gp_artifact
-from serving.soak import MAX_RSS_GROWTH, soak
+from gp_serve.handler import gp_artifact
+from gp_serve.serving.soak import MAX_RSS_GROWTH, soak
 from tests.serving.conftest import Exported
 
 

@@ -23,9 +23,9 @@ import pytest
 import requests
 import torch
 
-import gp_artifact
-from serving import update
-from serving.local_server import LocalTorchServe
+from gp_serve.handler import gp_artifact
+from gp_serve.serving import update
+from gp_serve.serving.local_server import LocalTorchServe
 from tests.conftest import REPO, write_model_config
 from tests.serving.conftest import Exported, fit_branin_currin, own_server
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import gp_v2
-from gp_protocol import Budget, RequestError
+from gp_serve.handler import gp_v2
+from gp_serve.handler.gp_protocol import Budget, RequestError
 
 NAMES = ["x1", "x2"]
 

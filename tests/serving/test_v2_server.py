@@ -13,8 +13,8 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-import gp_artifact
-from export.gate import variance_of
+from gp_serve.handler import gp_artifact
+from gp_serve.export.gate import variance_of
 from tests.serving.conftest import Exported
 
 
