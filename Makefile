@@ -5,6 +5,8 @@ VENV := .venv
 COMPAT_VENV := .venv-botorch012
 TORCH2141_VENV := .venv-torch2141
 PY := $(VENV)/bin/python
+# The one command (gp_serve/cli.py), installed into the venv by `make install`.
+GP_SERVE := $(VENV)/bin/gp-serve
 MODEL_DIR := build/model
 
 .PHONY: install install-compat test export
@@ -47,8 +49,8 @@ $(TORCH2141_VENV)/.installed: requirements-torch2141.txt pyproject.toml
 ## export: fit and export the default model (BraninCurrin) to build/model
 export: $(MODEL_DIR)/posterior.pt
 
-$(MODEL_DIR)/posterior.pt: | install
-	$(PY) -m export --out $(MODEL_DIR)
+$(MODEL_DIR)/posterior.pt: $(wildcard export/*.py) | install
+	$(GP_SERVE) export --out $(MODEL_DIR)
 
 ## test: the whole suite (pinned stack, then the export tests on BoTorch 0.12.0 and on torch 2.14.1)
 test: install install-compat install-bench install-onnx-example install-torch2141
@@ -83,6 +85,9 @@ bench: install-bench export archive
 MAR := model_store/gp.mar
 SERVE_LOGS := logs
 SOAK_SECONDS ?= 300
+# Which models of model_store `make serve|start` serve: comma-separated names (default: every
+# <name>.mar there, i.e. gp after `make archive`).
+MODELS ?=
 
 .PHONY: archive serve start stop predict token soak
 
@@ -90,40 +95,43 @@ SOAK_SECONDS ?= 300
 archive: $(MAR)
 
 # The recipe (torch-model-archiver's arguments) is serving/archive.py's, shared with the tests.
-$(MAR): $(MODEL_DIR)/posterior.pt $(MODEL_DIR)/metadata.json $(wildcard handler/*.py) handler/model-config.yaml serving/archive.py | install
-	$(PY) -m serving.archive --model-dir $(MODEL_DIR) --store model_store
+$(MAR): $(MODEL_DIR)/posterior.pt $(MODEL_DIR)/metadata.json $(wildcard handler/*.py handler/*/*.py gp_serve/*.py) handler/model-config.yaml serving/archive.py | install
+	$(GP_SERVE) archive --model-dir $(MODEL_DIR) --store model_store
 
 $(MODEL_DIR)/metadata.json: $(MODEL_DIR)/posterior.pt
 
-## serve: install, export and archive if needed, run TorchServe in the foreground (Ctrl-C stops it)
-serve: archive
-	$(PY) -m serving.local_server serve --workdir $(SERVE_LOGS)
+SERVE_MODELS = $(if $(MODELS),--models $(MODELS))
 
-## start: run TorchServe in the background; returns once the model answers a prediction
+## serve: install, export and archive if needed, run TorchServe in the foreground (Ctrl-C stops it)
+## on every model of model_store (MODELS=a,b: those)
+serve: archive
+	$(GP_SERVE) serve --workdir $(SERVE_LOGS) $(SERVE_MODELS)
+
+## start: run TorchServe in the background; returns once every model answers a prediction
 start: archive
-	$(PY) -m serving.local_server start --workdir $(SERVE_LOGS)
+	$(GP_SERVE) start --workdir $(SERVE_LOGS) $(SERVE_MODELS)
 
 ## stop: stop the TorchServe started by `make start`
 stop:
-	$(PY) -m serving.local_server stop --workdir $(SERVE_LOGS)
+	$(GP_SERVE) stop --workdir $(SERVE_LOGS)
 
 ## predict: send a sample request to the running server (address from config.properties, the
 ## inference key from its key file)
 predict:
-	curl -sS --fail-with-body "$$($(PY) -m serving.properties inference /predictions/gp)" \
-	  -H "Authorization: Bearer $$($(PY) -m serving.auth --workdir $(SERVE_LOGS) inference)" \
+	curl -sS --fail-with-body "$$($(PY) -m gp_serve.serving.properties inference /predictions/gp)" \
+	  -H "Authorization: Bearer $$($(GP_SERVE) token --workdir $(SERVE_LOGS))" \
 	  -H 'Content-Type: application/json' \
 	  -d '{"inputs": [[0.2, 0.4], [0.6, 0.8]], "covariance": "full"}'
 	@echo
 
 ## token: print the running server's inference key (TorchServe's key file in $(SERVE_LOGS)/)
 token:
-	@$(PY) -m serving.auth --workdir $(SERVE_LOGS) inference
+	@$(GP_SERVE) token --workdir $(SERVE_LOGS)
 
 ## soak: 16 loopback clients of mixed sizes and modes for SOAK_SECONDS (default 300) against
 ## a fresh TorchServe; prints requests, errors, p50/p99 and worker RSS growth
 soak: archive
-	$(PY) -m serving.soak --seconds $(SOAK_SECONDS) --model-dir $(MODEL_DIR)
+	$(GP_SERVE) soak --seconds $(SOAK_SECONDS) --model-dir $(MODEL_DIR)
 
 .PHONY: update
 
@@ -131,7 +139,7 @@ soak: archive
 ## runs, with no failed request: register, verify, set default, drain and unregister the old
 ## (docs/serving.md, "Model updates")
 update: | install
-	$(PY) -m serving.update --model-dir $(MODEL_DIR) --workdir $(SERVE_LOGS)
+	$(GP_SERVE) update --model-dir $(MODEL_DIR) --workdir $(SERVE_LOGS)
 
 # --- docker ---
 DOCKER_IMAGE ?= gp-serve:latest
@@ -158,7 +166,7 @@ KSERVE_LAYOUT ?= build/kserve-layout
 ## kserve-layout: write the storage layout KServe mounts at /mnt/models (config/config.properties,
 ## model-store/gp.mar) to KSERVE_LAYOUT (default build/kserve-layout); see deploy/kserve/
 kserve-layout: archive
-	$(PY) -m serving.kserve_layout --mar $(MAR) --out $(KSERVE_LAYOUT)
+	$(GP_SERVE) kserve-layout --mar $(MAR) --out $(KSERVE_LAYOUT)
 
 # --- the standalone ONNX example ---
 ONNX_VENV := .venv-onnx
@@ -186,3 +194,13 @@ cpp-example: | install
 	  -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build $(CPP_EXAMPLE_BUILD) --parallel
+
+# --- help ---
+.PHONY: help
+
+## help: list the targets, each with its `## target: text` comment (and the lines it continues on)
+help:
+	@awk '/^## [A-Za-z0-9_][A-Za-z0-9_.-]*: / { sub(/^## /, ""); name = $$0; sub(/: .*/, "", name); \
+	  sub(/^[^:]*: /, ""); printf "  %-22s %s\n", name, $$0; more = 1; next } \
+	  more && /^## / { sub(/^## /, ""); printf "  %-22s %s\n", "", $$0; next } \
+	  { more = 0 }' $(MAKEFILE_LIST)

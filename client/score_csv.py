@@ -1,9 +1,9 @@
 """Score a large CSV file against a running gp-serve, in chunks, with a progress bar.
 
-    python -m client.score_csv points.csv -o scores.csv
+    gp-serve score points.csv -o scores.csv [--name gp]
 
 Each chunk of rows is sent as ``text/csv`` (with the input file's header, if any)
-to ``POST /predictions/gp``; the answers (``mean_<output>,std_<output>`` columns)
+to ``POST /predictions/<name>`` (default ``gp``); the answers (``mean_<output>,std_<output>`` columns)
 are appended to the output in order, under one header. Memory stays bounded by
 the chunk size on both sides. With token authorization on (the default), each request
 carries the inference key: ``--token``, else ``$GP_SERVE_TOKEN``, else the key file of the
@@ -30,9 +30,9 @@ DEFAULT_CHUNK_ROWS = 10_000
 TOKEN_VARIABLE = "GP_SERVE_TOKEN"
 
 
-def default_url() -> str:
-    """The ``gp`` model's prediction endpoint on the server this repository configures."""
-    return f"{address(read_properties(DEFAULT_CONFIG), 'inference', {})}/predictions/{MODEL_NAME}"
+def default_url(name: str = MODEL_NAME) -> str:
+    """Model ``name``'s prediction endpoint on the server this repository configures."""
+    return f"{address(read_properties(DEFAULT_CONFIG), 'inference', {})}/predictions/{name}"
 
 
 class ScoringError(RuntimeError):
@@ -117,24 +117,32 @@ def score_csv(
     return scored
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m client.score_csv", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The score command's options (``gp-serve score``)."""
     parser.add_argument("source", help="CSV of points (optional header of input names)")
     parser.add_argument("-o", "--output", required=True, help="where to write the scores")
-    parser.add_argument("--url", help="the prediction endpoint (default: the gp model at "
+    parser.add_argument("--name", default=MODEL_NAME,
+                        help=f"the model to score with (default: {MODEL_NAME})")
+    parser.add_argument("--url", help="the prediction endpoint (default: the --name model at "
                         "inference_address in config.properties)")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
                         help="the inference key (default: $GP_SERVE_TOKEN, else the key file "
                         f"of a server started by `make start` in {auth.DEFAULT_WORKDIR}/)")
-    args = parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options (for ``parser.error``), or None."""
     if args.chunk_rows < 1:
-        parser.error(f"--chunk-rows: expected a positive integer, got {args.chunk_rows}")
+        return f"--chunk-rows: expected a positive integer, got {args.chunk_rows}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score; 1 (``error: ...`` on stderr) if the server or a file fails."""
     try:
-        url = args.url or default_url()
+        url = args.url or default_url(args.name)
         token = args.token
         if token is None and auth.key_file(auth.DEFAULT_WORKDIR).exists():
             token = auth.read_key(auth.DEFAULT_WORKDIR, "inference")
@@ -147,6 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"scored {rows} rows into {args.output}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="gp-serve score", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        parser.error(problem)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 ``initialize`` loads the artifact through its contract (``gp_artifact``), ``predict`` maps
 `q x d` inputs to posterior tensors with the TorchScript module, and ``handle`` maps each
-request of a batch to an answer or to its own 4xx: parsing and rendering are the pure-Python
-``gp_protocol``'s. Both modules ship in the archive next to this file.
+request of a batch to an answer or to its own 4xx: it picks the request's wire format
+(``codecs.select``: JSON, CSV or the Open Inference Protocol), decodes, predicts and encodes
+with that codec, and a refusal is rendered by it too. The codecs are pure Python
+(``gp_serve.handler.codecs``); they ship in the archive with this file's package.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
+from gp_serve.handler import codecs
 from gp_serve.handler import gp_artifact
 from gp_serve.handler import gp_formats
-from gp_serve.handler import gp_protocol
-from gp_serve.handler import gp_v2
-from gp_serve.handler.gp_protocol import PredictRequest, RequestError
+from gp_serve.handler.codecs.base import Answer, Codec, Posterior, Request, ServedModel
+from gp_serve.handler.codecs.bounded_json import dumps
+from gp_serve.handler.codecs.budget import Budget, RequestError
 
 logger = logging.getLogger(__name__)
 # The request limits model-config.yaml's ``handler`` section may set, and their defaults:
-# gp_protocol.Budget's ``max_*`` fields (docs/serving.md says how they were sized).
-LIMITS = {f.name: f.default for f in dataclasses.fields(gp_protocol.Budget)
+# codecs.budget.Budget's ``max_*`` fields (docs/serving.md says how they were sized).
+LIMITS = {f.name: f.default for f in dataclasses.fields(Budget)
           if f.name.startswith("max_")}
 
 
@@ -36,13 +39,14 @@ def _has_body(row: dict) -> bool:
 
 
 def _array(values: Tensor):
-    """A tensor as the C-contiguous numpy array the protocol's encoder takes (no copy if
+    """A tensor as the C-contiguous numpy array the codecs' encoders take (no copy if
     already contiguous)."""
     return values.contiguous().numpy()
 
 
 class GPHandler(BaseHandler):
-    """Answers ``POST /predictions/<model>`` with the GP posterior (JSON or CSV)."""
+    """Answers ``POST /predictions/<model>`` (JSON, CSV) and ``POST /v2/models/<model>/infer``
+    (the Open Inference Protocol) with the GP posterior."""
 
     def initialize(self, context: Any) -> None:
         """Read the handler settings and load ``metadata.json`` and the posterior in the
@@ -74,7 +78,7 @@ class GPHandler(BaseHandler):
             logger.error("%s %r: %s", gp_artifact.LOAD_ERROR_MARKER, context.model_name, reason)
             raise RuntimeError(reason) from e  # (TorchServe logs it again, with a traceback)
         document = self.metadata.document
-        self.budget = gp_protocol.Budget(
+        self.budget = Budget(
             self.metadata.input_names, self.metadata.output_names, **self.limits,
             correlated_outputs=bool(document.get("correlated_outputs", True)),
             mixture_samples=self.metadata.mixture_samples)
@@ -152,75 +156,62 @@ class GPHandler(BaseHandler):
         """
         serving = {"max_full_covariance_points": self.max_full_points, **self.limits,
                    "chunk_rows": self.chunk_rows, "format": self.format}
-        return gp_protocol.dumps({**self.metadata.document, "serving": serving})
+        return dumps({**self.metadata.document, "serving": serving})
 
     def _answer(self, idx: int, row: dict) -> bytes:
+        """One request's answer: select its codec, decode, predict, encode.
+
+        A `RequestError` (400, 413) is answered by the selected codec's ``error``, or by
+        JSON's if it came before one was selected; anything else is a 500 in JSON's form.
+        """
         headers = self.context.get_all_request_header(idx)
-        content_type, v2 = gp_protocol.JSON_TYPE, False
+        codec: Codec = codecs.JSON
         try:
-            body = gp_protocol.request_body(row)[1]
-            v2 = gp_v2.has_header(headers)  # (errors in the v2 form from here on)
-            parts = gp_v2.split(body, headers, self.budget)
-            v2 = parts is not None
+            codec = codecs.select(row, headers, self.budget)
+            request = codec.decode(codecs.request_body(row)[1], headers, self.budget)
             with torch.inference_mode():
-                if v2:
-                    answer, content_type = self._v2(idx, gp_v2.parse_decoded(
-                        *parts, self.budget))
-                else:
-                    request = gp_protocol.parse_request(row, headers, self.budget)
-                    X = torch.tensor(request.points, dtype=torch.float64)
-                    if request.envelope == "csv":
-                        answer, content_type = self._csv(X), gp_protocol.CSV_TYPE
-                    else:
-                        answer = self._json(X, request)
+                posterior = self._posterior(request, codec.chunked)
+            answer = codec.encode(request, posterior, self._served())
+            for name, value in answer.headers.items():
+                self.context.set_response_header(idx, name, value)
         except RequestError as e:
-            answer = (gp_v2.render_error(str(e)) if v2
-                      else gp_protocol.render_error(str(e), e.status))
+            answer = Answer(*codec.error(str(e), e.status))
             self.context.set_response_status(e.status, HTTPStatus(e.status).phrase, idx)
         except Exception as e:  # noqa: BLE001 - one request's failure must not fail its batch
             logger.exception("prediction failed")
-            answer = gp_protocol.render_error(f"internal error: {type(e).__name__}: {e}", 500)
+            answer = Answer(*codecs.JSON.error(f"internal error: {type(e).__name__}: {e}", 500))
             self.context.set_response_status(500, "Internal Server Error", idx)
-        self.context.set_response_content_type(idx, content_type)
-        return answer
+        self.context.set_response_content_type(idx, answer.content_type)
+        return answer.body
+
+    def _posterior(self, request: Request, chunked: bool) -> Posterior:
+        """``request``'s posterior as the codecs take it (numpy), with the indices of its
+        points outside the training bounds.
+
+        Args:
+            request: The decoded request (`q x d` points, covariance mode, noise).
+            chunked: Predict `chunk_rows` points at a time, without covariance, naming the
+                non-finite points of the first chunk that has any (the CSV codec's rows).
+        """
+        X = torch.as_tensor(request.points, dtype=torch.float64)
+        noisy = request.observation_noise
+        if chunked:
+            parts = [self.predict(X[start : start + self.chunk_rows], False, noisy, start)
+                     for start in range(0, X.size(0), self.chunk_rows)]
+            mean, variance = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            std = torch.cat([p[1].sqrt() for p in parts])  # (torch's sqrt, chunk by chunk)
+            covariance = None
+        else:
+            mean, variance, covariance = self.predict(X, request.covariance == "full", noisy)
+            std = variance.sqrt()
+        return Posterior(_array(mean), _array(variance), _array(std),
+                         None if covariance is None else _array(covariance), self._outside(X))
+
+    def _served(self) -> ServedModel:
+        """The facts of the served model an answer names."""
+        return ServedModel(self.context.model_name, self.version, self.metadata.output_names,
+                           self.metadata.covariance_layout)
 
     def _outside(self, X: Tensor) -> list[int]:
         """Indices of the points outside the training bounds."""
         return ((X < self.lower) | (X > self.upper)).any(dim=-1).nonzero().flatten().tolist()
-
-    def _json(self, X: Tensor, request: PredictRequest) -> bytes:
-        mean, variance, covariance = self.predict(
-            X, request.covariance == "full", request.observation_noise)
-        return gp_protocol.render_json(
-            request, model=self.context.model_name, version=self.version,
-            output_names=self.metadata.output_names,
-            covariance_layout=self.metadata.covariance_layout, mean=_array(mean),
-            variance=_array(variance), extrapolation=self._outside(X),
-            covariance=None if covariance is None else _array(covariance))
-
-    def _v2(self, idx: int, request: gp_v2.InferRequest) -> tuple[bytes, str]:
-        """An Open Inference Protocol answer (JSON, or JSON plus binary tensors)."""
-        X = torch.from_numpy(request.points)
-        mean, variance, covariance = self.predict(
-            X, request.covariance == "full", request.observation_noise)
-        tensors = {"mean": _array(mean), "variance": _array(variance)}
-        if covariance is not None:
-            tensors["covariance"] = _array(covariance)
-        parameters = {"outputs": self.metadata.output_names,
-                      "covariance_layout": self.metadata.covariance_layout,
-                      "observation_noise": request.observation_noise,
-                      "extrapolation": self._outside(X)}
-        body, length = gp_v2.render(request, tensors, model=self.context.model_name,
-                                    version=self.version, parameters=parameters)
-        if length is None:
-            return body, gp_protocol.JSON_TYPE
-        self.context.set_response_header(idx, gp_v2.HEADER_LENGTH, str(length))
-        return body, gp_v2.BINARY_TYPE
-
-    def _csv(self, X: Tensor) -> bytes:
-        """``mean_<output>,std_<output>`` rows, `chunk_rows` points at a time."""
-        parts = [gp_protocol.csv_header(self.metadata.output_names)]
-        for start in range(0, X.size(0), self.chunk_rows):
-            mean, variance, _ = self.predict(X[start : start + self.chunk_rows], False, False, start)
-            parts.append(gp_protocol.csv_rows(_array(torch.stack([mean, variance.sqrt()], -1).flatten(1))))
-        return b"".join(parts)

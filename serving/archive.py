@@ -98,19 +98,18 @@ def build_archive(
 def stage_serving_package(staging: Path) -> Path:
     """Copy the serving side into ``<staging>/package/gp_serve/`` as the archive ships it.
 
-    ``gp_serve/__init__.py`` (lazy: it imports nothing from the export stage) and every
-    module of ``gp_serve/handler/``; no ``__pycache__``, no ``model-config.yaml`` (TorchServe
-    reads that from ``--config-file``).
+    ``gp_serve/__init__.py`` (lazy: it imports nothing from the export stage) and the whole
+    ``gp_serve/handler/`` folder, its subpackages (``codecs/``) included; no ``__pycache__``,
+    no ``model-config.yaml`` (TorchServe reads that from ``--config-file``).
 
     Returns:
         ``<staging>/package``, the folder whose contents go to the archive's root.
     """
     root = staging / "package"
-    target = root / "gp_serve" / "handler"
-    target.mkdir(parents=True)
+    (root / "gp_serve").mkdir(parents=True)
     shutil.copy2(Path(gp_serve.__file__), root / "gp_serve" / "__init__.py")
-    for module in sorted(HANDLER_DIR.glob("*.py")):
-        shutil.copy2(module, target / module.name)
+    shutil.copytree(HANDLER_DIR, root / "gp_serve" / "handler",
+                    ignore=shutil.ignore_patterns("__pycache__", MODEL_CONFIG.name))
     return root
 
 
@@ -129,15 +128,21 @@ def served_format(model_config: str | Path) -> str:
     return served
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gp-serve archive", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True, type=Path)
-    parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument("--name", default=MODEL_NAME)
-    parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path)
-    parser.add_argument("--version", default="1.0")
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The archive command's options (``gp-serve archive``)."""
+    parser.add_argument("--model-dir", required=True, type=Path,
+                        help="the exported artifact (posterior.pt, metadata.json)")
+    parser.add_argument("--store", required=True, type=Path,
+                        help="the model store to write <name>.mar to (created if missing)")
+    parser.add_argument("--name", default=MODEL_NAME,
+                        help=f"the model name TorchServe serves it under (default: {MODEL_NAME})")
+    parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path,
+                        help="the model-config.yaml (workers, batching, handler limits)")
+    parser.add_argument("--version", default="1.0", help="the model version (default: 1.0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the archive; 2 (``error: ...`` on stderr) if the artifact is refused."""
     try:
         path = build_archive(args.model_dir, args.store, args.name, args.model_config,
                              args.version)
@@ -146,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gp-serve archive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ management API (REST and gRPC: scale, register, unregister, set-default, workflo
 metrics API takes no key. Only a process that can read the file (its owner, or root) has
 the keys; a key expires after ``token_expiration_min`` minutes.
 
-    python -m serving.auth [--workdir logs] inference|management
+    gp-serve token [--workdir logs] [inference|management]
 
-prints a key, for shell use (``curl -H "Authorization: Bearer $(...)"``). Standard library only:
+(``make token``) prints a key (default: the inference key), for shell use (``curl -H "Authorization: Bearer $(...)"``). Standard library only:
 it also runs inside the serving image (the healthcheck).
 """
 
@@ -85,19 +85,29 @@ def headers(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> dict[s
     return {"Authorization": f"Bearer {read_key(workdir, api, wait_s)}"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.auth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The token command's options (``gp-serve token``)."""
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                        help="TorchServe's working directory")
-    parser.add_argument("api", choices=APIS)
-    args = parser.parse_args(argv)
+                        help=f"TorchServe's working directory (default: {DEFAULT_WORKDIR})")
+    parser.add_argument("api", nargs="?", choices=APIS, default="inference",
+                        help="whose key (default: inference)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the key; 1 (``error: ...`` on stderr) if it cannot be read."""
     try:
         print(read_key(args.workdir, args.api))
     except AuthError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.auth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

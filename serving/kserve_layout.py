@@ -1,6 +1,6 @@
 """The storage layout KServe's TorchServe runtime mounts at ``/mnt/models``.
 
-    python -m serving.kserve_layout --mar model_store/gp.mar --out DIR   # make kserve-layout
+    gp-serve kserve-layout --mar model_store/gp.mar --out DIR   # make kserve-layout
 
 writes ``DIR/config/config.properties`` and ``DIR/model-store/gp.mar``, the layout KServe's
 ``pytorch`` runtime (and ours, ``deploy/kserve/servingruntime.yaml``) starts TorchServe on:
@@ -92,12 +92,15 @@ def write_layout(mar: Path, out: Path, source: Path = DEFAULT_CONFIG) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.kserve_layout",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mar", type=Path, default=Path("model_store/gp.mar"))
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The kserve-layout command's options (``gp-serve kserve-layout``)."""
+    parser.add_argument("--mar", type=Path, default=Path("model_store/gp.mar"),
+                        help="the model archive (default: model_store/gp.mar)")
+    parser.add_argument("--out", type=Path, required=True, help="the layout's root")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the layout and list its files; 2 (``error: ...``) if the archive is missing."""
     try:
         out = write_layout(args.mar, args.out)
     except FileNotFoundError as e:
@@ -106,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gp-serve kserve-layout",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

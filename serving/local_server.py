@@ -1,9 +1,14 @@
-"""Run a local TorchServe for the GP model: start, wait until it answers, stop.
+"""Run a local TorchServe for the GP models of a model store: start, wait until they answer, stop.
 
-Used by the Make targets (``python -m serving.local_server serve|start|stop``), the
-serving tests, the soak and the benchmarks. Every instance keeps its pid file, worker sockets
-and extracted archives in its own ``<workdir>/tmp`` and its logs in ``<workdir>``,
-so several instances (tests, benchmark, ``make start``) never collide.
+    gp-serve serve|start|stop [--model-store model_store] [--models a,b] [--workdir logs]
+                              [--config config.properties]
+
+Used by the Make targets (``make serve|start|stop``: the store's ``gp``), the serving tests,
+the soak and the benchmarks. An instance serves every ``<name>.mar`` of its store under
+``<name>`` (or the ones ``--models`` names), and is ready once each of them answers a
+prediction. Every instance keeps its pid file, worker sockets and extracted archives in its
+own ``<workdir>/tmp`` and its logs in ``<workdir>``, so several instances (tests, benchmark,
+``make start``) never collide.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
@@ -23,8 +31,8 @@ import requests
 from gp_serve.handler import gp_artifact
 from gp_serve.serving import auth
 from gp_serve.serving.archive import MODEL_NAME
-from gp_serve.serving.properties import (DEFAULT_CONFIG, address, allowed_store_urls, read_properties,
-                                write_properties)
+from gp_serve.serving.properties import (DEFAULT_CONFIG, ConfigError, address, allowed_store_urls,
+                                         read_properties, write_properties)
 
 READY_TIMEOUT_S = 180.0
 # A benchmark's throwaway loopback server runs without token authorization, so that its load
@@ -35,6 +43,51 @@ BENCHMARK_SETTINGS = {"disable_token_authorization": "true", "job_queue_size": "
 MODEL_LOG = "model_log.log"
 # The config an instance runs with, written into its workdir (`LocalTorchServe`).
 CONFIG_FILE = "ts-config.properties"
+ARCHIVE_SUFFIX = ".mar"
+
+
+class StoreError(ValueError):
+    """The model store holds no archive to serve, or not one that was asked for."""
+
+
+def store_models(store: str | os.PathLike,
+                 models: str | Sequence[str] | None = None) -> dict[str, str]:
+    """The models to serve from ``store``: each name and its archive's file name.
+
+    Args:
+        store: The model store.
+        models: None: every ``<name>.mar`` in ``store``, sorted by name (the
+            ``<name>.<version>.mar`` files ``gp-serve update`` writes are versions of
+            ``<name>``, not models of their own: left out). Else entries (a string of them
+            separated by commas or spaces, or a sequence): a name, served from
+            ``<name>.mar``, or TorchServe's ``name=file.mar``.
+
+    Raises:
+        StoreError: If there is no archive to serve, or an entry's archive is missing.
+    """
+    store = Path(store)
+    archives = sorted(p.name for p in store.glob(f"*{ARCHIVE_SUFFIX}") if p.is_file())
+    if models is None:
+        chosen = {name[:-len(ARCHIVE_SUFFIX)]: name for name in archives
+                  if "." not in name[:-len(ARCHIVE_SUFFIX)]}
+        if not chosen:
+            raise StoreError(
+                f"{store}: expected model archives (<name>{ARCHIVE_SUFFIX}), got "
+                f"{archives or 'none'}; build one with `gp-serve archive` (make archive)"
+                + (", or name a versioned one with --models" if archives else ""))
+        return chosen
+    entries = re.split(r"[,\s]+", models.strip()) if isinstance(models, str) else list(models)
+    chosen = {}
+    for entry in filter(None, entries):
+        name, _, archive = entry.partition("=")
+        archive = archive or f"{name}{ARCHIVE_SUFFIX}"
+        if archive not in archives:
+            raise StoreError(f"model {name!r}: expected {store / archive}, got no such file "
+                             f"(archives there: {archives or 'none'})")
+        chosen[name] = archive
+    if not chosen:
+        raise StoreError(f"models: expected model names, got {models!r}")
+    return chosen
 
 
 def free_ports(count: int) -> list[int]:
@@ -97,12 +150,14 @@ def load_errors(log: Path, offset: int = 0) -> list[str]:
 
 
 class LocalTorchServe:
-    """One TorchServe process serving ``gp`` from a model store on loopback.
+    """One TorchServe process serving the models of a model store on loopback.
 
     Attributes:
         inference_url: The inference API's base URL (from the config).
         management_url: The management API's.
         metrics_url: The metrics API's.
+        served: Each model it serves and its archive (`store_models`), fixed by `start`;
+            None before.
     """
 
     def __init__(
@@ -110,18 +165,20 @@ class LocalTorchServe:
         config: str | os.PathLike,
         model_store: str | os.PathLike,
         workdir: str | os.PathLike,
-        models: str = f"{MODEL_NAME}={MODEL_NAME}.mar",
+        models: str | Sequence[str] | None = None,
     ) -> None:
         """
         Args:
             config: The ``config.properties`` to run with.
             model_store: The folder holding the ``.mar`` files.
             workdir: Where logs (and ``tmp/``: pid file, sockets) go.
-            models: TorchServe's ``--models`` argument (space-separated list).
+            models: Which models to serve (`store_models`; default: every ``<name>.mar``
+                in the store), read when it starts.
         """
         self.model_store = Path(model_store).resolve()
         self.workdir = Path(workdir).resolve()
-        self.models = models.split()
+        self.models = models
+        self.served: dict[str, str] | None = None
         properties = read_properties(config)
         # What it runs with: ``config`` with the store and the only URLs it may register from
         # anchored to this instance's absolute model store.
@@ -149,9 +206,23 @@ class LocalTorchServe:
         return auth.headers(self.workdir, api, wait_s=auth.WAIT_S)
 
     @property
+    def model_names(self) -> list[str]:
+        """The models it serves (once started) or would serve (`store_models`).
+
+        Raises:
+            StoreError: If it is not started and the store holds none to serve.
+        """
+        return list(self.served if self.served is not None
+                    else store_models(self.model_store, self.models))
+
+    def prediction_url(self, model: str = MODEL_NAME) -> str:
+        """The prediction endpoint of ``model``."""
+        return f"{self.inference_url}/predictions/{model}"
+
+    @property
     def predict_url(self) -> str:
         """The prediction endpoint of the ``gp`` model."""
-        return f"{self.inference_url}/predictions/{MODEL_NAME}"
+        return self.prediction_url()
 
     def _env(self) -> dict[str, str]:
         tmp = self.workdir / "tmp"
@@ -167,7 +238,8 @@ class LocalTorchServe:
         torchserve = str(Path(sys.executable).with_name("torchserve"))
         return [
             torchserve, *flags, "--ncs", "--model-store", str(self.model_store),
-            "--models", *self.models, "--ts-config", str(self.config),
+            "--models", *(f"{name}={archive}" for name, archive in self.served.items()),
+            "--ts-config", str(self.config),
         ]
 
     def start(self, foreground: bool = False) -> None:
@@ -179,8 +251,10 @@ class LocalTorchServe:
                 stops it cleanly (`stop`).
 
         Raises:
+            StoreError: If the store holds no model to serve (nothing is started).
             RuntimeError: If the launcher fails.
         """
+        self.served = store_models(self.model_store, self.models)
         env = self._env()
         auth.key_file(self.workdir).unlink(missing_ok=True)  # (a stale one: wait for the new)
         log = self.workdir / MODEL_LOG
@@ -244,7 +318,7 @@ class LocalTorchServe:
                 the handler's reason) or does not answer in time; the message ends with
                 the tail of its logs.
         """
-        url = f"{self.inference_url}/predictions/{model}"
+        url = self.prediction_url(model)
         deadline = time.monotonic() + timeout
         error = "no answer yet"
         while time.monotonic() < deadline:
@@ -272,6 +346,17 @@ class LocalTorchServe:
         raise RuntimeError(f"the model did not answer at {url}: {error}\n"
                            + self.log_tail())
 
+    def wait_models(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait until every model it serves answers (`wait_ready`), within ``timeout`` seconds
+        in all.
+
+        Raises:
+            RuntimeError: As `wait_ready`, for the first model that fails.
+        """
+        deadline = time.monotonic() + timeout
+        for name in self.model_names:
+            self.wait_ready(max(deadline - time.monotonic(), 1.0), model=name)
+
     def stop(self) -> None:
         """Stop this instance (``torchserve --stop`` on its own pid file) and wait."""
         subprocess.run(
@@ -296,28 +381,59 @@ class LocalTorchServe:
         return "\n".join(parts) or f"(no logs in {self.workdir})"
 
     def examples(self) -> str:
-        """Ready-to-paste curl commands for this instance."""
-        url = self.predict_url
+        """Ready-to-paste commands for each model it serves (which must answer: the sample
+        points come from each model's metadata)."""
+        command = _gp_serve_command()
+        workdir = ("" if _short(self.workdir) == auth.DEFAULT_WORKDIR
+                   else f" --workdir {shlex.quote(_short(self.workdir))}")
         json_type = "-H 'Content-Type: application/json'"
         lines = []
         token = management = ""
         if self.token_auth:
-            auth_command = f"{_short(sys.executable)} -m serving.auth"
-            if _short(self.workdir) != auth.DEFAULT_WORKDIR:
-                auth_command += f" --workdir {_short(self.workdir)}"
-            lines.append(f"TOKEN=$({auth_command} inference)")
+            lines.append(f"TOKEN=$({command} token{workdir})")
             token = ' -H "Authorization: Bearer $TOKEN"'
-            management = f' -H "Authorization: Bearer $({auth_command} management)"'
-        return "\n".join([
-            *lines,
-            f"curl -s {url}{token} {json_type} -d '{{\"inputs\": [[0.2, 0.4], [0.6, 0.8]]}}'",
-            f"curl -s {url}{token} {json_type} -d '{{\"inputs\": [[0.2, 0.4]], \"covariance\": \"diag\"}}'",
-            f"curl -s {url}{token} {json_type} -d '{{\"instances\": [{{\"x1\": 0.2, \"x2\": 0.4}}]}}'",
-            "printf 'x1,x2\\n0.2,0.4\\n0.6,0.8\\n' > points.csv",
-            f"curl -s --data-binary @points.csv{token} -H 'Content-Type: text/csv' {url} > scores.csv",
-            f"curl -s '{self.management_url}/models/{MODEL_NAME}?customized=true'{management}",
-            f"curl -s {self.metrics_url}/metrics | head",
-        ])
+            management = f' -H "Authorization: Bearer $({command} token{workdir} management)"'
+        for name in self.model_names:
+            metadata = self.metadata(name)
+            url = self.prediction_url(name)
+            points = _sample_points(metadata)
+            instance = dict(zip(metadata.input_names, points[0]))
+            csv = "".join(f"{','.join(map(str, row))}\\n"
+                          for row in [metadata.input_names, *points])
+            post = f"curl -s {url}{token} {json_type} -d"
+            lines += [
+                f"# {name}: inputs {', '.join(metadata.input_names)}; outputs "
+                f"{', '.join(metadata.output_names)}",
+                f"{post} {_body(inputs=points)}",
+                f"{post} {_body(inputs=points[:1], covariance='diag')}",
+                f"{post} {_body(instances=[instance])}",
+                f"printf {shlex.quote(csv)} > points.csv",
+                f"curl -s --data-binary @points.csv{token} -H 'Content-Type: text/csv' {url} "
+                "> scores.csv",
+                f"curl -s '{self.management_url}/models/{name}?customized=true'{management}",
+                f"{command} describe --name {name}{workdir}",
+            ]
+        lines.append(f"curl -s {self.metrics_url}/metrics | head")
+        return "\n".join(lines)
+
+
+def _sample_points(metadata: gp_artifact.Metadata) -> list[list[float]]:
+    """Two points inside the training box (a quarter and three quarters along each input),
+    to 3 significant digits."""
+    return [[float(f"{lower + share * (upper - lower):.3g}")
+             for lower, upper in metadata.input_bounds] for share in (0.25, 0.75)]
+
+
+def _body(**document) -> str:
+    """``document`` as JSON, quoted for a shell."""
+    return shlex.quote(json.dumps(document))
+
+
+def _gp_serve_command() -> str:
+    """How to run ``gp-serve`` here: the console script beside this interpreter, else
+    ``python -m gp_serve``."""
+    script = Path(sys.executable).with_name("gp-serve")
+    return _short(script) if script.exists() else f"{_short(sys.executable)} -m gp_serve"
 
 
 def _short(path: str | os.PathLike) -> str:
@@ -326,12 +442,16 @@ def _short(path: str | os.PathLike) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
+def _serving(server: LocalTorchServe) -> str:
+    return ", ".join(f"'{name}'" for name in server.model_names)
+
+
 def _serve(server: LocalTorchServe) -> int:
     server.start(foreground=True)
     code = 1
     try:
-        server.wait_ready()
-        print(f"TorchServe is serving '{MODEL_NAME}' (logs in {server.workdir}). "
+        server.wait_models()
+        print(f"TorchServe is serving {_serving(server)} (logs in {server.workdir}). "
               f"Try:\n\n{server.examples()}\n\nCtrl-C stops it.", flush=True)
         code = server.process.wait()
     except KeyboardInterrupt:
@@ -348,30 +468,46 @@ def _serve(server: LocalTorchServe) -> int:
 def _start(server: LocalTorchServe) -> int:
     if server.pid() is not None:
         print(f"error: TorchServe is already running (pid {server.pid()}); "
-              "run `make stop` first", file=sys.stderr)
+              "run `gp-serve stop` (make stop) first", file=sys.stderr)
         return 1
     try:
         server.start()
-        server.wait_ready()
+        server.wait_models()
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         server.stop()
         return 1
-    print(f"TorchServe is serving '{MODEL_NAME}' (pid {server.pid()}, logs in "
+    print(f"TorchServe is serving {_serving(server)} (pid {server.pid()}, logs in "
           f"{server.workdir}). Try:\n\n{server.examples()}\n")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.local_server {serve,start,stop}``."""
-    parser = argparse.ArgumentParser(prog="python -m serving.local_server", description=__doc__)
-    parser.add_argument("action", choices=["serve", "start", "stop"])
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--model-store", default="model_store")
-    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR)
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve, start and stop commands' options (``gp-serve serve|start|stop``)."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="the TorchServe config to run with (default: the repository's "
+                        "config.properties)")
+    parser.add_argument("--model-store", default="model_store",
+                        help="the folder of model archives (default: model_store)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated names of the models to serve, each from "
+                        "<store>/<name>.mar (default: every <name>.mar in the store)")
+    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR,
+                        help="where its logs, keys and pid file go (default: "
+                        f"{auth.DEFAULT_WORKDIR})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``args.action`` (serve, start, stop). Exit status 0, 1 if TorchServe fails (or, for
+    start, is already running), 2 if the config or the store is refused."""
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    server = LocalTorchServe(args.config, args.model_store, args.workdir)
+    try:
+        server = LocalTorchServe(args.config, args.model_store, args.workdir, args.models)
+        if args.action != "stop":  # (a store with nothing to serve: refused before starting)
+            store_models(server.model_store, server.models)
+    except (ConfigError, StoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.action == "serve":
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.default_int_handler)
@@ -384,6 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     server.stop()
     print("TorchServe has stopped.")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gp_serve.serving.local_server {serve,start,stop}`` (``gp-serve serve``)."""
+    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.local_server",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["serve", "start", "stop"])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ CSV client's default, ``make predict``, the tests) reads it here from the config
 the ports are written once, in ``config.properties``. Standard library only: it also runs
 inside the serving image (the healthcheck).
 
-    python -m serving.properties [--config FILE] inference|management|metrics [PATH]
+    python -m gp_serve.serving.properties [--config FILE] inference|management|metrics [PATH]
 
 prints an address (with ``PATH`` appended), for shell use.
 """
@@ -110,19 +110,30 @@ def port(properties: dict[str, str], api: str) -> int:
     return urlsplit(address(properties, api, environ={})).port or 80
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.properties", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The address command's options."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="the TorchServe config (default: the repository's)")
     parser.add_argument("api", choices=APIS)
-    parser.add_argument("path", nargs="?", default="")
-    args = parser.parse_args(argv)
+    parser.add_argument("path", nargs="?", default="", help="appended to the address")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the address; 1 (``error: ...`` on stderr) if the config does not define it."""
     try:
         print(address(read_properties(args.config), args.api) + args.path)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.properties",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Soak: many loopback clients of mixed sizes and modes against a real TorchServe, for a while.
 
-    python -m serving.soak [--seconds 300] [--clients 16] [--model-dir build/model]
+    gp-serve soak [--seconds 300] [--clients 16] [--model-dir build/model]
 
 (``make soak``.) Archives the exported model, serves it with a fresh TorchServe on free
 127.0.0.1 ports, warms it up, then lets ``--clients`` threads send a seeded mix of JSON
@@ -172,13 +172,18 @@ def soak(server: LocalTorchServe, module, seconds: float, clients: int = 16,
     return SoakReport(load, elapsed, before, after)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=300.0)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--model-dir", type=Path, default=Path("build/model"))
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The soak command's options (``gp-serve soak``)."""
+    parser.add_argument("--seconds", type=float, default=300.0,
+                        help="how long the clients send (default: 300)")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="concurrent loopback clients (default: 16)")
+    parser.add_argument("--model-dir", type=Path, default=Path("build/model"),
+                        help="the exported artifact to serve (default: build/model)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Soak and print the report; 1 on any error, a worker restart or memory growth."""
     module = torch.jit.load(gp_artifact.check_posterior(args.model_dir))
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="gp-soak-") as tmp:
@@ -196,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gp-serve soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

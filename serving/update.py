@@ -1,8 +1,7 @@
 """Serve a new artifact as a new version of the running model, with zero failed requests.
 
-    python -m serving.update --model-dir NEWDIR [--workdir logs] [--store DIR] [--name gp]
-                             [--version V] [--model-config handler/model-config.yaml]
-                             [--timeout 300]
+    gp-serve update --model-dir NEWDIR [--workdir logs] [--store DIR] [--name gp]
+                    [--version V] [--model-config handler/model-config.yaml] [--timeout 300]
 
 (``make update MODEL_DIR=...``.) Against the TorchServe started in ``--workdir`` (``make
 start``; its addresses come from ``<workdir>/ts-config.properties``, its keys from
@@ -562,22 +561,25 @@ def rollback(server: Server, name: str, version: str, old_default: str | None, t
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.update", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The update command's options (``gp-serve update``)."""
     parser.add_argument("--model-dir", required=True, type=Path,
                         help="the new artifact (posterior.pt, metadata.json)")
     parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR, type=Path,
                         help="the running TorchServe's working directory")
     parser.add_argument("--store", type=Path, default=None,
                         help="its model store (default: the one its config names)")
-    parser.add_argument("--name", default=MODEL_NAME)
+    parser.add_argument("--name", default=MODEL_NAME, help="the model to update")
     parser.add_argument("--version", default=None,
                         help="the new version (default: the next major after the default's)")
     parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path)
     parser.add_argument("--timeout", default=TIMEOUT_S, type=float,
                         help="seconds for each wait (registration and verification, drain)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Update; exit status 0, 2 (refused, nothing changed), 1 (rolled back) or 3 (an old
+    version is left registered), with ``error: ...`` on stderr."""
     try:
         update(args.model_dir, args.workdir, args.store, args.name, args.version,
                args.model_config, args.timeout)
@@ -591,6 +593,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: update failed: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gp-serve update", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

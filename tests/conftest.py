@@ -8,7 +8,6 @@ Everything is imported as the installed package names it (``gp_serve.handler.gp_
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -9,7 +9,7 @@ data and seed), with one torch thread; with ``GP_PEER_STATE_DICT=<path>`` it loa
 ``state_dict`` into the same model instead of keeping its own fit. Predictions are eager
 ``model.posterior(X)`` under ``torch.no_grad()``.
 
-The contract is gp-serve's at a basic level (see ``handler/gp_protocol.py``):
+The contract is gp-serve's at a basic level (see ``handler/codecs/``):
 
 - ``POST /predictions/gp`` with JSON ``{"inputs": [[x1, x2], ...], "covariance":
   "full"|"diag"|"none", "observation_noise": bool}`` (validated by a pydantic model from the

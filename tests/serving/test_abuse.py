@@ -24,8 +24,8 @@ import requests
 import torch
 
 from gp_serve.handler import gp_artifact
-from gp_serve.handler import gp_v2
-from gp_serve.handler.gp_protocol import Budget, RequestError, parse_request
+from gp_serve.handler.codecs import decode_request, v2
+from gp_serve.handler.codecs.budget import Budget, RequestError
 from gp_serve.serving.local_server import LocalTorchServe
 from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 from tests.conftest import write_model_config
@@ -58,13 +58,9 @@ def budget(exported: Exported, **limits) -> Budget:
 
 
 def oracle(body: bytes, headers: dict, exported: Exported, **limits) -> RequestError:
-    """The protocol module's refusal of ``body`` in process (the message the server must give)."""
+    """The codecs' refusal of ``body`` in process (the message the server must give)."""
     try:
-        if any(name.lower() == gp_v2.HEADER_LENGTH.lower() for name in headers) or (
-                b'"datatype"' in body[:200]):
-            gp_v2.parse_request(body, headers, budget(exported, **limits))
-        else:
-            parse_request({"body": body}, headers, budget(exported, **limits))
+        decode_request({"body": body}, headers, budget(exported, **limits))
     except RequestError as e:
         return e
     raise AssertionError("the body was accepted in process")
@@ -104,7 +100,7 @@ def maximal_bodies() -> dict[str, tuple[bytes, dict]]:
                            b"]}", size), {}),
         "list": (fill(b"[", b"[0.5,0.5]", b"]", size), {}),
         "v2-json": (v2_json, {}),
-        "v2-binary": (header + bytes(16 * q), {gp_v2.HEADER_LENGTH: str(len(header))}),
+        "v2-binary": (header + bytes(16 * q), {v2.HEADER_LENGTH: str(len(header))}),
         "csv": (b"x1,x2\n" + b"0,0\n" * ((size - 6) // 4), {"Content-Type": "text/csv"}),
     }
 
@@ -212,7 +208,7 @@ def test_huge_keys_and_header_cells_get_short_errors(abuse) -> None:
 ])
 def test_odd_header_lengths_are_400(abuse, value: str, error: str) -> None:
     body = b'{"inputs": [{"name": "X"}]}'.ljust(64, b" ")
-    response, _ = post(abuse, body, {gp_v2.HEADER_LENGTH: value})
+    response, _ = post(abuse, body, {v2.HEADER_LENGTH: value})
     assert response.status_code == 400
     assert response.json() == {"error": error}
 

@@ -7,7 +7,7 @@ surrogates, binary), each with a content type drawn from a wide list. For every 
 
 - the status is never 5xx;
 - an error is a JSON ``{"error", "code"}`` with ``code`` equal to the status, and its
-  message is exactly the one the protocol module gives for that body in process (so the
+  message is exactly the one the codecs give for that body in process (so the
   rule that fired is the rule that was broken);
 - a 200 answer equals the in-process TorchScript module's (<= 1e-9 relative).
 
@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from gp_serve.handler import gp_artifact
-from gp_serve.handler.gp_protocol import Budget, RequestError, parse_request
+from gp_serve.handler.codecs import decode_request
+from gp_serve.handler.codecs.budget import Budget, RequestError
 from gp_serve.serving.local_server import LocalTorchServe
 from tests.serving.conftest import Exported
 from tests.serving.test_server import TOLERANCE, relative_error, worker_pids
@@ -156,12 +157,12 @@ content_types = st.sampled_from(RAW_TYPES + FORM_TYPES)
 
 
 def expected(body: bytes, content_type: str | None, exported: Exported):
-    """The protocol module's verdict in process: a RequestError, or the parsed request (with
+    """The codecs' verdict in process: a RequestError, or the parsed request (with
     the served model's budget: the default limits, a SingleTaskGP's independent outputs)."""
     headers = {} if content_type is None else {"Content-Type": content_type}
     budget = Budget(exported.input_names, exported.output_names, correlated_outputs=False)
     try:
-        return parse_request({"body": body}, headers, budget)
+        return decode_request({"body": body}, headers, budget)
     except RequestError as e:
         return e
 

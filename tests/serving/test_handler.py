@@ -153,6 +153,33 @@ def test_non_finite_posterior_names_rows_of_the_whole_csv(handler: GPHandler) ->
         "the posterior is not finite at points [2, 3] (first 10)")
 
 
+def test_each_request_is_answered_by_its_codec(handler: GPHandler, module) -> None:
+    """v2 errors are v2's (no ``code``) once the v2 header or body is recognised; a request
+    refused before a codec is selected (a form, even with the v2 header) is answered in JSON."""
+    tensor = {"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [0.2, 0.4]}
+    v2_body = json.dumps({"inputs": [tensor], "outputs": [{"name": "mean"}]}).encode()
+    float32 = json.dumps({"inputs": [{**tensor, "datatype": "FP32"}]}).encode()
+    length = {"Inference-Header-Content-Length": "9999"}
+    context = FakeContext(Path("."), [{}, length, {"Content-Type": "text/csv"}, length])
+    rows = [{"body": v2_body}, {"body": v2_body}, {"body": float32}, {"a": b"1", "b": b"2"}]
+    answers = handler.handle(rows, context)
+    assert context.statuses == {1: (400, "Bad Request"), 2: (400, "Bad Request"),
+                                3: (400, "Bad Request")}
+    assert set(context.content_types.values()) == {"application/json"}
+    mean, _ = module.mean_var(torch.tensor([[0.2, 0.4]], dtype=torch.float64))
+    assert json.loads(answers[0])["outputs"] == [
+        {"name": "mean", "datatype": "FP64", "shape": [1, 2], "data": mean.flatten().tolist()}]
+    assert json.loads(answers[1]) == {"error": (
+        "Inference-Header-Content-Length: expected a JSON header length between 1 and the "
+        f"body's {len(v2_body)} bytes, got 9999")}
+    assert json.loads(answers[2]) == {
+        "error": "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")"}
+    assert json.loads(answers[3]) == {"code": 400, "error": (
+        "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
+        "text/csv), got a form or multipart body with 2 parts ['a', 'b'] (curl -d sends a "
+        "form: add -H 'Content-Type: application/json')")}
+
+
 def test_describe(handler: GPHandler, exported: Exported) -> None:
     answers, _ = run(handler, [b""], [{"describe": "True"}])
     described = json.loads(answers[0])

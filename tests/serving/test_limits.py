@@ -1,4 +1,4 @@
-"""Unit tests of the request budget (``gp_protocol.Budget``): every request's cost is bounded
+"""Unit tests of the request budget (``codecs.budget.Budget``): every request's cost is bounded
 and checked before the work is done. No server (the abuse tier, ``test_abuse.py``, sends the
 same bodies to a real TorchServe)."""
 
@@ -10,19 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from gp_serve.handler import gp_v2
-from gp_serve.handler.gp_protocol import (
-    Budget,
-    PredictRequest,
-    RequestError,
-    csv_header,
-    csv_rows,
-    parse_csv,
-    parse_json,
-    parse_request,
-    render_error,
-    render_json,
-)
+from gp_serve.handler.codecs import bounded_json, decode_request, v2
+from gp_serve.handler.codecs.budget import Budget, RequestError
+from gp_serve.handler.codecs.csv_codec import csv_header, csv_rows, parse_csv
+from gp_serve.handler.codecs.v1 import PredictRequest, parse_json, render_error, render_json
 from gp_serve.serving.archive import MODEL_CONFIG
 from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 
@@ -59,11 +50,11 @@ def test_points_are_bounded_in_every_envelope() -> None:
     points = [[0.1, 0.2]] * 4
     for body in ({"inputs": points, "covariance": "diag"},
                  {"instances": [{"x1": 0.1, "x2": 0.2}] * 4, "covariance": "none"}, points):
-        error = refused(parse_request, {"body": json.dumps(body).encode()}, {}, small)
+        error = refused(decode_request, {"body": json.dumps(body).encode()}, {}, small)
         assert error.status == 413
         assert str(error) == ("a request is limited to 3 points, got 4: split the points into "
                               "several requests (client.score_csv does for CSV: --chunk-rows)")
-    error = refused(parse_request, {"body": b"x1,x2\n" + b"0.1,0.2\n" * 4},
+    error = refused(decode_request, {"body": b"x1,x2\n" + b"0.1,0.2\n" * 4},
                     {"Content-Type": "text/csv"}, small)
     assert (error.status, str(error)) == (413, (
         "a CSV body (line 5) is limited to 3 points, got at least 4: split the points into "
@@ -71,7 +62,7 @@ def test_points_are_bounded_in_every_envelope() -> None:
     tensor = {"name": "X", "shape": [4, 2], "datatype": "FP64",
               "parameters": {"binary_data_size": 64}}
     header = json.dumps({"inputs": [tensor]}).encode()
-    error = refused(gp_v2.parse_request, header + bytes(64),
+    error = refused(v2.parse_request, header + bytes(64),
                     {"Inference-Header-Content-Length": str(len(header))}, small)
     assert (error.status, str(error)) == (413, (
         "inputs[0].shape: a request is limited to 3 points, got 4: split the points into "
@@ -80,17 +71,15 @@ def test_points_are_bounded_in_every_envelope() -> None:
 
 def test_a_huge_json_body_is_refused_before_it_is_decoded(monkeypatch) -> None:
     """Counted from its commas: no float (nor list) of it is built."""
-    from gp_serve.handler import gp_protocol
-
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(gp_protocol.json, "loads", no_decoding)
+    monkeypatch.setattr(bounded_json.json, "loads", no_decoding)
     body = json.dumps({"inputs": [[0.0, 0.0]] * 1000, "covariance": "diag"}).encode()
     v2_body = body.replace(b'"inputs"', b'"datatype": 1, "inputs"')  # (one more comma)
     for values, call, args in ((2001, parse_json, (body, NAMES, budget(max_points=100))),
-                               (2002, gp_v2.parse_request, (v2_body, {},
-                                                            budget(max_points=100)))):
+                               (2002, v2.parse_request, (v2_body, {},
+                                                         budget(max_points=100)))):
         error = refused(call, *args)
         assert (error.status, str(error)) == (413, (
             f"the body holds up to {values} JSON values, more than 100 points of 2 inputs "
@@ -101,13 +90,13 @@ def test_full_covariance_counts_rows_not_points() -> None:
     """``q*m`` rows: 10 outputs at 400 points is already a 4000 x 4000 matrix."""
     ten = Budget(NAMES, [f"y{t}" for t in range(10)])
     assert ten.max_full_points == 400
-    error = refused(parse_request, {"body": json.dumps({"inputs": [[0.1, 0.2]] * 401}).encode()},
+    error = refused(decode_request, {"body": json.dumps({"inputs": [[0.1, 0.2]] * 401}).encode()},
                     {}, ten)
     assert (error.status, str(error)) == (413, (
         'a full covariance is limited to 400 points, got 401; send "covariance": "diag" (or '
         '"none") for more points (a 4010 x 4010 covariance; at most 4000 rows for 10 outputs)'))
-    assert len(parse_request({"body": json.dumps({"inputs": [[0.1, 0.2]] * 401, "covariance":
-                                                  "diag"}).encode()}, {}, ten).points) == 401
+    assert len(decode_request({"body": json.dumps({"inputs": [[0.1, 0.2]] * 401, "covariance":
+                                                   "diag"}).encode()}, {}, ten).points) == 401
     saas = Budget(NAMES, ["y"], mixture_samples=16)  # 16 matrices of q x q
     assert saas.max_full_points == 1000
     assert budget().max_full_points == 2000
@@ -115,7 +104,7 @@ def test_full_covariance_counts_rows_not_points() -> None:
 
 def test_the_answer_is_bounded_before_any_work() -> None:
     correlated = budget()  # 2000 points: 4000 x 4000 numbers of up to 25 bytes, over 300 MiB
-    error = refused(parse_request, {"body": json.dumps({"inputs": [[0.1, 0.2]] * 2000}).encode()},
+    error = refused(decode_request, {"body": json.dumps({"inputs": [[0.1, 0.2]] * 2000}).encode()},
                     {}, correlated)
     assert error.status == 413
     assert str(error) == (
@@ -123,14 +112,14 @@ def test_the_answer_is_bounded_before_any_work() -> None:
         "limit of 314572800 bytes (max_response_size): ask for \"diag\" (no covariance), send "
         "fewer points or score a CSV in chunks (client.score_csv --chunk-rows)")
     independent = budget(correlated_outputs=False)  # zero off-diagonal blocks: "0.0,"
-    assert len(parse_request({"body": json.dumps({"inputs": [[0.1, 0.2]] * 2000}).encode()},
-                             {}, independent).points) == 2000
+    assert len(decode_request({"body": json.dumps({"inputs": [[0.1, 0.2]] * 2000}).encode()},
+                              {}, independent).points) == 2000
     small = budget(max_response_bytes=100_000)
     csv_body = b"0.1,0.2\n" * 1000
-    assert refused(parse_request, {"body": csv_body}, {"Content-Type": "text/csv"},
+    assert refused(decode_request, {"body": csv_body}, {"Content-Type": "text/csv"},
                    small).status == 413
-    assert len(parse_request({"body": csv_body[:8 * 800]}, {"Content-Type": "text/csv"},
-                             small).points) == 800
+    assert len(decode_request({"body": csv_body[:8 * 800]}, {"Content-Type": "text/csv"},
+                              small).points) == 800
 
 
 @pytest.mark.parametrize("correlated", [True, False])
@@ -166,15 +155,15 @@ def test_the_v2_bound_holds_for_the_longest_numbers(binary: bool) -> None:
     b = budget()
     tensor = {"name": "X", "shape": [q, 2], "datatype": "FP64", "data": [0.5] * (2 * q)}
     body = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": binary}})
-    request = gp_v2.parse_request(body.encode(), {}, b)
+    request = v2.parse_request(body.encode(), {}, b)
     tensors = {"mean": np.full((q, m), LONGEST), "variance": np.full((q, m), LONGEST),
                "covariance": np.full((q * m, q * m), LONGEST)}
-    answer, _ = gp_v2.render(request, tensors, model="m" * 200, version="v" * 50,
-                             parameters={"outputs": OUTPUTS, "covariance_layout": "output-major",
-                                         "observation_noise": False,
-                                         "extrapolation": list(range(q))})
+    answer, _ = v2.render(request, tensors, model="m" * 200, version="v" * 50,
+                          parameters={"outputs": OUTPUTS, "covariance_layout": "output-major",
+                                      "observation_noise": False,
+                                      "extrapolation": list(range(q))})
     small = budget(max_response_bytes=len(answer) - 1)
-    assert refused(gp_v2.parse_request, body.encode(), {}, small).status == 413
+    assert refused(v2.parse_request, body.encode(), {}, small).status == 413
 
 
 def test_error_messages_quote_client_input_truncated() -> None:
@@ -189,8 +178,8 @@ def test_error_messages_quote_client_input_truncated() -> None:
     point = refused(parse_json, json.dumps({"inputs": [many]}).encode(), NAMES)
     assert len(str(point)) < 1000
     assert len(render_error("x" * 10_000, 400)) < 1024
-    assert len(gp_v2.render_error("x" * 10_000)) < 1024
-    v2_key = refused(gp_v2.parse_request, json.dumps(
+    assert len(v2.render_error("x" * 10_000)) < 1024
+    v2_key = refused(v2.parse_request, json.dumps(
         {"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [0, 0],
                      "z" * 100_000: 0}]}).encode(), {}, budget())
     assert len(str(v2_key)) < 300 and "(100000 characters)" in str(v2_key)

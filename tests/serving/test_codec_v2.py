@@ -1,4 +1,4 @@
-"""Unit tests of the Open Inference Protocol module (``handler/gp_v2.py``), no server."""
+"""Unit tests of the Open Inference Protocol codec (``handler/codecs/v2.py``), no server."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from gp_serve.handler import gp_v2
-from gp_serve.handler.gp_protocol import Budget, RequestError
+from gp_serve.handler.codecs import v2
+from gp_serve.handler.codecs.budget import Budget, RequestError
 
 NAMES = ["x1", "x2"]
 
@@ -20,11 +20,11 @@ def body(**request) -> bytes:
 
 
 def parse(raw: bytes, headers: dict | None = None, max_full: int = 2000, **limits
-          ) -> gp_v2.InferRequest:
+          ) -> v2.InferRequest:
     """Parse for a model of inputs `NAMES` and 2 outputs (a full covariance limited to
     ``max_full`` points)."""
     budget = Budget(NAMES, ["f", "g"], max_covariance_rows=2 * max_full, **limits)
-    return gp_v2.parse_request(raw, headers or {}, budget)
+    return v2.parse_request(raw, headers or {}, budget)
 
 
 def test_json_request_defaults() -> None:
@@ -64,7 +64,7 @@ def test_render_json_and_binary() -> None:
                                                       "parameters": {"binary_data": True}}]))
     covariance = np.arange(16.0).reshape(4, 4) / 3
     tensors = {"mean": np.array([[0.1 + 0.2, 1e-300], [2.0, -0.0]]), "covariance": covariance}
-    raw, length = gp_v2.render(request, tensors, model="gp", version="1.0",
+    raw, length = v2.render(request, tensors, model="gp", version="1.0",
                                parameters={"outputs": ["a", "b"]})
     header = json.loads(raw[:length])
     assert header == {
@@ -76,21 +76,21 @@ def test_render_json_and_binary() -> None:
              "parameters": {"binary_data_size": 128}}]}
     assert np.array_equal(np.frombuffer(raw[length:], "<f8").reshape(4, 4), covariance)
     plain = parse(body(outputs=[{"name": "mean"}]))
-    raw, length = gp_v2.render(plain, tensors, model="gp", version="", parameters={})
+    raw, length = v2.render(plain, tensors, model="gp", version="", parameters={})
     assert length is None and json.loads(raw)["outputs"][0]["data"][0] == 0.30000000000000004
 
 
 def test_which_requests_are_v2() -> None:
-    assert gp_v2.split(body(), {}) is not None
-    assert gp_v2.has_header({"Inference-Header-Content-Length": "3"})
-    assert gp_v2.split(b"{}xyz", {"inference-header-content-length": "2"}) == ({}, b"xyz")
-    assert gp_v2.split(b'{"inputs": [[0.1, 0.2]]}', {}) is None
-    assert gp_v2.split(b"x1,x2\n0.1,0.2\n", {"Content-Type": "text/csv"}) is None
+    assert v2.split(body(), {}) is not None
+    assert v2.has_header({"Inference-Header-Content-Length": "3"})
+    assert v2.split(b"{}xyz", {"inference-header-content-length": "2"}) == ({}, b"xyz")
+    assert v2.split(b'{"inputs": [[0.1, 0.2]]}', {}) is None
+    assert v2.split(b"x1,x2\n0.1,0.2\n", {"Content-Type": "text/csv"}) is None
     # the word alone is not enough (hypothesis found a bare JSON string "datatype")
-    assert gp_v2.split(b'"datatype"', {}) is None
-    assert gp_v2.split(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}) is None
-    assert gp_v2.split(b'{"inputs": [{"datatype": 1}', {}) is None  # malformed: v1 reports it
-    assert gp_v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]},
+    assert v2.split(b'"datatype"', {}) is None
+    assert v2.split(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}) is None
+    assert v2.split(b'{"inputs": [{"datatype": 1}', {}) is None  # malformed: v1 reports it
+    assert v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]},
                                                                  b"")
 
 

@@ -1,8 +1,10 @@
 """The Open Inference Protocol (KServe v2) for the GP handler, JSON and binary tensors.
 
-Shipped next to the handler in the model archive (like ``gp_protocol``, whose error type
-and number rules it shares) and unit-tested without a server. TorchServe forwards
-``POST /v2/models/<model>/infer`` bodies and headers to the handler unchanged.
+It shares the other codecs' error type and `Budget` (`budget`) and their number rules
+(`bounded_json`), and is unit-tested without a server. TorchServe forwards
+``POST /v2/models/<model>/infer`` bodies and headers to the handler unchanged. A request is
+v2 if it carries the `HEADER_LENGTH` header or its JSON body's ``inputs`` are tensor objects
+(`split`); its errors are then v2's.
 
 Request::
 
@@ -30,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from gp_serve.handler.gp_protocol import (Budget, RequestError, _describe, _number, clip, dumps, error_text,
-                         load_json, quote_names)
+from gp_serve.handler.codecs.base import COVARIANCE_MODES, Answer, Codec, Posterior, ServedModel
+from gp_serve.handler.codecs.bounded_json import (JSON_TYPE, describe, dumps, finite_number,
+                                                  load_json, quote_names)
+from gp_serve.handler.codecs.budget import Budget, RequestError, clip, error_text
 
 INPUT_NAME = "X"
 DATATYPE = "FP64"
@@ -138,7 +142,7 @@ def parse_request(body: Any, headers: dict, budget: Budget) -> InferRequest:
     if parts is None:
         value = load_json(body, budget)
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
-                           f"got {_describe(value)}")
+                           f"got {describe(value)}")
     return parse_decoded(*parts, budget)
 
 
@@ -156,11 +160,11 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
     """
     if not isinstance(value, dict):
         raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
-                           f"got {_describe(value)}")
+                           f"got {describe(value)}")
     _known_keys(value, _REQUEST_KEYS, "request")
     request_id = value.get("id", "")
     if not isinstance(request_id, str):
-        raise RequestError(f"id: expected a string, got {_describe(request_id)}")
+        raise RequestError(f"id: expected a string, got {describe(request_id)}")
     parameters = _parameters(value.get("parameters", {}))
     points = _input(value.get("inputs"), raw, budget)
     outputs, binary = _outputs(value.get("outputs"), parameters)
@@ -186,18 +190,18 @@ def _known_keys(value: dict, allowed: tuple[str, ...], where: str) -> None:
 
 def _parameters(value: Any) -> dict:
     if not isinstance(value, dict):
-        raise RequestError(f"parameters: expected an object, got {_describe(value)}")
+        raise RequestError(f"parameters: expected an object, got {describe(value)}")
     _known_keys(value, PARAMETERS, "parameters")
     covariance = value.get("covariance", "full")
-    if covariance not in ("full", "diag", "none"):
-        raise RequestError('parameters.covariance: expected one of ["full", "diag", "none"], '
-                           f"got {_describe(covariance)}")
+    if covariance not in COVARIANCE_MODES:
+        raise RequestError(f"parameters.covariance: expected one of "
+                           f"{json.dumps(list(COVARIANCE_MODES))}, got {describe(covariance)}")
     flags = {}
     for key in ("observation_noise", "binary_data_output"):
         flags[key] = value.get(key, False)
         if not isinstance(flags[key], bool):
             raise RequestError(f"parameters.{key}: expected true or false, got "
-                               f"{_describe(flags[key])}")
+                               f"{describe(flags[key])}")
     return {"covariance": covariance, **flags}
 
 
@@ -206,20 +210,20 @@ def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
     d = len(input_names)
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
         raise RequestError(f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '
-                           f'[q, {d}], "datatype": "{DATATYPE}", ...}}, got {_describe(value)}')
+                           f'[q, {d}], "datatype": "{DATATYPE}", ...}}, got {describe(value)}')
     tensor = value[0]
     _known_keys(tensor, _INPUT_KEYS, "inputs[0]")
     if tensor.get("name") != INPUT_NAME:
         raise RequestError(f"inputs[0].name: expected {INPUT_NAME!r}, got "
-                           f"{_describe(tensor.get('name'))}")
+                           f"{describe(tensor.get('name'))}")
     if tensor.get("datatype") != DATATYPE:
         raise RequestError(f"inputs[0].datatype: expected {DATATYPE!r} (float64), got "
-                           f"{_describe(tensor.get('datatype'))}")
+                           f"{describe(tensor.get('datatype'))}")
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
             or any(isinstance(n, bool) or not isinstance(n, int) for n in shape)
             or shape[0] < 1 or shape[1] != d):
-        shown = json.dumps(shape)[:60] if isinstance(shape, list) else _describe(shape)
+        shown = json.dumps(shape)[:60] if isinstance(shape, list) else describe(shape)
         raise RequestError(f"inputs[0].shape: expected [q, {d}] with q >= 1 (inputs "
                            f"{input_names}), got {shown}")
     q = shape[0]
@@ -227,7 +231,7 @@ def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
     parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise RequestError(f"inputs[0].parameters: expected an object, got "
-                           f"{_describe(parameters)}")
+                           f"{describe(parameters)}")
     size = parameters.get("binary_data_size")
     if size is None:
         if raw:
@@ -254,7 +258,7 @@ def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
 def _json_data(data: Any, q: int, d: int) -> np.ndarray:
     if not isinstance(data, list):
         raise RequestError(f"inputs[0].data: expected a list of {q * d} numbers (row-major), "
-                           f"got {_describe(data)}")
+                           f"got {describe(data)}")
     if data and all(isinstance(row, list) for row in data):  # nested q x d
         if len(data) != q or any(len(row) != d for row in data):
             raise RequestError(f"inputs[0].data: expected {q} rows of {d} numbers (shape), "
@@ -265,7 +269,7 @@ def _json_data(data: Any, q: int, d: int) -> np.ndarray:
     if len(flat) != q * d:
         raise RequestError(f"inputs[0].data: expected {q * d} numbers ({q} x {d}, the "
                            f"shape), got {len(flat)}")
-    values = [_number(v, f"inputs[0].data[{k}]") for k, v in enumerate(flat)]
+    values = [finite_number(v, f"inputs[0].data[{k}]") for k, v in enumerate(flat)]
     return np.array(values, dtype=np.float64).reshape(q, d)
 
 
@@ -276,24 +280,24 @@ def _outputs(value: Any, parameters: dict) -> tuple[tuple[str, ...], frozenset[s
         return names, frozenset(names if every_binary else ())
     if not isinstance(value, list) or not value:
         raise RequestError(f"outputs: expected a non-empty list of {{\"name\": ...}} objects "
-                           f"(names in {list(OUTPUTS)}), got {_describe(value)}")
+                           f"(names in {list(OUTPUTS)}), got {describe(value)}")
     names, binary = [], set()
     for k, output in enumerate(value):
         if not isinstance(output, dict):
-            raise RequestError(f"outputs[{k}]: expected an object, got {_describe(output)}")
+            raise RequestError(f"outputs[{k}]: expected an object, got {describe(output)}")
         _known_keys(output, ("name", "parameters"), f"outputs[{k}]")
         name = output.get("name")
         if name not in OUTPUTS or name in names:
             raise RequestError(f"outputs[{k}].name: expected one of {list(OUTPUTS)}, each "
-                               f"once, got {_describe(name)}")
+                               f"once, got {describe(name)}")
         options = output.get("parameters", {})
         if not isinstance(options, dict):
             raise RequestError(f"outputs[{k}].parameters: expected an object, got "
-                               f"{_describe(options)}")
+                               f"{describe(options)}")
         flag = options.get("binary_data", every_binary)
         if not isinstance(flag, bool):
             raise RequestError(f"outputs[{k}].parameters.binary_data: expected true or "
-                               f"false, got {_describe(flag)}")
+                               f"false, got {describe(flag)}")
         names.append(name)
         if flag:
             binary.add(name)
@@ -341,5 +345,50 @@ def render(request: InferRequest, tensors: dict[str, np.ndarray], *, model: str,
 
 
 def render_error(message: str) -> bytes:
-    """A v2 error body: ``{"error": message}`` (cut to ``gp_protocol.MAX_ERROR_CHARS``)."""
+    """A v2 error body: ``{"error": message}`` (cut to ``budget.MAX_ERROR_CHARS``)."""
     return dumps({"error": error_text(message)})
+
+
+class V2Codec(Codec):
+    """Open Inference Protocol requests and answers, JSON or JSON plus binary tensors.
+
+    Args:
+        parts: A request's `split` when `select` already decoded it to recognise it (a v2
+            JSON body without the `HEADER_LENGTH` header); None: `decode` splits the body.
+    """
+
+    name = "v2"
+
+    def __init__(self, parts: tuple[Any, bytes] | None = None) -> None:
+        self.parts = parts
+
+    def decode(self, body: Any, headers: dict, budget: Budget) -> InferRequest:
+        """`parse_decoded` of the parts `select` split, else `parse_request`.
+
+        Raises:
+            RequestError: If anything is invalid (400) or too large (413).
+        """
+        if self.parts is not None:
+            return parse_decoded(*self.parts, budget)
+        return parse_request(body, headers, budget)
+
+    def encode(self, request: InferRequest, posterior: Posterior, model: ServedModel
+               ) -> Answer:
+        """`render`'s answer: ``application/json``, or with binary outputs
+        ``application/octet-stream`` and the `HEADER_LENGTH` response header."""
+        tensors = {"mean": posterior.mean, "variance": posterior.variance}
+        if posterior.covariance is not None:
+            tensors["covariance"] = posterior.covariance
+        parameters = {"outputs": model.output_names,
+                      "covariance_layout": model.covariance_layout,
+                      "observation_noise": request.observation_noise,
+                      "extrapolation": posterior.extrapolation}
+        body, length = render(request, tensors, model=model.name, version=model.version,
+                              parameters=parameters)
+        if length is None:
+            return Answer(body, JSON_TYPE)
+        return Answer(body, BINARY_TYPE, {HEADER_LENGTH: str(length)})
+
+    def error(self, message: str, status: int) -> tuple[bytes, str]:
+        """`render_error`'s body, as ``application/json`` (``status`` is the response's only)."""
+        return render_error(message), JSON_TYPE

@@ -1,0 +1,8 @@
+"""``python -m gp_serve``: the ``gp-serve`` command (`gp_serve.cli`)."""
+
+import sys
+
+from gp_serve.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The wire formats of the GP handler, one codec each, and the choice of one per request.
+
+- `budget`: what a request may cost (`Budget`) and the error every codec raises
+  (`RequestError`);
+- `bounded_json`: the bounded JSON decoder and the encoder (`dumps`) they share;
+- `base`: what a codec is (`Codec`: ``decode``, ``encode``, ``error``) and the values it
+  passes (`Request`, `Posterior`, `ServedModel`, `Answer`);
+- `v1`: JSON, gp-serve's envelope and KServe v1's (`JSON`);
+- `csv_codec`: CSV (`CSV`);
+- `v2`: the Open Inference Protocol, JSON and binary tensors (`v2.V2Codec`).
+
+No torch: every rule is unit-tested without a server. For each request the handler picks a
+codec (`select`), then decodes, predicts and encodes with it; a request refused before a
+codec is selected (a multipart form, or a body too large to tell) is answered by `JSON`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gp_serve.handler.codecs import csv_codec, v1, v2
+from gp_serve.handler.codecs.base import Codec, Request
+from gp_serve.handler.codecs.budget import Budget, RequestError, clip
+from gp_serve.handler.codecs.csv_codec import CSV
+from gp_serve.handler.codecs.v1 import JSON
+
+# Every codec's class (the v2 codec is made per request: it may carry the decoded body).
+CODECS: tuple[type[Codec], ...] = (v1.JsonCodec, csv_codec.CsvCodec, v2.V2Codec)
+
+
+def request_body(row: dict) -> tuple[str, Any]:
+    """The body of one TorchServe request and the name of the part it came in.
+
+    TorchServe (``decode_input_request=false``) passes a raw body as ``body`` or
+    ``data``; a form or multipart body arrives as one entry per part.
+
+    Raises:
+        RequestError: For a form or multipart body with several parts.
+    """
+    for name in ("body", "data"):
+        if row.get(name) is not None:
+            return name, row[name]
+    if len(row) == 1:
+        return next(iter(row.items()))
+    raise RequestError(
+        "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
+        f"text/csv), got a form or multipart body with {len(row)} parts "
+        f"{[clip(name) for name in sorted(map(str, row))[:10]]} (curl -d sends a form: add -H 'Content-Type: "
+        "application/json')"
+    )
+
+
+def content_type(headers: dict, part: str) -> str | None:
+    """The Content-Type of a request: its body part's own, else the request's."""
+    part_headers = headers.get(part)
+    if isinstance(part_headers, dict) and isinstance(part_headers.get("content-type"), str):
+        return part_headers["content-type"]
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
+            return value
+    return None
+
+
+def select(row: dict, headers: dict, budget: Budget) -> Codec:
+    """The codec of one TorchServe request, by the first rule that holds:
+
+    1. the ``Inference-Header-Content-Length`` header (`v2.HEADER_LENGTH`, any case): v2,
+       whatever the body;
+    2. a JSON body whose ``inputs`` are tensor objects declaring a ``datatype``, whatever its
+       Content-Type: v2 (decoded here, once: the codec carries it);
+    3. a CSV Content-Type (`csv_codec.CSV_TYPES`, the body part's own or the request's): CSV;
+    4. anything else: JSON.
+
+    Args:
+        row: TorchServe's dict for the request (its body).
+        headers: The request's headers (``context.get_all_request_header(idx)``).
+        budget: The model's inputs, outputs and limits.
+
+    Raises:
+        RequestError: For a form or multipart body of several parts, or a body naming
+            ``"datatype"`` of more JSON values than the budget's points hold (413); answered
+            by `JSON`.
+    """
+    part, body = request_body(row)
+    if v2.has_header(headers):
+        return v2.V2Codec()
+    parts = v2.split(body, headers, budget)
+    if parts is not None:
+        return v2.V2Codec(parts)
+    if csv_codec.is_csv(content_type(headers, part)):
+        return CSV
+    return JSON
+
+
+def decode_request(row: dict, headers: dict, budget: Budget) -> Request:
+    """One TorchServe request decoded as the handler decodes it: `select`, then its codec's
+    ``decode`` (the in-process verdict the server's answer must match).
+
+    Returns:
+        The validated request (`v1.PredictRequest` or `v2.InferRequest`).
+
+    Raises:
+        RequestError: If anything is invalid (400) or too large (413).
+    """
+    return select(row, headers, budget).decode(request_body(row)[1], headers, budget)
