@@ -158,15 +158,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="gp-serve score", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    problem = check_args(args)
-    if problem:
-        parser.error(problem)
-    return run(args)
+    """``gp-serve score``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "gp-serve score", argv)
 
 
 if __name__ == "__main__":

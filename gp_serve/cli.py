@@ -148,6 +148,29 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser,
     return parser, chosen
 
 
+def module_main(module_name: str, prog: str, argv: list[str] | None = None,
+                description: str | None = None) -> int:
+    """A command's module run on its own (``python -m gp_serve.serving.archive``): its
+    ``add_arguments``, ``check_args`` (if any) and ``run``, as ``gp-serve`` runs them.
+
+    Args:
+        module_name: The module (``__name__`` of the caller; ``__main__`` under ``-m``).
+        prog: The name its usage shows.
+        argv: The arguments (default ``sys.argv[1:]``).
+        description: The help's description (default: the module's docstring).
+    """
+    module = sys.modules[module_name]
+    parser = argparse.ArgumentParser(prog=prog, description=description or module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    check = getattr(module, "check_args", None)
+    problem = check(args) if check is not None else None
+    if problem:
+        parser.error(problem)
+    return module.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``gp-serve COMMAND [options]``: the command's exit status (2 for bad usage)."""
     argv = sys.argv[1:] if argv is None else list(argv)

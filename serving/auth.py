@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+
 KEY_FILE = "key_file.json"
 APIS = ("inference", "management")
 # Where `make start|serve` run TorchServe (the Makefile's SERVE_LOGS), so where its keys are.
@@ -104,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.auth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``gp-serve token``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "gp-serve token", argv)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gp-serve kserve-layout",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``gp-serve kserve-layout``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "gp-serve kserve-layout", argv, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

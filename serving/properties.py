@@ -129,11 +129,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.properties",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m gp_serve.serving.properties``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "python -m gp_serve.serving.properties", argv)
 
 
 if __name__ == "__main__":

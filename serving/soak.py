@@ -204,10 +204,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gp-serve soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``gp-serve soak``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "gp-serve soak", argv)
 
 
 if __name__ == "__main__":

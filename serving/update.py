@@ -596,10 +596,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gp-serve update", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``gp-serve update``: see the module docstring."""
+    from gp_serve.cli import module_main
+
+    return module_main(__name__, "gp-serve update", argv)
 
 
 if __name__ == "__main__":
