@@ -336,7 +336,7 @@ def _served(args: argparse.Namespace) -> tuple[str, list]:
 
     from gp_serve.serving import auth
     from gp_serve.serving.archive import MODEL_NAME
-    from gp_serve.serving.local_server import CONFIG_FILE
+    from gp_serve.serving.local_server import CONFIG_FILE, describe_model
     from gp_serve.serving.properties import DEFAULT_CONFIG, ConfigError, address, read_properties
 
     instance = args.workdir / CONFIG_FILE
@@ -346,25 +346,21 @@ def _served(args: argparse.Namespace) -> tuple[str, list]:
         base = args.url.rstrip("/") if args.url else address(properties, "management", {})
     except ConfigError as e:
         raise DescribeError(str(e), status=2) from e
-    url = f"{base}/models/{args.name or MODEL_NAME}"
+    name = args.name or MODEL_NAME
+    url = f"{base}/models/{name}"
     try:
         headers = auth.headers(args.workdir, "management") if auth.enabled(properties) else {}
-        response = requests.get(url, params={"customized": "true"}, headers=headers, timeout=30)
+        answer = describe_model(base, name, headers, timeout=30)
     except auth.AuthError as e:
         raise DescribeError(str(e)) from e
+    except requests.HTTPError as e:
+        raise DescribeError(f"GET {url}: HTTP {e.response.status_code}: "
+                            f"{e.response.text[:300]}") from e
+    except ValueError as e:  # (before RequestException: requests' JSON errors are both)
+        raise DescribeError(f"GET {url}: {e}") from e
     except requests.RequestException as e:
         raise DescribeError(f"GET {url}: {type(e).__name__}: {e}; is TorchServe running "
                             "there (gp-serve start)?") from e
-    if response.status_code != 200:
-        raise DescribeError(f"GET {url}: HTTP {response.status_code}: {response.text[:300]}")
-    try:
-        answer = response.json()
-        for entry in answer:
-            if isinstance(entry.get("customizedMetadata"), str):
-                entry["customizedMetadata"] = json.loads(entry["customizedMetadata"])
-    except (ValueError, AttributeError, TypeError) as e:
-        raise DescribeError(f"GET {url}: expected a JSON list of models, got "
-                            f"{response.text[:300]!r}") from e
     return url, answer
 
 

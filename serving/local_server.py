@@ -90,6 +90,29 @@ def store_models(store: str | os.PathLike,
     return chosen
 
 
+def describe_model(management_url: str, model: str, headers: dict[str, str],
+                   timeout: float) -> list[dict]:
+    """The management API's describe of ``model`` (``GET /models/<model>?customized=true``),
+    each entry's ``customizedMetadata`` (the handler's JSON) decoded.
+
+    Raises:
+        requests.HTTPError: If TorchServe does not answer 200.
+        requests.RequestException: If it does not answer.
+        ValueError: If the answer is not a JSON list of model objects (the message quotes it).
+    """
+    response = requests.get(f"{management_url}/models/{model}", params={"customized": "true"},
+                            headers=headers, timeout=timeout)
+    response.raise_for_status()
+    try:
+        answer = response.json()
+        for entry in answer:
+            if isinstance(entry.get("customizedMetadata"), str):
+                entry["customizedMetadata"] = json.loads(entry["customizedMetadata"])
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"expected a JSON list of models, got {response.text[:300]!r}") from e
+    return answer
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
     sockets = []
@@ -286,15 +309,9 @@ class LocalTorchServe:
 
     def metadata(self, model: str = MODEL_NAME) -> gp_artifact.Metadata:
         """The served model's metadata (its describe answer), validated."""
-        response = requests.get(
-            f"{self.management_url}/models/{model}", params={"customized": "true"},
-            headers=self.headers("management"), timeout=10,
-        )
-        response.raise_for_status()
-        metadata = response.json()[0]["customizedMetadata"]
-        if isinstance(metadata, str):
-            metadata = json.loads(metadata)
-        return gp_artifact.validate(metadata)
+        answer = describe_model(self.management_url, model, self.headers("management"),
+                                timeout=10)
+        return gp_artifact.validate(answer[0]["customizedMetadata"])
 
     def worker_pids(self, model: str = MODEL_NAME) -> list[int]:
         """The pids of ``model``'s worker processes (management API), sorted."""
