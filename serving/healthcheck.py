@@ -4,7 +4,9 @@
 the management API which models are loaded, reads each one's metadata (input bounds, from the
 handler's describe), and POSTs one point at the centre of the training box to
 ``/predictions/<model>``; the answer must be HTTP 200 with finite means. Exit 0 if all answer,
-1 otherwise (with the reason on stdout, which ``docker inspect`` keeps). When a model does not
+1 otherwise (with the reason on stdout, which ``docker inspect`` keeps), always within
+``HEALTHCHECK_DEADLINE_S`` (6 s, each call at most ``HEALTHCHECK_TIMEOUT_S``, 4 s): below the
+image's ``--timeout=8s``, so a slow server is reported as such rather than killed by Docker. When a model does not
 answer because its artifact failed to load, the reason is the handler's own log line (from
 TorchServe's ``model_log.log``), within the first checks rather than after the start period.
 
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
@@ -34,6 +37,9 @@ from gp_serve.serving import auth
 from gp_serve.serving.properties import address, read_properties
 
 TIMEOUT_S = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "4"))
+# The whole check ends within this many seconds, below the Dockerfile's --timeout=8s, so that the
+# check itself reports why (a load error, a slow server) instead of Docker killing it silently.
+DEADLINE_S = float(os.environ.get("HEALTHCHECK_DEADLINE_S", "6"))
 CONFIG = os.environ.get("TS_CONFIG_FILE", "/home/model-server/config.properties")
 # TorchServe's own variable for its log folder (default: logs/ in its working directory).
 MODEL_LOG = os.path.join(os.environ.get("LOG_LOCATION", "logs"), "model_log.log")
@@ -48,14 +54,30 @@ def _token(api: str) -> str | None:
         return None
 
 
-def _call(url: str, body: bytes | None = None, api: str = "management") -> tuple[int, bytes]:
+class _Clock:
+    """The time left of the check's DEADLINE_S, as each call's timeout (at most TIMEOUT_S)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def timeout(self, what: str) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0.05:
+            raise TimeoutError(f"no time left for {what} within {DEADLINE_S:g} s")
+        return min(TIMEOUT_S, left)
+
+
+def _call(
+    clock: _Clock, url: str, body: bytes | None = None, api: str = "management"
+) -> tuple[int, bytes]:
+    timeout = clock.timeout(("POST " if body is not None else "GET ") + url)
     headers = {"Content-Type": "application/json"} if body is not None else {}
     token = _token(api)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -87,9 +109,10 @@ def _load_error(name: str | None = None) -> str | None:
 
 def check() -> str:
     """Raise RuntimeError unless every model answers; return a one-line summary."""
+    clock = _Clock(DEADLINE_S)
     props = read_properties(CONFIG)
     inference, management = address(props, "inference"), address(props, "management")
-    status, body = _call(f"{management}/models")
+    status, body = _call(clock, f"{management}/models")
     if status != 200:
         raise RuntimeError(f"GET {management}/models -> {status}: {body[:200]!r}")
     names = [m["modelName"] for m in json.loads(body).get("models", [])]
@@ -97,7 +120,7 @@ def check() -> str:
         raise RuntimeError("no model is registered")
     answered = []
     for name in names:
-        status, body = _call(f"{management}/models/{quote(name)}?customized=true")
+        status, body = _call(clock, f"{management}/models/{quote(name)}?customized=true")
         if status != 200:
             raise RuntimeError(_load_error(name) or f"describe {name} -> {status}: {body[:200]!r}")
         try:
@@ -105,7 +128,7 @@ def check() -> str:
         except (ValueError, IndexError, AttributeError) as e:  # ArtifactError is a ValueError
             raise RuntimeError(f"{name}: no usable metadata ({e}); set HEALTHCHECK_INPUTS") from e
         payload = json.dumps({"inputs": point, "covariance": "none"}).encode()
-        status, body = _call(f"{inference}/predictions/{quote(name)}", payload, "inference")
+        status, body = _call(clock, f"{inference}/predictions/{quote(name)}", payload, "inference")
         if status != 200:
             raise RuntimeError(
                 _load_error(name) or f"POST /predictions/{name} -> {status}: {body[:200]!r}"
