@@ -2,12 +2,7 @@
 
     gp-serve score points.csv -o scores.csv [--name gp]
 
-Each chunk of rows is sent as ``text/csv`` (with the input file's header, if any)
-to ``POST /predictions/<name>`` (default ``gp``); the answers (``mean_<output>,std_<output>`` columns)
-are appended to the output in order, under one header. Memory stays bounded by
-the chunk size on both sides. With token authorization on (the default), each request
-carries the inference key: ``--token``, else ``$GP_SERVE_TOKEN``, else the key file of the
-server ``make start`` runs (``logs/key_file.json``, readable by its owner only).
+Memory stays bounded by the chunk size on both sides. See docs/serving.md (step 6).
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""gp-serve: serve a fitted BoTorch model's posterior exactly (means, variances, the joint
+"""gp-serve: serve a fitted BoTorch model's exact posterior (means, variances, the joint
 covariance) over TorchServe.
 
     from gp_serve import export_model, trace_posterior
 
-The package maps the checkout's folders: ``gp_serve.export`` is ``export/`` (needs BoTorch),
-``gp_serve.handler`` is ``handler/`` (the serving side that ships inside every ``.mar``: torch,
-numpy and orjson only), ``gp_serve.serving`` is ``serving/`` (archive, local TorchServe, auth,
-updates) and ``gp_serve.client`` is ``client/``. This module imports none of them until a name
-is asked for, so the model archive, which ships this file beside ``gp_serve/handler/``, never
-imports BoTorch.
+Subpackages are imported on first use: the model archive ships this file and never imports
+BoTorch. See docs/serving.md ("Where things are").
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@
     gp-serve archive --model-dir build/model --store model_store
     gp-serve start && gp-serve describe --name gp && gp-serve stop
 
-`gp-serve COMMAND --help` shows a command's options and examples. Each command is run by the
-module that defines it (gp_serve.export.cli, gp_serve.serving.archive, ...), imported only
-when it runs: `gp-serve --help` needs neither BoTorch, torch nor TorchServe.
+`gp-serve COMMAND --help` shows a command's options and examples; docs/export.md and
+docs/serving.md explain the rest.
 """
 
 from __future__ import annotations

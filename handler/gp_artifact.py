@@ -1,28 +1,7 @@
-"""The artifact contract: what an exported GP posterior is, on disk and in a model archive.
+"""The artifact contract: the files, names and ``metadata.json`` schema of an exported posterior.
 
-One module owns every fact about the artifact, and everything else reads them from here:
-the export stage writes through it (``export/artifact.py``), the TorchServe handler loads
-through it (it ships in the ``.mar`` next to the handler, imported as ``gp_artifact``), and
-the archive recipe, the local-server tooling, the Docker healthcheck and the tests read it.
-Standard library only: it runs in the serving image and in the healthcheck, where neither
-BoTorch nor (for the healthcheck) torch is needed.
-
-An artifact is a folder (or an archive) holding
-
-- ``posterior.pt``: the TorchScript posterior (a zip file, ``torch.jit.save``'s format);
-- ``metadata.json``: the `Metadata` below, format ``gp-serve/1``; it records each posterior
-  file's SHA-256, checked before the file is loaded (`verify_posterior`);
-
-and, when exported with more formats (``python -m export --format torchscript,pt2,onnx``):
-
-- ``posterior.pt2``: an AOTInductor package (a zip file) holding one compiled model per
-  method, named as the methods (`METHODS`), each taking `q x d` float64 ``X`` for any q;
-- ``posterior.onnx``: one ONNX graph (opset 18, float64): input `ONNX_INPUT` (`q x d`),
-  the outputs of `ONNX_OUTPUTS`; a method is the subgraph of its outputs.
-
-Every format's methods are the TorchScript module's: ``forward``/``forward_noisy`` give the
-mean `q x m` and the output-major covariance `(q*m) x (q*m)`, ``mean_var``/
-``mean_var_noisy`` the mean and variance `q x m`; ``_noisy`` adds observation noise.
+Standard library only: the export stage writes through it; the handler, the archive recipe, the
+healthcheck and the tests read through it. See docs/export.md and docs/formats.md.
 """
 
 from __future__ import annotations
@@ -59,13 +38,11 @@ ONNX_OUTPUTS = {
 FORMAT = "gp-serve/1"
 # Entry ``t*q + i`` of the `(q*m) x (q*m)` covariance is output ``t`` at point ``i``.
 COVARIANCE_LAYOUT = "output-major"
-# The floor of a served variance: eager BoTorch's ``posterior.variance`` is its covariance's
-# diagonal clamped at GPyTorch's ``settings.min_variance`` for float64 (the same on every
-# supported version; tests/export/test_gate.py checks it). A full answer's variances are its
-# covariance's diagonal clamped here, so one module call gives both.
+# The floor of a served variance: GPyTorch's float64 ``settings.min_variance``, where eager
+# BoTorch clamps ``posterior.variance`` (tests/export/test_gate.py checks it).
 MIN_VARIANCE = 1e-10
-# The handler logs one line starting with this when a model cannot be loaded; the
-# local-server tooling and the Docker healthcheck look for it to fail fast.
+# The start of the one line the handler logs when a model cannot be loaded (the tooling and
+# the healthcheck look for it).
 LOAD_ERROR_MARKER = "gp-serve: cannot load model"
 # A posterior file is hashed (`file_sha256`) this many bytes at a time.
 HASH_CHUNK_BYTES = 1 << 20
@@ -100,19 +77,18 @@ class Metadata:
 
     @property
     def formats(self) -> list[str]:
-        """The formats the artifact was exported in (older artifacts: TorchScript only)."""
+        """The formats the artifact was exported in (TorchScript only without ``formats``)."""
         return list(self.document.get("formats", {DEFAULT_FORMAT: None}))
 
     @property
     def mixture_samples(self) -> int:
         """``S``: the served posterior is a mixture over ``S`` MCMC samples (SAAS), its cost
-        per point ``S`` times a single GP's; 1 for every other family and for artifacts
-        exported before the key was written."""
+        per point ``S`` times a single GP's; 1 for every other family and without the key."""
         return int(self.document.get("mixture_samples", 1))
 
     def sha256(self, fmt: str) -> str | None:
         """The SHA-256 recorded at export for format ``fmt``'s posterior file (lowercase
-        hex), or None: artifacts exported before hashes were recorded have none."""
+        hex), or None if the metadata records none."""
         entry = (self.document.get("formats") or {}).get(fmt)
         return entry.get("sha256") if isinstance(entry, dict) else None
 
@@ -165,7 +141,7 @@ def _check_formats(formats: Any) -> None:
         if not isinstance(entry, dict) or entry.get("file") != FORMAT_FILES[name]:
             raise ArtifactError(f"formats.{name}: expected {{\"file\": "
                                 f"{FORMAT_FILES[name]!r}, ...}}, got {entry!r}")
-        # Written since integrity hashes (absent from older artifacts of the same format).
+        # Optional: without it the file is checked as `check_posterior` checks it.
         if "sha256" in entry and not _is_sha256(entry["sha256"]):
             raise ArtifactError(f"formats.{name}.sha256: expected 64 lowercase hexadecimal "
                                 f"characters, got {entry['sha256']!r}")
@@ -200,7 +176,7 @@ def validate(document: Any) -> Metadata:
     for key, expected in (("num_inputs", len(inputs)), ("num_outputs", len(outputs))):
         if document.get(key) != expected:
             raise ArtifactError(f"{key}: expected {expected}, got {document.get(key)!r}")
-    # Written since the model families (absent from older artifacts of the same format).
+    # Optional keys, checked when present.
     if "model_class" in document and not (
         isinstance(document["model_class"], str) and document["model_class"]
     ):
@@ -212,7 +188,7 @@ def validate(document: Any) -> Metadata:
             f"correlated_outputs: expected true or false, got {document['correlated_outputs']!r}"
         )
     _check_formats(document.get("formats", {DEFAULT_FORMAT: {"file": POSTERIOR_FILE}}))
-    if "mixture_samples" in document:  # (written since integrity hashes, like them)
+    if "mixture_samples" in document:  # (optional)
         samples = document["mixture_samples"]
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise ArtifactError(f"mixture_samples: expected a positive integer, got {samples!r}")
@@ -335,9 +311,8 @@ def verify_posterior(directory: str | os.PathLike, fmt: str, metadata: Metadata)
     The file is first checked as `check_posterior` checks it (so a truncated file is
     reported as truncated), then hashed and compared with the SHA-256 ``metadata``
     records for the format (``formats.<fmt>.sha256``): a file swapped or edited after
-    export, even a valid posterior of another model, is refused. Artifacts exported
-    before hashes were recorded have no ``sha256``; their file is checked by
-    `check_posterior` only and loads as before.
+    export, even a valid posterior of another model, is refused. Without a recorded
+    ``sha256`` the file is checked by `check_posterior` only.
 
     Args:
         directory: The artifact folder (or an extracted model archive).

@@ -1,16 +1,7 @@
-"""Loading an exported posterior in any of its formats, as one interface.
+"""Loading an exported posterior in any of its formats (``gp_artifact.FORMAT_FILES``) as one
+interface: the four methods of ``gp_artifact.METHODS``, each taking `q x d` float64 ``X``.
 
-Whatever the format (``gp_artifact.FORMAT_FILES``), the loaded posterior has the four
-methods of the TorchScript module (``gp_artifact.METHODS``), each taking `q x d` float64
-``X`` and returning two tensors. The handler serves whichever format ``model-config.yaml``
-names; the export stage loads each file it writes through here for its exactness gate.
-
-- ``torchscript``: ``torch.jit.load``.
-- ``pt2``: the AOTInductor package's four models. A compiled package does not check its
-  input (a float32 ``X`` gives garbage, silently), so `check_points` does, before each call.
-- ``onnx``: one onnxruntime session per method, each on the subgraph of the method's
-  outputs (onnxruntime runs every node of the graph it is given: the whole graph would
-  compute the `O(q^2)` covariance for variances only).
+See docs/formats.md ("Serving a format").
 """
 
 from __future__ import annotations
@@ -120,9 +111,8 @@ def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
     """Load ``<directory>``'s posterior in format ``fmt``.
 
     Before anything is loaded, the file's SHA-256 is compared with the one its
-    ``metadata.json`` records (`gp_artifact.verify_posterior`): a file changed after
-    export is refused, not served. Artifacts exported before hashes were recorded have
-    none and load as before.
+    ``metadata.json`` records, if any (`gp_artifact.verify_posterior`): a file changed
+    after export is refused, not served.
 
     Args:
         directory: The artifact folder (or an extracted model archive).
@@ -147,7 +137,7 @@ def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
         path = gp_artifact.check_posterior(directory, fmt)
     try:
         if fmt == "torchscript":
-            with warnings.catch_warnings():  # (deprecated since torch 2.13; still the default)
+            with warnings.catch_warnings():  # (torch >= 2.13 deprecates it; still the default)
                 warnings.filterwarnings("ignore", r".*torch\.jit\.load` is deprecated")
                 return torch.jit.load(path, map_location="cpu")
         if fmt == "pt2":

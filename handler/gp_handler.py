@@ -1,11 +1,7 @@
-"""TorchServe handler for an exported GP posterior, in the shape of KServe's sklearnserver model.
+"""The TorchServe handler of an exported GP posterior (`GPHandler`).
 
-``initialize`` loads the artifact through its contract (``gp_artifact``), ``predict`` maps
-`q x d` inputs to posterior tensors with the TorchScript module, and ``handle`` maps each
-request of a batch to an answer or to its own 4xx: it picks the request's wire format
-(``codecs.select``: JSON, CSV or the Open Inference Protocol), decodes, predicts and encodes
-with that codec, and a refusal is rendered by it too. The codecs are pure Python
-(``gp_serve.handler.codecs``); they ship in the archive with this file's package.
+Each request of a batch is decoded, predicted and encoded with its own codec (``codecs.select``)
+and fails alone. See docs/serving.md ("Where things are").
 """
 
 from __future__ import annotations
@@ -94,13 +90,8 @@ class GPHandler(BaseHandler):
         return self.budget.max_full_points
 
     def _warm_up(self) -> None:
-        """Run every method before the first request.
-
-        TorchScript's profiling executor profiles the first two calls of a method and then
-        optimises it; left to the first requests, that costs them ~60 ms. Two sizes, so the
-        optimised graph is not specialised to one number of points. (The compiled formats
-        need no warm-up, but their first calls allocate; it costs them little.)
-        """
+        """Run every method at two sizes before the first request: TorchScript optimises a
+        method after profiling its first two calls (docs/serving.md, "Where things are")."""
         centre = torch.tensor([self.metadata.centre()], dtype=torch.float64)
         with torch.inference_mode():
             for q in (1, 1, 2, 2, 3):
@@ -137,11 +128,7 @@ class GPHandler(BaseHandler):
         return mean, variance, full
 
     def handle(self, data: list[dict], context: Any) -> list[bytes]:
-        """One answer per request of the batch; a bad request fails only itself.
-
-        (TorchServe times each batch itself: ``ts_inference_latency_microseconds`` and the
-        worker's ``PredictionTime``; no metric of our own is written per request.)
-        """
+        """One answer per request of the batch; a bad request fails only itself."""
         self.context = context
         if self._is_describe() and len(data) == 1 and not _has_body(data[0]):
             return [self.describe_handle()]

@@ -1,14 +1,8 @@
 """The archive recipe: an exported artifact plus the handler, packaged as a TorchServe ``.mar``.
 
-The one place that knows torch-model-archiver's arguments. ``make archive``, the tests,
-the benchmarks and the Docker build (through ``make archive``) all call it.
-
     gp-serve archive --model-dir build/model --store model_store [--name gp]
 
-The serving side ships as one package, ``gp_serve/handler/`` beside ``gp_serve/__init__.py``
-(which imports nothing until asked), so inside the archive it is imported as everywhere else
-(``gp_serve.handler.gp_artifact``); TorchServe puts the extracted archive first on the
-worker's ``PYTHONPATH``, so the archive's copy is the one served, whatever is installed.
+The one place that knows torch-model-archiver's arguments. See docs/serving.md.
 """
 
 from __future__ import annotations

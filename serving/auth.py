@@ -1,17 +1,8 @@
 """TorchServe's token authorization, as the operator's tools use it: the one reader of its keys.
 
-With ``disable_token_authorization=false`` (``config.properties``), TorchServe 0.12 writes
-``key_file.json`` (mode 0600) into its working directory at start and then requires
-``Authorization: Bearer <key>`` on every call: the ``inference`` key on the inference API
-(REST and gRPC, ``/ping`` and ``/v2/health/*`` included), the ``management`` key on the
-management API (REST and gRPC: scale, register, unregister, set-default, workflows). The
-metrics API takes no key. Only a process that can read the file (its owner, or root) has
-the keys; a key expires after ``token_expiration_min`` minutes.
+    gp-serve token [--workdir logs] [inference|management]   # make token
 
-    gp-serve token [--workdir logs] [inference|management]
-
-(``make token``) prints a key (default: the inference key), for shell use (``curl -H "Authorization: Bearer $(...)"``). Standard library only:
-it also runs inside the serving image (the healthcheck).
+prints a key for shell use. Standard library only. See docs/serving.md ("Trust model").
 """
 
 from __future__ import annotations

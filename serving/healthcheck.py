@@ -1,24 +1,7 @@
 """Docker HEALTHCHECK: healthy only when every loaded model answers a real prediction.
 
-``/ping`` says the frontend is up, not that a worker can load the model and compute. This asks
-the management API which models are loaded, reads each one's metadata (input bounds, from the
-handler's describe), and POSTs one point at the centre of the training box to
-``/predictions/<model>``; the answer must be HTTP 200 with finite means. Exit 0 if all answer,
-1 otherwise (with the reason on stdout, which ``docker inspect`` keeps), always within
-``HEALTHCHECK_DEADLINE_S`` (6 s, each call at most ``HEALTHCHECK_TIMEOUT_S``, 4 s): below the
-image's ``--timeout=8s``, so a slow server is reported as such rather than killed by Docker. When a model does not
-answer because its artifact failed to load, the reason is the handler's own log line (from
-TorchServe's ``model_log.log``), within the first checks rather than after the start period.
-
-Run in the image as ``python -m gp_serve.serving.healthcheck`` (gp-serve is installed in the
-image's venv without the export stage's dependencies; this imports only the standard library,
-``gp_serve.serving`` and the artifact contract).
-
-Addresses come from the same place TorchServe takes them: ``TS_INFERENCE_ADDRESS`` /
-``TS_MANAGEMENT_ADDRESS`` if set, else the config file (``TS_CONFIG_FILE``). A model whose
-metadata is not gp-serve's is asked at ``HEALTHCHECK_INPUTS`` (a JSON list of points) if set.
-With token authorization on, the keys are read from TorchServe's ``key_file.json`` (cwd).
-Standard library only.
+Run in the image as ``python -m gp_serve.serving.healthcheck`` (standard library only); exit 0
+if all answer, 1 otherwise, with the reason on stdout. See docs/docker.md.
 """
 
 from __future__ import annotations
@@ -37,8 +20,8 @@ from gp_serve.serving import auth
 from gp_serve.serving.properties import address, read_properties
 
 TIMEOUT_S = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "4"))
-# The whole check ends within this many seconds, below the Dockerfile's --timeout=8s, so that the
-# check itself reports why (a load error, a slow server) instead of Docker killing it silently.
+# The whole check's limit, below the Dockerfile's --timeout=8s: the check reports a slow server
+# itself instead of Docker killing it silently.
 DEADLINE_S = float(os.environ.get("HEALTHCHECK_DEADLINE_S", "6"))
 CONFIG = os.environ.get("TS_CONFIG_FILE", "/home/model-server/config.properties")
 # TorchServe's own variable for its log folder (default: logs/ in its working directory).
@@ -146,8 +129,8 @@ def main() -> int:
         print(check())
         return 0
     except Exception as e:  # noqa: BLE001 - any failure means unhealthy
-        # A model that cannot load also makes the server slow to answer (its workers keep
-        # dying): whatever failed here, the handler's own reason is the one to report.
+        # A model that cannot load also slows the server (its workers keep dying): whatever
+        # failed, the handler's own reason is the one to report.
         print(f"unhealthy: {_load_error() or e}")
         return 1
 

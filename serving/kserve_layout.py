@@ -2,12 +2,8 @@
 
     gp-serve kserve-layout --mar model_store/gp.mar --out DIR   # make kserve-layout
 
-writes ``DIR/config/config.properties`` and ``DIR/model-store/gp.mar``, the layout KServe's
-``pytorch`` runtime (and ours, ``deploy/kserve/servingruntime.yaml``) starts TorchServe on:
-``--model-store=/mnt/models/model-store --ts-config=/mnt/models/config/config.properties``.
-The config is the repository's ``config.properties`` (limits, body sizes as the serving side
-chose them) with what differs in a pod (`POD_SETTINGS`: addresses, token authorization off,
-the model API off, ``allowed_urls`` anchored to the pod's store).
+writes ``DIR/config/config.properties`` (the repository's, with `POD_SETTINGS`) and
+``DIR/model-store/gp.mar``. See docs/kserve.md.
 """
 
 from __future__ import annotations
@@ -23,28 +19,19 @@ from gp_serve.serving.properties import (DEFAULT_CONFIG, allowed_store_urls, rea
 MOUNT = "/mnt/models"
 CONFIG_PATH = "config/config.properties"
 STORE_PATH = "model-store"
-# KServe routes the pod's port 8080 (http1) to the kserve-container; TorchServe itself is that
-# container here (no KServe wrapper in between), so it answers v1 and v2 on 8080.
+# What differs in a pod from config.properties; docs/kserve.md gives each setting's reason.
 POD_SETTINGS = {
+    # KServe's http1 port: TorchServe is the kserve-container and answers v1 and v2 there.
     "inference_address": "http://0.0.0.0:8080",
-    # Management, REST and gRPC, on the pod's loopback: only this pod's containers reach it.
+    # Management (REST and gRPC) and gRPC inference on the pod's loopback only.
     "management_address": "http://127.0.0.1:8085",
     "grpc_management_address": "127.0.0.1",
-    # gRPC inference too: KServe routes only http1 (8080) here, and TorchServe's gRPC service is
-    # not the v2 GRPCInferenceService KServe clients call (docs/kserve.md).
     "grpc_inference_address": "127.0.0.1",
-    # Metrics on every interface: Prometheus scrapes the pod from another pod, at the pod IP
-    # (the runtime's prometheus.kserve.io annotations). It only reads (TorchServe asks no key
-    # for it either way): model names, counts and latencies.
+    # Prometheus scrapes the pod at its IP; metrics only read.
     "metrics_address": "http://0.0.0.0:8082",
-    # Token authorization off: the kubelet's readiness and liveness probes (httpGet) and the
-    # clients behind KServe's ingress cannot carry a key TorchServe makes up per pod at start.
-    # What guards management instead is loopback (above): it trusts the pod's network namespace,
-    # i.e. every container of the pod (KServe's queue-proxy, any injected sidecar).
+    # Probes and clients behind KServe's ingress cannot carry TorchServe's per-pod keys.
     "disable_token_authorization": "true",
-    # The pod serves the models of its storage layout, read-only at /mnt/models: no registering
-    # or unregistering (a new InferenceService revision changes them), and allowed_urls admits
-    # only the .mar files of that store.
+    # The pod serves its layout's models only: no registering, only that store's .mar files.
     "enable_model_api": "false",
     "model_store": f"{MOUNT}/{STORE_PATH}",
     "allowed_urls": allowed_store_urls(f"{MOUNT}/{STORE_PATH}"),
@@ -52,8 +39,8 @@ POD_SETTINGS = {
     # TS_<KEY> environment variables (the ServingRuntime's env) override any key.
     "enable_envvars_config": "true",
 }
-# As in the image's own config (docker/container-config.sh): let TorchServe's shutdown hook log
-# the models' unregistering on SIGTERM before log4j stops.
+# As in the image's config (docker/container-config.sh): on SIGTERM, TorchServe's shutdown hook
+# logs the models' unregistering before log4j stops.
 SHUTDOWN_VMARG = "-Dlog4j2.shutdownHookEnabled=false"
 
 

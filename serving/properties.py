@@ -1,13 +1,8 @@
 """TorchServe's ``config.properties``: the one reader, and the addresses it defines.
 
-Every tool that needs an address (the local-server tooling, the Docker healthcheck, the
-CSV client's default, ``make predict``, the tests) reads it here from the config file, so
-the ports are written once, in ``config.properties``. Standard library only: it also runs
-inside the serving image (the healthcheck).
-
     python -m gp_serve.serving.properties [--config FILE] inference|management|metrics [PATH]
 
-prints an address (with ``PATH`` appended), for shell use.
+prints an address (``PATH`` appended) for shell use. Standard library only. See docs/serving.md.
 """
 
 from __future__ import annotations

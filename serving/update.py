@@ -3,36 +3,8 @@
     gp-serve update --model-dir NEWDIR [--workdir logs] [--store DIR] [--name gp]
                     [--version V] [--model-config handler/model-config.yaml] [--timeout 300]
 
-(``make update MODEL_DIR=...``.) Against the TorchServe started in ``--workdir`` (``make
-start``; its addresses come from ``<workdir>/ts-config.properties``, its keys from
-``<workdir>/key_file.json``):
-
-1. check the artifact (its posterior is the file exported, its inputs and outputs are the
-   served model's) and load its ``posterior.pt`` in process: the reference answers;
-2. archive it as ``<store>/<name>.<version>.mar`` (version: ``--version``, else the next
-   major after the served default's, ``1.0`` -> ``2.0``);
-3. register it (management API) with the current default's workers, and wait until they
-   are all ready;
-4. wait until ``2 x workers`` concurrent ``POST /predictions/<name>/<version>`` all answer
-   the reference mean and variance at 5 points inside the training bounds (relative error
-   <= 1e-8) and name the new version;
-5. ``PUT /models/<name>/<version>/set-default``: the very next request to
-   ``/predictions/<name>`` goes to it; one such request confirms it;
-6. for each old version: wait until it is idle (no queued job, no worker mid-job), then
-   ``DELETE /models/<name>/<old>``.
-
-TorchServe 0.12's unregister does not drain: the jobs queued for (or being computed by) a
-version when it is deleted are never answered, so step 6 waits for the old version to go
-idle first (its queue from the management API, its workers' activity from ``ts_log.log``).
-The registration is asynchronous: a synchronous one holds one of the frontend's Netty
-threads, which the inference API shares, while the new workers load, and every inference
-connection on that thread waits as long.
-
-A failure in steps 3 to 5 exits 1 with the reason, after the old version is the default
-again (it never stopped being one before step 5) and the new one is drained, unregistered
-and its archive removed. An artifact or argument refused in steps 1 and 2 exits 2 and
-changes nothing. If an old version cannot be drained or unregistered in step 6, the new
-version (verified, confirmed) stays the default and the command exits 3 naming what is left.
+Exit 0, 2 (refused, nothing changed), 1 (rolled back) or 3 (an old version left registered).
+See docs/serving.md ("Model updates") for the steps, the guarantees and TorchServe's part.
 """
 
 from __future__ import annotations
@@ -411,7 +383,8 @@ def archive(model_dir: Path, store: Path, name: str, model_config: Path, version
 def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str = MODEL_NAME,
            version: str | None = None, model_config: Path = MODEL_CONFIG,
            timeout: float = TIMEOUT_S) -> str:
-    """The steps of the module docstring.
+    """Check, archive, register, verify, switch to and drain for the artifact ``model_dir``
+    (the six steps of docs/serving.md, "Model updates").
 
     Returns:
         The new version, now the default.

@@ -1,17 +1,6 @@
-"""The wire formats of the GP handler, one codec each, and the choice of one per request.
+"""The wire formats of the GP handler, one codec each, and the choice of one per request (`select`).
 
-- `budget`: what a request may cost (`Budget`) and the error every codec raises
-  (`RequestError`);
-- `bounded_json`: the bounded JSON decoder and the encoder (`dumps`) they share;
-- `base`: what a codec is (`Codec`: ``decode``, ``encode``, ``error``) and the values it
-  passes (`Request`, `Posterior`, `ServedModel`, `Answer`);
-- `v1`: JSON, gp-serve's envelope and KServe v1's (`JSON`);
-- `csv_codec`: CSV (`CSV`);
-- `v2`: the Open Inference Protocol, JSON and binary tensors (`v2.V2Codec`).
-
-No torch: every rule is unit-tested without a server. For each request the handler picks a
-codec (`select`), then decodes, predicts and encodes with it; a request refused before a
-codec is selected (a multipart form, or a body too large to tell) is answered by `JSON`.
+No torch: every rule is unit-tested without a server. See docs/serving.md ("Where things are").
 """
 
 from __future__ import annotations

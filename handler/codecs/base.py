@@ -1,10 +1,7 @@
-"""What every wire-format codec has in common: the operations the handler calls on it and the
-values they pass.
+"""What every wire-format codec has in common: the `Codec` the handler calls and the values it
+passes (`Request`, `Posterior`, `ServedModel`, `Answer`). No torch: posteriors are numpy arrays.
 
-The handler picks a `Codec` for each request (`gp_serve.handler.codecs.select`); the codec
-decodes the body to a `Request`, the handler predicts its `Posterior`, the codec encodes that
-to an `Answer`, and a `RequestError` raised on the way is answered by the same codec's
-``error``. No torch: the posterior arrives as numpy arrays.
+See docs/serving.md ("Where things are").
 """
 
 from __future__ import annotations

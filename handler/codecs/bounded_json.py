@@ -1,12 +1,7 @@
 """JSON in and out, within bounds: the strict decoder every JSON codec reads bodies with, and
-the encoder (`dumps`) every answer is written with.
+the orjson encoder (`dumps`) every answer is written with.
 
-Nothing a client sends can make the decoder spend unbounded stack, time or memory: nesting
-depth (`MAX_JSON_DEPTH`) and the length of a number (`MAX_INTEGER_DIGITS`,
-`MAX_NUMBER_CHARS`) are bounded, and with a `Budget` the number of values is counted before
-anything is decoded. Answers are encoded by orjson, which writes float64 in shortest
-round-trip form and numpy arrays without a detour through Python lists (20x faster than
-``json.dumps`` of ``tolist()`` for a 4000 x 4000 covariance).
+See docs/serving.md ("Limits").
 """
 
 from __future__ import annotations

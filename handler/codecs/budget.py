@@ -1,10 +1,6 @@
-"""What one request may cost, and the error every codec raises: shared by every wire format.
+"""What one request may cost (`Budget`), and the error every codec raises (`RequestError`).
 
-No torch, no numpy: every rule is unit-tested without a server. Every client error is a
-`RequestError` whose message names the rule broken, with what was expected and what was
-received, quoting the client's input truncated (`clip`: `MAX_QUOTE_CHARS`; a whole message is
-at most `MAX_ERROR_CHARS`, `error_text`). Every request's cost is checked against a `Budget`
-(points, covariance size, the answer's bytes) before any work is done.
+No torch, no numpy: every rule is unit-tested without a server. See docs/serving.md ("Limits").
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The CSV codec of ``POST /predictions/<model>`` (``Content-Type: text/csv``).
+"""The CSV codec of ``POST /predictions/<model>`` (``Content-Type: text/csv``): one point per
+row in, ``mean_<output>,std_<output>`` rows out, errors in the JSON codec's form.
 
-Requests are one point per row with an optional header of input names; answers are
-``mean_<output>,std_<output>`` rows, the numbers as JSON writes them (shortest round-trip
-form). No covariance, no observation noise; errors are the JSON codec's
-(``{"error": message, "code": status}``). Cells are matched by a pattern without
-backtracking, after their length is checked, and the points are counted before any of a row
-past the limit is converted.
+See docs/serving.md (step 5, "Limits").
 """
 
 from __future__ import annotations
@@ -26,8 +22,7 @@ from gp_serve.handler.codecs.v1 import JsonCodec, PredictRequest
 CSV_TYPES = ("text/csv", "application/csv")
 CSV_TYPE = "text/csv; charset=utf-8"
 # A CSV number. Unambiguous (each digit can belong to one place only), so a failed match costs
-# linear time: the former ``\d+\.?\d*`` backtracked quadratically on a cell of digits and a
-# letter (8,000 digits: 1.2 s).
+# linear time, with no backtracking.
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 

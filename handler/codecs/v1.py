@@ -1,13 +1,7 @@
-"""The JSON codec of ``POST /predictions/<model>``: gp-serve's own envelope and KServe v1's.
+"""The JSON codec of ``POST /predictions/<model>``: gp-serve's own envelope, KServe v1's
+(``instances``) and a bare list of points.
 
-Requests (see the README for the full contract): ``{"inputs": [[...], ...], "covariance":
-"full|diag|none", "observation_noise": bool}``, the KServe v1 envelope ``{"instances": [...],
-...}`` or a bare list of points; a point is a list of ``d`` numbers or an object keyed by
-input name. Bodies are decoded by `bounded_json` (the number of points is counted before any
-float is built) and each request's cost is checked against its `Budget` before any posterior
-work. Answers are ``model``, ``version``, ``outputs``, ``mean``, ``variance`` (`q x m`), the
-covariance and layout, ``extrapolation`` and, for KServe v1, ``predictions``; errors are
-``{"error": message, "code": status}`` (the form CSV requests' errors take too).
+See docs/serving.md (steps 2 to 4 and 9, "Limits").
 """
 
 from __future__ import annotations
@@ -204,7 +198,7 @@ def render_json(
         extrapolation: Indices of points outside the training bounds.
 
     Returns:
-        The body (compact JSON; see the README for the keys).
+        The body (compact JSON; docs/serving.md shows the keys).
     """
     answer: dict[str, Any] = {
         "model": model,

@@ -1,27 +1,7 @@
-"""The Open Inference Protocol (KServe v2) for the GP handler, JSON and binary tensors.
+"""The Open Inference Protocol (KServe v2) codec of the GP handler, JSON and binary tensors.
 
-It shares the other codecs' error type and `Budget` (`budget`) and their number rules
-(`bounded_json`), and is unit-tested without a server. TorchServe forwards
-``POST /v2/models/<model>/infer`` bodies and headers to the handler unchanged. A request is
-v2 if it carries the `HEADER_LENGTH` header or its JSON body's ``inputs`` are tensor objects
-(`split`); its errors are then v2's.
-
-Request::
-
-    {"id": "...", "inputs": [{"name": "X", "shape": [q, d], "datatype": "FP64",
-                              "data": [x11, x12, ..., xqd]}],
-     "outputs": [{"name": "mean"}, {"name": "covariance", "parameters": {"binary_data": true}}],
-     "parameters": {"covariance": "full|diag|none", "observation_noise": false}}
-
-``data`` is row-major, flat or nested. With the binary-data extension (what
-``tritonclient`` sends with ``binary_data=True``) the body is the JSON header, whose
-length is the ``Inference-Header-Content-Length`` request header, followed by the raw
-little-endian tensor; the input then has ``"parameters": {"binary_data_size": n}`` instead
-of ``data``. Outputs are ``mean`` and ``variance`` (`q x m`) and ``covariance``
-(`(q*m) x (q*m)`, output-major), FP64; an ``outputs`` list selects them (default: all,
-the covariance unless ``parameters.covariance`` is ``"diag"`` or ``"none"``), and each is
-sent as binary when its ``binary_data`` parameter or the request's ``binary_data_output``
-is true. Errors are ``{"error": "..."}`` with a 4xx status.
+A request is v2 if it carries `HEADER_LENGTH` or its JSON body's ``inputs`` are tensor
+objects (`split`); its errors are then v2's. See docs/serving.md (step 10).
 """
 
 from __future__ import annotations
