@@ -3,48 +3,77 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 COMPAT_VENV := .venv-botorch012
-TORCH2141_VENV := .venv-torch2141
+TORCH215_VENV := .venv-torch215
 PY := $(VENV)/bin/python
 # The one command (gp_serve/cli.py), installed into the venv by `make install`.
 GP_SERVE := $(VENV)/bin/gp-serve
 MODEL_DIR := build/model
 
-.PHONY: install install-compat test export
+.PHONY: install install-compat install-torch215 lock test test-fast lint export
 
-## install: create .venv with the pinned stack (idempotent)
+# --- environments: uv venvs synced to the lock files (docs/testing.md, "Environments") ---
+# Each venv holds exactly one lock (requirements*.txt, compiled by `make lock` from
+# requirements/*.in), then this checkout editable with --no-deps.
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+# Where uv looks: what pip is configured with here (find-links, extra indexes: torch's CPU build
+# lies there), else PyTorch's CPU index beside PyPI.
+PIP_CONF = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+UV_SOURCES = --index-strategy unsafe-best-match \
+  $(or $(foreach d,$(call PIP_CONF,find-links),--find-links $(d)),--extra-index-url https://download.pytorch.org/whl/cpu) \
+  $(foreach i,$(call PIP_CONF,extra-index-url),--extra-index-url $(i))
+# What a CPU never loads of torch 2.15.0's CUDA build (requirements/torch215.in says why).
+TORCH215_SKIP := triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-nvtx nvidia-cuda-cccl
+
+# (uv itself, with pip, into .uv/; inside each recipe, not as a prerequisite: a venv marked as
+# installed, as in the Docker build, needs no uv)
+GET_UV = test -x $(UV) || $(PYTHON) -m pip install --quiet --target .uv uv==$(UV_VERSION)
+
+# $(call SYNC,venv,lock): the venv holds exactly the lock's packages, then this checkout editable.
+define SYNC
+	$(GET_UV)
+	test -x $(1)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(1)
+	$(UV) pip sync --quiet --python $(1)/bin/python $(UV_SOURCES) $(2)
+	$(UV) pip install --quiet --python $(1)/bin/python --no-deps --editable .
+	touch $(1)/.installed
+endef
+
+## install: create .venv, the pinned stack with the test, benchmark and lint tools
+## (requirements-dev.txt; idempotent)
 install: $(VENV)/.installed
 
-# The exact pins first, then this checkout editable on top of them (pyproject.toml's ranges are
-# for users; --no-deps and --no-build-isolation: nothing is resolved or fetched past the pins).
-EDITABLE := -m pip install --quiet --no-deps --no-build-isolation --editable .
-
-$(VENV)/.installed: requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(PY) $(EDITABLE)
-	touch $@
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	$(call SYNC,$(VENV),requirements-dev.txt)
 
 ## install-compat: create .venv-botorch012 (BoTorch 0.12.0, the oldest supported)
 install-compat: $(COMPAT_VENV)/.installed
 
-$(COMPAT_VENV)/.installed: requirements-botorch012.txt requirements-dev.txt pyproject.toml
-	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet -r requirements-botorch012.txt -r requirements-dev.txt
-	$(COMPAT_VENV)/bin/python $(EDITABLE)
-	touch $@
+$(COMPAT_VENV)/.installed: requirements-botorch012.txt pyproject.toml
+	$(call SYNC,$(COMPAT_VENV),requirements-botorch012.txt)
 
-.PHONY: install-torch2141
+## install-torch215: create .venv-torch215 (torch 2.15.0, the newest, with BoTorch 0.18.1)
+install-torch215: $(TORCH215_VENV)/.installed
 
-## install-torch2141: create .venv-torch2141 (torch 2.14.1, BoTorch 0.18.1) for the export tests;
-## --no-deps: requirements-torch2141.txt is the complete set (it says why)
-install-torch2141: $(TORCH2141_VENV)/.installed
+$(TORCH215_VENV)/.installed: requirements-torch215.txt pyproject.toml
+	$(call SYNC,$(TORCH215_VENV),requirements-torch215.txt)
+	$(TORCH215_VENV)/bin/python -W ignore -c "import torch, botorch"  # all of torch's libraries load
 
-$(TORCH2141_VENV)/.installed: requirements-torch2141.txt pyproject.toml
-	test -x $(TORCH2141_VENV)/bin/python || $(PYTHON) -m venv $(TORCH2141_VENV)
-	$(TORCH2141_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-torch2141.txt
-	$(TORCH2141_VENV)/bin/python $(EDITABLE)
-	$(TORCH2141_VENV)/bin/python -W ignore -c "import torch, botorch"  # all of torch's libraries load
-	touch $@
+# $(call COMPILE,in,lock[,extra args]): resolve requirements/<in>.in into the lock <lock>,
+# keeping the lock's current versions where they still fit (uv's preference for the output file).
+define COMPILE
+	$(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  $(UV_SOURCES) requirements/$(1).in -o $(2) $(3)
+endef
+
+## lock: recompile the lock files from requirements/*.in (after changing a pin there)
+lock:
+	$(GET_UV)
+	$(call COMPILE,serve,requirements-serve.txt)
+	$(call COMPILE,main,requirements.txt)
+	$(call COMPILE,dev,requirements-dev.txt)
+	$(call COMPILE,botorch012,requirements-botorch012.txt)
+	$(call COMPILE,torch215,requirements-torch215.txt,$(TORCH215_SKIP:%=--no-emit-package %))
+	$(call COMPILE,user-botorch016,requirements-user-botorch016.txt)
 
 ## export: fit and export the default model (BraninCurrin) to build/model
 export: $(MODEL_DIR)/posterior.pt
@@ -52,21 +81,29 @@ export: $(MODEL_DIR)/posterior.pt
 $(MODEL_DIR)/posterior.pt: $(wildcard export/*.py) | install
 	$(GP_SERVE) export --out $(MODEL_DIR)
 
-## test: the whole suite (pinned stack, then the export tests on BoTorch 0.12.0 and on torch 2.14.1)
-test: install install-compat install-bench install-onnx-example install-torch2141
+## lint: ruff (lint rules and the formatter's check) and mypy, configured in pyproject.toml
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) .ci/typecheck.py
+
+## test-fast: the unit tiers only (no server, no Docker, nothing marked slow; pytest.ini's
+## markers): under 2 minutes
+test-fast: install
+	$(PY) -m pytest -q -m "not server and not docker and not slow" tests
+
+## test: lint, then the whole suite (pinned stack), then the export tests on BoTorch 0.12.0 and
+## on torch 2.15.0
+test: lint install-compat install-onnx-example install-torch215
 	$(PY) -m pytest tests
 	$(COMPAT_VENV)/bin/python -m pytest tests/export
-	$(TORCH2141_VENV)/bin/python -m pytest tests/export
+	$(TORCH215_VENV)/bin/python -m pytest tests/export
 
 # --- benchmarks ---
 .PHONY: bench install-bench
 
-## install-bench: add the benchmarks' extra packages (requirements-bench.txt) to .venv
-install-bench: $(VENV)/.bench-installed
-
-$(VENV)/.bench-installed: requirements-bench.txt | install
-	$(PY) -m pip install --quiet -r requirements-bench.txt
-	touch $@
+# (the benchmarks' packages are in .venv's lock)
+install-bench: install
 
 ## bench: regenerate benchmarks/results/ (raw JSON, README.md tables, PNG plots): in-process
 ## traced vs eager, BoTorch's MTMVN assembly, HTTP vs echo vs a FastAPI peer, one worker's
@@ -178,8 +215,9 @@ ONNX_VENV := .venv-onnx
 install-onnx-example: $(ONNX_VENV)/.installed
 
 $(ONNX_VENV)/.installed: examples/onnx/requirements.txt
-	test -x $(ONNX_VENV)/bin/python || $(PYTHON) -m venv $(ONNX_VENV)
-	$(ONNX_VENV)/bin/python -m pip install --quiet -r examples/onnx/requirements.txt
+	$(GET_UV)
+	test -x $(ONNX_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(ONNX_VENV)
+	$(UV) pip install --quiet --python $(ONNX_VENV)/bin/python $(UV_SOURCES) -r examples/onnx/requirements.txt
 	touch $@
 
 # --- the C++ example ---

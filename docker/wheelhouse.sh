@@ -23,7 +23,8 @@ log "pip download -r requirements.txt -> ${dest#"$root"/}"
     --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
     -r "$root/requirements.txt" -d "$dest" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
-torch_version=$(sed -n 's/^torch==\([^[:space:]#]*\).*/\1/p' "$root/requirements-serve.txt")
+# (the lock pins the CPU build's local version, torch==X+cpu: the version is what precedes +)
+torch_version=$(sed -n 's/^torch==\([^+[:space:]#]*\).*/\1/p' "$root/requirements-serve.txt")
 if ! ls "$dest"/torch-"$torch_version"+cpu-*.whl >/dev/null 2>&1; then
     log "no CPU build of torch $torch_version in $dest: the image would pull in CUDA (GBs)."
     log "Put torch-$torch_version+cpu on pip's find-links path or set"
