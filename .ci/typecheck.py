@@ -19,10 +19,10 @@ def main() -> int:
         "package-dir"]
     shutil.rmtree(TREE, ignore_errors=True)
     for package, source in sorted(package_dir.items()):
-        target = TREE.joinpath(*package.split("."))
-        target.mkdir(parents=True, exist_ok=True)
-        for path in sorted((ROOT / source).glob("*.py")):
-            (target / path.name).symlink_to(path)
+        for path in sorted((ROOT / source).rglob("*.py")):
+            target = TREE.joinpath(*package.split("."), path.relative_to(ROOT / source))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
     return subprocess.call([sys.executable, "-m", "mypy", *sys.argv[1:]], cwd=ROOT)
 
 

@@ -15,12 +15,16 @@ import json
 import os
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import gp_serve
+
+if TYPE_CHECKING:  # (imported where used: `gp-serve --help` imports no command's modules)
+    from gp_serve.handler.gp_artifact import Metadata
 
 PROG = "gp-serve"
 
@@ -46,7 +50,16 @@ class Command:
     prefix: str = ""
     extra: str = "serve"
 
-    def function(self, name: str) -> Callable | None:
+    def function(self, name: str) -> Callable[..., Any]:
+        """The module's function ``prefix + name`` (``add_arguments``, ``run``).
+
+        Raises:
+            AttributeError: If the module does not define it.
+        """
+        return getattr(import_module(self.module), self.prefix + name)
+
+    def optional(self, name: str) -> Callable[..., Any] | None:
+        """The module's function ``prefix + name`` (``check_args``), or None if it has none."""
         return getattr(import_module(self.module), self.prefix + name, None)
 
 
@@ -175,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # The first word that is not an option names the command (gp-serve's own options take
     # no value); only that command's module is imported.
-    command = next((word for word in argv if not word.startswith("-")), None)
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    command = word if word in COMMANDS else None
     try:
-        parser, sub = build_parser(command if command in COMMANDS else None)
+        parser, sub = build_parser(command)
     except ModuleNotFoundError as e:  # (a plain `pip install gp-serve` has no TorchServe)
+        if command is None:  # (without a command, no command's module is imported)
+            raise
         extra = COMMANDS[command].extra
         part = f"gp-serve's [{extra}] extra" if extra else "a dependency of gp-serve"
         print(f"error: {PROG} {command} needs the package {e.name!r} ({part}), which is not "
@@ -187,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     spec = COMMANDS[args.command]
-    check = spec.function("check_args")
+    check = spec.optional("check_args")
     problem = check(args) if check is not None else None
     if problem:
+        # (parse_args accepted a command, so it is the first word: build_parser made its sub)
+        assert sub is not None
         sub.error(problem)
     try:
         return spec.function("run")(args)
@@ -289,7 +307,7 @@ def describe_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _artifact(path: Path):
+def _artifact(path: Path) -> tuple[str, Metadata]:
     """``(heading, metadata)`` of an artifact folder or a ``.mar``.
 
     Raises:
@@ -353,8 +371,11 @@ def _served(args: argparse.Namespace) -> tuple[str, list]:
     except auth.AuthError as e:
         raise DescribeError(str(e)) from e
     except requests.HTTPError as e:
-        raise DescribeError(f"GET {url}: HTTP {e.response.status_code}: "
-                            f"{e.response.text[:300]}") from e
+        response = e.response
+        if response is None:  # (raise_for_status always attaches the response)
+            raise DescribeError(f"GET {url}: {e}") from e
+        raise DescribeError(f"GET {url}: HTTP {response.status_code}: "
+                            f"{response.text[:300]}") from e
     except ValueError as e:  # (before RequestException: requests' JSON errors are both)
         raise DescribeError(f"GET {url}: {e}") from e
     except requests.RequestException as e:
@@ -380,7 +401,7 @@ def _describe(document: dict[str, Any]) -> list[str]:
         f"model class: {', '.join(family)}; {document['num_train']} training points",
         f"inputs ({len(inputs)}), with their training bounds:",
         *(f"  {name:<{width}}  [{lower:.6g}, {upper:.6g}]"
-          for name, (lower, upper) in zip(inputs, document["input_bounds"])),
+          for name, (lower, upper) in zip(inputs, document["input_bounds"], strict=True)),
         f"outputs ({len(outputs)}): {', '.join(outputs)}",
         f"covariance layout: {document['covariance_layout']} (entry t*q + i of the "
         "(q*m) x (q*m) covariance is output t at point i)",

@@ -8,12 +8,39 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from gp_serve.handler import gp_artifact
+
+
+@runtime_checkable
+class PosteriorModule(Protocol):
+    """An exported posterior as loaded (`load`), whatever its format: the four methods of
+    ``gp_artifact.METHODS``, each taking `q x d` float64 ``X`` on the CPU.
+
+    A TorchScript ``ScriptModule`` has them as compiled methods; `Pt2Posterior` and
+    `OnnxPosterior` as Python ones.
+    """
+
+    def forward(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean `q x m` and output-major covariance `(q*m) x (q*m)` (entry ``t*q + i`` is
+        output ``t`` at point ``i``)."""
+        ...
+
+    def forward_noisy(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """As `forward`, with observation noise."""
+        ...
+
+    def mean_var(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance, `q x m` each."""
+        ...
+
+    def mean_var_noisy(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """As `mean_var`, with observation noise."""
+        ...
 
 
 def check_points(X: Tensor, num_inputs: int) -> None:
@@ -107,7 +134,7 @@ class OnnxPosterior(_Compiled):
 
 
 def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
-         threads: int | None = None, *, verify: bool = True) -> Any:
+         threads: int | None = None, *, verify: bool = True) -> PosteriorModule:
     """Load ``<directory>``'s posterior in format ``fmt``.
 
     Before anything is loaded, the file's SHA-256 is compared with the one its
@@ -124,7 +151,8 @@ def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
             (and the hash) is written.
 
     Returns:
-        An object with the four methods (a ScriptModule for ``torchscript``).
+        The four methods (a ScriptModule for ``torchscript``, `Pt2Posterior` for ``pt2``,
+        `OnnxPosterior` for ``onnx``).
 
     Raises:
         gp_artifact.ArtifactError: If the format is unknown, the metadata cannot be read
@@ -139,7 +167,10 @@ def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
         if fmt == "torchscript":
             with warnings.catch_warnings():  # (torch >= 2.13 deprecates it; still the default)
                 warnings.filterwarnings("ignore", r".*torch\.jit\.load` is deprecated")
-                return torch.jit.load(path, map_location="cpu")
+                # (a ScriptModule, its compiled methods found at run time: torch.jit.load is
+                # untyped, so nothing checks this statically; the export gate checks them)
+                module: PosteriorModule = torch.jit.load(path, map_location="cpu")
+                return module
         if fmt == "pt2":
             return Pt2Posterior(path, num_inputs)
         return OnnxPosterior(path, num_inputs, threads)

@@ -11,13 +11,12 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from gp_serve.handler import codecs
-from gp_serve.handler import gp_artifact
-from gp_serve.handler import gp_formats
+from gp_serve.handler import codecs, gp_artifact, gp_formats
 from gp_serve.handler.codecs.base import Answer, Codec, Posterior, Request, ServedModel
 from gp_serve.handler.codecs.bounded_json import dumps
 from gp_serve.handler.codecs.budget import Budget, RequestError
@@ -34,7 +33,7 @@ def _has_body(row: dict) -> bool:
     return any(value not in (None, b"", "", bytearray()) for value in row.values())
 
 
-def _array(values: Tensor):
+def _array(values: Tensor) -> np.ndarray:
     """A tensor as the C-contiguous numpy array the codecs' encoders take (no copy if
     already contiguous)."""
     return values.contiguous().numpy()
@@ -43,6 +42,17 @@ def _array(values: Tensor):
 class GPHandler(BaseHandler):
     """Answers ``POST /predictions/<model>`` (JSON, CSV) and ``POST /v2/models/<model>/infer``
     (the Open Inference Protocol) with the GP posterior."""
+
+    # Set by `initialize`.
+    model: gp_formats.PosteriorModule
+    metadata: gp_artifact.Metadata
+    budget: Budget
+    format: str
+    limits: dict[str, int]
+    chunk_rows: int
+    lower: Tensor
+    upper: Tensor
+    version: str
 
     def initialize(self, context: Any) -> None:
         """Read the handler settings and load ``metadata.json`` and the posterior in the
@@ -94,10 +104,12 @@ class GPHandler(BaseHandler):
         method after profiling its first two calls (docs/serving.md, "Where things are")."""
         centre = torch.tensor([self.metadata.centre()], dtype=torch.float64)
         with torch.inference_mode():
+            methods = (self.model.forward, self.model.forward_noisy, self.model.mean_var,
+                       self.model.mean_var_noisy)
             for q in (1, 1, 2, 2, 3):
                 X = centre.expand(q, -1)
-                for method in ("forward", "forward_noisy", "mean_var", "mean_var_noisy"):
-                    getattr(self.model, method)(X)
+                for method in methods:
+                    method(X)
 
     def predict(
         self, X: Tensor, covariance: bool, noisy: bool, offset: int = 0
@@ -164,7 +176,7 @@ class GPHandler(BaseHandler):
         except RequestError as e:
             answer = Answer(*codec.error(str(e), e.status))
             self.context.set_response_status(e.status, HTTPStatus(e.status).phrase, idx)
-        except Exception as e:  # noqa: BLE001 - one request's failure must not fail its batch
+        except Exception as e:  # (broad: one request's failure must not fail its batch)
             logger.exception("prediction failed")
             answer = Answer(*codecs.JSON.error(f"internal error: {type(e).__name__}: {e}", 500))
             self.context.set_response_status(500, "Internal Server Error", idx)

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-
 KEY_FILE = "key_file.json"
 APIS = ("inference", "management")
 # Where `make start|serve` run TorchServe (the Makefile's SERVE_LOGS), so where its keys are.

@@ -128,7 +128,7 @@ def main() -> int:
     try:
         print(check())
         return 0
-    except Exception as e:  # noqa: BLE001 - any failure means unhealthy
+    except Exception as e:  # (broad: any failure means unhealthy)
         # A model that cannot load also slows the server (its workers keep dying): whatever
         # failed, the handler's own reason is the one to report.
         print(f"unhealthy: {_load_error() or e}")

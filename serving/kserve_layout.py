@@ -13,8 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from gp_serve.serving.properties import (DEFAULT_CONFIG, allowed_store_urls, read_properties,
-                                write_properties)
+from gp_serve.serving.properties import (
+    DEFAULT_CONFIG,
+    allowed_store_urls,
+    read_properties,
+    write_properties,
+)
 
 MOUNT = "/mnt/models"
 CONFIG_PATH = "config/config.properties"

@@ -99,7 +99,7 @@ class Server:
         return auth.headers(self.workdir, api) if self.token_auth else {}
 
     def call(self, method: str, path: str, ok: tuple[int, ...] = (200,),
-             timeout: float = REQUEST_TIMEOUT_S, **params) -> requests.Response:
+             timeout: float = REQUEST_TIMEOUT_S, **params: str | int) -> requests.Response:
         """A management call; a status outside ``ok`` raises `UpdateError` with the answer."""
         url = f"{self.management_url}{path}"
         try:
@@ -157,7 +157,8 @@ def probe_inputs(metadata: gp_artifact.Metadata, count: int = PROBE_POINTS) -> t
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def load_reference(model_dir: Path, metadata: gp_artifact.Metadata):
+def load_reference(model_dir: Path, metadata: gp_artifact.Metadata
+                   ) -> gp_formats.PosteriorModule:
     """The artifact's ``posterior.pt``, loaded in process (checked to be the file exported,
     as a worker checks it)."""
     return gp_formats.load(model_dir, gp_artifact.DEFAULT_FORMAT, len(metadata.input_names))
@@ -357,14 +358,14 @@ def check_schema(served: dict | str | None, metadata: gp_artifact.Metadata) -> N
     if not served:
         return
     try:
-        served = gp_artifact.validate(served if isinstance(served, dict) else json.loads(served))
+        model = gp_artifact.validate(served if isinstance(served, dict) else json.loads(served))
     except (gp_artifact.ArtifactError, ValueError):
         return  # (not a gp-serve handler's answer: nothing to compare with)
-    if (served.input_names, served.output_names) != (metadata.input_names, metadata.output_names):
+    if (model.input_names, model.output_names) != (metadata.input_names, metadata.output_names):
         raise RefusedError(
             f"artifact refused: its inputs {metadata.input_names} and outputs "
-            f"{metadata.output_names} differ from the served model's ({served.input_names}, "
-            f"{served.output_names}); its clients would break")
+            f"{metadata.output_names} differ from the served model's ({model.input_names}, "
+            f"{model.output_names}); its clients would break")
 
 
 def archive(model_dir: Path, store: Path, name: str, model_config: Path, version: str) -> Path:

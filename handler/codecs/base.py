@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeGuard, get_args
 
 import numpy as np
 
 from gp_serve.handler.codecs.budget import Budget
 
-# What a request may ask for besides mean and variance: the joint covariance ("full"), or not.
-COVARIANCE_MODES = ("full", "diag", "none")
+# What a request may ask for besides mean and variance: the joint covariance ("full"), or not
+# ("diag": the variances only; "none", CSV's, the same computation).
+CovarianceMode = Literal["full", "diag", "none"]
+COVARIANCE_MODES: tuple[CovarianceMode, ...] = get_args(CovarianceMode)
+
+
+def is_covariance_mode(value: object) -> TypeGuard[CovarianceMode]:
+    """Whether a decoded request value is one of `COVARIANCE_MODES`."""
+    return isinstance(value, str) and value in COVARIANCE_MODES
 
 
 class Request(Protocol):
@@ -33,7 +40,7 @@ class Request(Protocol):
     def points(self) -> Any: ...
 
     @property
-    def covariance(self) -> str: ...
+    def covariance(self) -> CovarianceMode: ...
 
     @property
     def observation_noise(self) -> bool: ...

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (base imports this module: the type only)
+    from gp_serve.handler.codecs.base import CovarianceMode
 
 # Client input quoted in an error message is cut to this many characters ...
 MAX_QUOTE_CHARS = 40
@@ -145,7 +149,7 @@ class Budget:
         off_diagonal = NUMBER_BYTES if self.correlated_outputs else ZERO_BYTES
         return q * m * (q * NUMBER_BYTES + (m - 1) * q * off_diagonal + 2)
 
-    def check_answer(self, size: int, q: int, covariance: str) -> None:
+    def check_answer(self, size: int, q: int, covariance: CovarianceMode) -> None:
         """Refuse an answer that could exceed `max_response_bytes` (413)."""
         if size > self.max_response_bytes:
             raise RequestError(

@@ -9,9 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gp_serve.handler.codecs.base import COVARIANCE_MODES, Answer, Codec, Posterior, ServedModel
-from gp_serve.handler.codecs.bounded_json import (JSON_TYPE, describe, dumps, finite_number,
-                                                  load_json, quote_names)
+from gp_serve.handler.codecs.base import (
+    COVARIANCE_MODES,
+    Answer,
+    Codec,
+    CovarianceMode,
+    Posterior,
+    ServedModel,
+    is_covariance_mode,
+)
+from gp_serve.handler.codecs.bounded_json import (
+    JSON_TYPE,
+    describe,
+    dumps,
+    finite_number,
+    load_json,
+    quote_names,
+)
 from gp_serve.handler.codecs.budget import Budget, RequestError, error_text
 
 ENVELOPE_KEYS = ("inputs", "instances")
@@ -30,7 +44,7 @@ class PredictRequest:
     """
 
     points: list[list[float]]
-    covariance: str
+    covariance: CovarianceMode
     observation_noise: bool
     envelope: str
 
@@ -94,9 +108,9 @@ def parse_points(value: Any, key: str, input_names: list[str],
     return [_point(v, f"{key}[{i}]", input_names) for i, v in enumerate(value)]
 
 
-def _options(body: dict) -> tuple[str, bool]:
+def _options(body: dict) -> tuple[CovarianceMode, bool]:
     covariance = body.get("covariance", "full")
-    if not isinstance(covariance, str) or covariance not in COVARIANCE_MODES:
+    if not is_covariance_mode(covariance):
         raise RequestError(
             f"covariance: expected one of {list(COVARIANCE_MODES)}, got "
             f"{describe(covariance)}"
@@ -213,7 +227,8 @@ def render_json(
     if covariance is not None:
         answer["covariance"] = covariance
     if request.envelope == "instances":
-        answer["predictions"] = [{"mean": mu, "variance": var} for mu, var in zip(mean, variance)]
+        answer["predictions"] = [{"mean": mu, "variance": var}
+                                 for mu, var in zip(mean, variance, strict=True)]
     return dumps(answer)
 
 

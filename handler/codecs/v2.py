@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from gp_serve.handler.codecs.base import COVARIANCE_MODES, Answer, Codec, Posterior, ServedModel
-from gp_serve.handler.codecs.bounded_json import (JSON_TYPE, describe, dumps, finite_number,
-                                                  load_json, quote_names)
+from gp_serve.handler.codecs.base import (
+    COVARIANCE_MODES,
+    Answer,
+    Codec,
+    CovarianceMode,
+    Posterior,
+    ServedModel,
+    is_covariance_mode,
+)
+from gp_serve.handler.codecs.bounded_json import (
+    JSON_TYPE,
+    describe,
+    dumps,
+    finite_number,
+    load_json,
+    quote_names,
+)
 from gp_serve.handler.codecs.budget import Budget, RequestError, clip, error_text
 
 INPUT_NAME = "X"
@@ -46,7 +60,7 @@ class InferRequest:
     id: str
 
     @property
-    def covariance(self) -> str:
+    def covariance(self) -> CovarianceMode:
         """The covariance mode this request needs (``"full"`` or ``"diag"``)."""
         return "full" if "covariance" in self.outputs else "diag"
 
@@ -87,8 +101,8 @@ def split(body: Any, headers: dict, budget: Budget | None = None
         RequestError: For a v2 request whose header length or JSON header is invalid, or
             too large (413).
     """
-    if has_header(headers):
-        length = header_length(headers)
+    length = header_length(headers)  # (None without the header)
+    if length is not None:
         if not isinstance(body, (bytes, bytearray)) or not 0 < length <= len(body):
             size = len(body) if isinstance(body, (bytes, bytearray)) else 0
             raise RequestError(
@@ -97,7 +111,7 @@ def split(body: Any, headers: dict, budget: Budget | None = None
         return load_json(bytes(body[:length]), budget), bytes(body[length:])
     if not isinstance(body, (bytes, bytearray, str)):
         return None
-    if (b'"datatype"' if isinstance(body, (bytes, bytearray)) else '"datatype"') not in body:
+    if not ('"datatype"' in body if isinstance(body, str) else b'"datatype"' in body):
         return None
     try:
         value = load_json(body, budget)
@@ -168,21 +182,32 @@ def _known_keys(value: dict, allowed: tuple[str, ...], where: str) -> None:
                            f"{list(allowed)}")
 
 
-def _parameters(value: Any) -> dict:
+class _Parameters(TypedDict):
+    """A request's validated ``parameters`` (`PARAMETERS`), defaults filled in."""
+
+    covariance: CovarianceMode
+    observation_noise: bool
+    binary_data_output: bool
+
+
+def _parameters(value: Any) -> _Parameters:
     if not isinstance(value, dict):
         raise RequestError(f"parameters: expected an object, got {describe(value)}")
     _known_keys(value, PARAMETERS, "parameters")
     covariance = value.get("covariance", "full")
-    if covariance not in COVARIANCE_MODES:
+    if not is_covariance_mode(covariance):
         raise RequestError(f"parameters.covariance: expected one of "
                            f"{json.dumps(list(COVARIANCE_MODES))}, got {describe(covariance)}")
-    flags = {}
-    for key in ("observation_noise", "binary_data_output"):
-        flags[key] = value.get(key, False)
-        if not isinstance(flags[key], bool):
-            raise RequestError(f"parameters.{key}: expected true or false, got "
-                               f"{describe(flags[key])}")
-    return {"covariance": covariance, **flags}
+    return {"covariance": covariance,
+            "observation_noise": _flag(value, "observation_noise"),
+            "binary_data_output": _flag(value, "binary_data_output")}
+
+
+def _flag(parameters: dict, key: str) -> bool:
+    flag = parameters.get(key, False)
+    if not isinstance(flag, bool):
+        raise RequestError(f"parameters.{key}: expected true or false, got {describe(flag)}")
+    return flag
 
 
 def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
@@ -253,15 +278,16 @@ def _json_data(data: Any, q: int, d: int) -> np.ndarray:
     return np.array(values, dtype=np.float64).reshape(q, d)
 
 
-def _outputs(value: Any, parameters: dict) -> tuple[tuple[str, ...], frozenset[str]]:
+def _outputs(value: Any, parameters: _Parameters) -> tuple[tuple[str, ...], frozenset[str]]:
     every_binary = parameters["binary_data_output"]
     if value is None:
-        names = OUTPUTS if parameters["covariance"] == "full" else OUTPUTS[:2]
-        return names, frozenset(names if every_binary else ())
+        default = OUTPUTS if parameters["covariance"] == "full" else OUTPUTS[:2]
+        return default, frozenset(default if every_binary else ())
     if not isinstance(value, list) or not value:
         raise RequestError(f"outputs: expected a non-empty list of {{\"name\": ...}} objects "
                            f"(names in {list(OUTPUTS)}), got {describe(value)}")
-    names, binary = [], set()
+    names: list[str] = []
+    binary: set[str] = set()
     for k, output in enumerate(value):
         if not isinstance(output, dict):
             raise RequestError(f"outputs[{k}]: expected an object, got {describe(output)}")
