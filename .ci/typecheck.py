@@ -7,8 +7,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / "build" / "typecheck"
@@ -16,7 +17,8 @@ TREE = ROOT / "build" / "typecheck"
 
 def main() -> int:
     package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-dir"]
+        "package-dir"
+    ]
     shutil.rmtree(TREE, ignore_errors=True)
     for package, source in sorted(package_dir.items()):
         for path in sorted((ROOT / source).rglob("*.py")):

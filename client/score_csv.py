@@ -86,16 +86,17 @@ def score_csv(
     scored = 0
     session = requests.Session()
     size = Path(source).stat().st_size
-    with open(source, "rb") as stream, open(target, "wb") as out, tqdm(
-        total=size, unit="B", unit_scale=True, disable=not progress, desc="scoring"
-    ) as bar:
+    with (
+        open(source, "rb") as stream,
+        open(target, "wb") as out,
+        tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc="scoring") as bar,
+    ):
         for start, header, lines in _chunks(stream, chunk_rows):
             body = (header or b"") + b"".join(
                 line if line.endswith(b"\n") else line + b"\n" for line in lines
             )
             response = session.post(
-                url, data=body, headers={"Content-Type": "text/csv", **(headers or {})},
-                timeout=600
+                url, data=body, headers={"Content-Type": "text/csv", **(headers or {})}, timeout=600
             )
             if response.status_code != 200:
                 raise ScoringError(
@@ -116,15 +117,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The score command's options (``gp-serve score``)."""
     parser.add_argument("source", help="CSV of points (optional header of input names)")
     parser.add_argument("-o", "--output", required=True, help="where to write the scores")
-    parser.add_argument("--name", default=MODEL_NAME,
-                        help=f"the model to score with (default: {MODEL_NAME})")
-    parser.add_argument("--url", help="the prediction endpoint (default: the --name model at "
-                        "inference_address in config.properties)")
+    parser.add_argument(
+        "--name", default=MODEL_NAME, help=f"the model to score with (default: {MODEL_NAME})"
+    )
+    parser.add_argument(
+        "--url",
+        help="the prediction endpoint (default: the --name model at "
+        "inference_address in config.properties)",
+    )
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
-                        help="the inference key (default: $GP_SERVE_TOKEN, else the key file "
-                        f"of a server started by `make start` in {auth.DEFAULT_WORKDIR}/)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_VARIABLE),
+        help="the inference key (default: $GP_SERVE_TOKEN, else the key file "
+        f"of a server started by `make start` in {auth.DEFAULT_WORKDIR}/)",
+    )
 
 
 def check_args(args: argparse.Namespace) -> str | None:
@@ -142,10 +150,8 @@ def run(args: argparse.Namespace) -> int:
         if token is None and auth.key_file(auth.DEFAULT_WORKDIR).exists():
             token = auth.read_key(auth.DEFAULT_WORKDIR, "inference")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet,
-                         headers)
-    except (ScoringError, ConfigError, auth.AuthError, requests.RequestException,
-            OSError) as e:
+        rows = score_csv(args.source, args.output, url, args.chunk_rows, not args.quiet, headers)
+    except (ScoringError, ConfigError, auth.AuthError, requests.RequestException, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"scored {rows} rows into {args.output}", file=sys.stderr)

@@ -54,9 +54,11 @@ def main() -> None:
     cwd = os.getcwd()
     mounts = f"--tmpfs {cwd}:exec,uid={os.getuid()},gid={os.getgid()} --tmpfs /tmp"
     if not os.access(cwd, os.W_OK):
-        sys.exit(f"entrypoint: the working directory {cwd} is not writable (TorchServe's "
-                 f"key_file.json, logs and tmp go there): with --read-only, mount a tmpfs or a "
-                 f"volume on it and on /tmp ({mounts})")
+        sys.exit(
+            f"entrypoint: the working directory {cwd} is not writable (TorchServe's "
+            f"key_file.json, logs and tmp go there): with --read-only, mount a tmpfs or a "
+            f"volume on it and on /tmp ({mounts})"
+        )
     for variable in ("TEMP", "LOG_LOCATION", "METRICS_LOCATION"):
         if os.environ.get(variable):
             os.makedirs(os.environ[variable], exist_ok=True)
@@ -66,8 +68,10 @@ def main() -> None:
     # open to any local process, no key) instead of Unix sockets in that folder.
     java_tmp = os.environ.get("TEMP") or "/tmp"
     if os.statvfs(java_tmp).f_flag & os.ST_NOEXEC:
-        sys.exit(f"entrypoint: {java_tmp} (TEMP, the JVM's tmp dir) is on a noexec mount: "
-                 f"mount it with exec ({mounts})")
+        sys.exit(
+            f"entrypoint: {java_tmp} (TEMP, the JVM's tmp dir) is on a noexec mount: "
+            f"mount it with exec ({mounts})"
+        )
     # A pid file left by an earlier run of this container would only confuse the launcher.
     pid_file = os.path.join(tempfile.gettempdir(), ".model_server.pid")
     if os.path.exists(pid_file):

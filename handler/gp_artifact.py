@@ -132,19 +132,24 @@ def _bounds(document: dict, d: int) -> list[list[float]]:
 def _check_formats(formats: Any) -> None:
     """``formats``: each written format's file (and its gate result), TorchScript always."""
     if not isinstance(formats, dict) or DEFAULT_FORMAT not in formats:
-        raise ArtifactError(f"formats: expected an object with at least {DEFAULT_FORMAT!r}, "
-                            f"got {formats!r}")
+        raise ArtifactError(
+            f"formats: expected an object with at least {DEFAULT_FORMAT!r}, got {formats!r}"
+        )
     for name, entry in formats.items():
         if name not in FORMAT_FILES:
-            raise ArtifactError(f"formats: expected names from {sorted(FORMAT_FILES)}, "
-                                f"got {name!r}")
+            raise ArtifactError(
+                f"formats: expected names from {sorted(FORMAT_FILES)}, got {name!r}"
+            )
         if not isinstance(entry, dict) or entry.get("file") != FORMAT_FILES[name]:
-            raise ArtifactError(f"formats.{name}: expected {{\"file\": "
-                                f"{FORMAT_FILES[name]!r}, ...}}, got {entry!r}")
+            raise ArtifactError(
+                f'formats.{name}: expected {{"file": {FORMAT_FILES[name]!r}, ...}}, got {entry!r}'
+            )
         # Optional: without it the file is checked as `check_posterior` checks it.
         if "sha256" in entry and not _is_sha256(entry["sha256"]):
-            raise ArtifactError(f"formats.{name}.sha256: expected 64 lowercase hexadecimal "
-                                f"characters, got {entry['sha256']!r}")
+            raise ArtifactError(
+                f"formats.{name}.sha256: expected 64 lowercase hexadecimal "
+                f"characters, got {entry['sha256']!r}"
+            )
 
 
 def _is_sha256(value: Any) -> bool:
@@ -180,9 +185,7 @@ def validate(document: Any) -> Metadata:
     if "model_class" in document and not (
         isinstance(document["model_class"], str) and document["model_class"]
     ):
-        raise ArtifactError(
-            f"model_class: expected a class name, got {document['model_class']!r}"
-        )
+        raise ArtifactError(f"model_class: expected a class name, got {document['model_class']!r}")
     if "correlated_outputs" in document and not isinstance(document["correlated_outputs"], bool):
         raise ArtifactError(
             f"correlated_outputs: expected true or false, got {document['correlated_outputs']!r}"
@@ -275,8 +278,11 @@ def check_posterior(directory: str | os.PathLike, fmt: str = DEFAULT_FORMAT) -> 
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except FileNotFoundError as e:
-        hint = ("re-export the model" if fmt == DEFAULT_FORMAT else
-                f"export it with --format {DEFAULT_FORMAT},{fmt}")
+        hint = (
+            "re-export the model"
+            if fmt == DEFAULT_FORMAT
+            else f"export it with --format {DEFAULT_FORMAT},{fmt}"
+        )
         raise ArtifactError(f"{path}: missing; {hint}") from e
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise ArtifactError(

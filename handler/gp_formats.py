@@ -52,8 +52,9 @@ def check_points(X: Tensor, num_inputs: int) -> None:
     if X.dtype != torch.float64:
         raise ValueError(f"expected float64 points, got {X.dtype}")
     if X.dim() != 2 or X.size(1) != num_inputs or X.size(0) < 1:
-        raise ValueError(f"expected points of shape q x {num_inputs} with q >= 1, "
-                         f"got {tuple(X.shape)}")
+        raise ValueError(
+            f"expected points of shape q x {num_inputs} with q >= 1, got {tuple(X.shape)}"
+        )
     if X.device.type != "cpu":
         raise ValueError(f"expected points on the CPU, got {X.device}")
 
@@ -99,8 +100,7 @@ class Pt2Posterior(_Compiled):
 
         with warnings.catch_warnings():  # (torch's own pytree deprecation, while unpickling)
             warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
-            self._runners = {method: load_package(path, method)
-                             for method in gp_artifact.METHODS}
+            self._runners = {method: load_package(path, method) for method in gp_artifact.METHODS}
 
     def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
         first, second = self._runners[method](X)
@@ -126,15 +126,22 @@ class OnnxPosterior(_Compiled):
         for method, outputs in gp_artifact.ONNX_OUTPUTS.items():
             part = extractor.extract_model([gp_artifact.ONNX_INPUT], list(outputs))
             self._sessions[method] = onnxruntime.InferenceSession(
-                part.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                part.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
 
     def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
         first, second = self._sessions[method].run(None, {gp_artifact.ONNX_INPUT: X.numpy()})
         return torch.from_numpy(first), torch.from_numpy(second)
 
 
-def load(directory: str | os.PathLike, fmt: str, num_inputs: int,
-         threads: int | None = None, *, verify: bool = True) -> PosteriorModule:
+def load(
+    directory: str | os.PathLike,
+    fmt: str,
+    num_inputs: int,
+    threads: int | None = None,
+    *,
+    verify: bool = True,
+) -> PosteriorModule:
     """Load ``<directory>``'s posterior in format ``fmt``.
 
     Before anything is loaded, the file's SHA-256 is compared with the one its

@@ -24,8 +24,7 @@ from gp_serve.handler.codecs.budget import Budget, RequestError
 logger = logging.getLogger(__name__)
 # The request limits model-config.yaml's ``handler`` section may set, and their defaults:
 # codecs.budget.Budget's ``max_*`` fields (docs/serving.md says how they were sized).
-LIMITS = {f.name: f.default for f in dataclasses.fields(Budget)
-          if f.name.startswith("max_")}
+LIMITS = {f.name: f.default for f in dataclasses.fields(Budget) if f.name.startswith("max_")}
 
 
 def _has_body(row: dict) -> bool:
@@ -76,18 +75,23 @@ class GPHandler(BaseHandler):
             if self.format not in self.metadata.formats:
                 raise gp_artifact.ArtifactError(
                     f"format: model-config.yaml asks for {self.format!r}, the artifact holds "
-                    f"{self.metadata.formats}")
-            self.model = gp_formats.load(model_dir, self.format, len(self.metadata.input_names),
-                                         threads or None)
+                    f"{self.metadata.formats}"
+                )
+            self.model = gp_formats.load(
+                model_dir, self.format, len(self.metadata.input_names), threads or None
+            )
         except (gp_artifact.ArtifactError, RuntimeError) as e:
             reason = " ".join(str(e).split())  # one log line, whatever torch's message is
             logger.error("%s %r: %s", gp_artifact.LOAD_ERROR_MARKER, context.model_name, reason)
             raise RuntimeError(reason) from e  # (TorchServe logs it again, with a traceback)
         document = self.metadata.document
         self.budget = Budget(
-            self.metadata.input_names, self.metadata.output_names, **self.limits,
+            self.metadata.input_names,
+            self.metadata.output_names,
+            **self.limits,
             correlated_outputs=bool(document.get("correlated_outputs", True)),
-            mixture_samples=self.metadata.mixture_samples)
+            mixture_samples=self.metadata.mixture_samples,
+        )
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]
         self.version = str(self.manifest["model"].get("modelVersion", ""))
@@ -104,8 +108,12 @@ class GPHandler(BaseHandler):
         method after profiling its first two calls (docs/serving.md, "Where things are")."""
         centre = torch.tensor([self.metadata.centre()], dtype=torch.float64)
         with torch.inference_mode():
-            methods = (self.model.forward, self.model.forward_noisy, self.model.mean_var,
-                       self.model.mean_var_noisy)
+            methods = (
+                self.model.forward,
+                self.model.forward_noisy,
+                self.model.mean_var,
+                self.model.mean_var_noisy,
+            )
             for q in (1, 1, 2, 2, 3):
                 X = centre.expand(q, -1)
                 for method in methods:
@@ -123,8 +131,9 @@ class GPHandler(BaseHandler):
         """
         if covariance:
             mean, full = (self.model.forward_noisy if noisy else self.model.forward)(X)
-            variance = full.diagonal().reshape(-1, X.size(0)).t().clamp_min(
-                gp_artifact.MIN_VARIANCE)
+            variance = (
+                full.diagonal().reshape(-1, X.size(0)).t().clamp_min(gp_artifact.MIN_VARIANCE)
+            )
         else:
             method = self.model.mean_var_noisy if noisy else self.model.mean_var
             parts = [method(chunk) for chunk in X.split(self.chunk_rows)]
@@ -135,8 +144,10 @@ class GPHandler(BaseHandler):
             finite &= torch.isfinite(full).all(dim=-1).view(-1, X.size(0)).all(dim=0)
         if not bool(finite.all()):
             bad = [offset + i for i in (~finite).nonzero().flatten().tolist()[:10]]
-            raise RequestError(f"the posterior is not finite at points {bad} (first 10): "
-                               "expected inputs at a sane distance from the training bounds")
+            raise RequestError(
+                f"the posterior is not finite at points {bad} (first 10): "
+                "expected inputs at a sane distance from the training bounds"
+            )
         return mean, variance, full
 
     def handle(self, data: list[dict], context: Any) -> list[bytes]:
@@ -153,8 +164,12 @@ class GPHandler(BaseHandler):
         which sends a ``describe`` header and no body; a prediction that carries that header
         (any client can send one on the inference port) is answered as a prediction.
         """
-        serving = {"max_full_covariance_points": self.max_full_points, **self.limits,
-                   "chunk_rows": self.chunk_rows, "format": self.format}
+        serving = {
+            "max_full_covariance_points": self.max_full_points,
+            **self.limits,
+            "chunk_rows": self.chunk_rows,
+            "format": self.format,
+        }
         return dumps({**self.metadata.document, "serving": serving})
 
     def _answer(self, idx: int, row: dict) -> bytes:
@@ -195,21 +210,32 @@ class GPHandler(BaseHandler):
         X = torch.as_tensor(request.points, dtype=torch.float64)
         noisy = request.observation_noise
         if chunked:
-            parts = [self.predict(X[start : start + self.chunk_rows], False, noisy, start)
-                     for start in range(0, X.size(0), self.chunk_rows)]
+            parts = [
+                self.predict(X[start : start + self.chunk_rows], False, noisy, start)
+                for start in range(0, X.size(0), self.chunk_rows)
+            ]
             mean, variance = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             std = torch.cat([p[1].sqrt() for p in parts])  # (torch's sqrt, chunk by chunk)
             covariance = None
         else:
             mean, variance, covariance = self.predict(X, request.covariance == "full", noisy)
             std = variance.sqrt()
-        return Posterior(_array(mean), _array(variance), _array(std),
-                         None if covariance is None else _array(covariance), self._outside(X))
+        return Posterior(
+            _array(mean),
+            _array(variance),
+            _array(std),
+            None if covariance is None else _array(covariance),
+            self._outside(X),
+        )
 
     def _served(self) -> ServedModel:
         """The facts of the served model an answer names."""
-        return ServedModel(self.context.model_name, self.version, self.metadata.output_names,
-                           self.metadata.covariance_layout)
+        return ServedModel(
+            self.context.model_name,
+            self.version,
+            self.metadata.output_names,
+            self.metadata.covariance_layout,
+        )
 
     def _outside(self, X: Tensor) -> list[int]:
         """Indices of the points outside the training bounds."""

@@ -67,9 +67,13 @@ def build_archive(
     if served not in metadata.formats:
         raise gp_artifact.ArtifactError(
             f"{model_config}: handler.format is {served!r}, but {model_dir} was exported in "
-            f"{metadata.formats} only; export with --format {gp_artifact.DEFAULT_FORMAT},{served}")
-    others = [gp_artifact.verify_posterior(model_dir, fmt, metadata) for fmt in metadata.formats
-              if fmt != gp_artifact.DEFAULT_FORMAT]
+            f"{metadata.formats} only; export with --format {gp_artifact.DEFAULT_FORMAT},{served}"
+        )
+    others = [
+        gp_artifact.verify_posterior(model_dir, fmt, metadata)
+        for fmt in metadata.formats
+        if fmt != gp_artifact.DEFAULT_FORMAT
+    ]
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gp-serve-archive-") as staging:
         # torch-model-archiver copies a folder's contents to the archive's root.
@@ -102,8 +106,11 @@ def stage_serving_package(staging: Path) -> Path:
     root = staging / "package"
     (root / "gp_serve").mkdir(parents=True)
     shutil.copy2(Path(gp_serve.__file__), root / "gp_serve" / "__init__.py")
-    shutil.copytree(HANDLER_DIR, root / "gp_serve" / "handler",
-                    ignore=shutil.ignore_patterns("__pycache__", MODEL_CONFIG.name))
+    shutil.copytree(
+        HANDLER_DIR,
+        root / "gp_serve" / "handler",
+        ignore=shutil.ignore_patterns("__pycache__", MODEL_CONFIG.name),
+    )
     return root
 
 
@@ -118,28 +125,43 @@ def served_format(model_config: str | Path) -> str:
     if served not in gp_artifact.FORMAT_FILES:
         raise gp_artifact.ArtifactError(
             f"{model_config}: handler.format: expected one of {sorted(gp_artifact.FORMAT_FILES)}, "
-            f"got {served!r}")
+            f"got {served!r}"
+        )
     return served
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The archive command's options (``gp-serve archive``)."""
-    parser.add_argument("--model-dir", required=True, type=Path,
-                        help="the exported artifact (posterior.pt, metadata.json)")
-    parser.add_argument("--store", required=True, type=Path,
-                        help="the model store to write <name>.mar to (created if missing)")
-    parser.add_argument("--name", default=MODEL_NAME,
-                        help=f"the model name TorchServe serves it under (default: {MODEL_NAME})")
-    parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path,
-                        help="the model-config.yaml (workers, batching, handler limits)")
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="the exported artifact (posterior.pt, metadata.json)",
+    )
+    parser.add_argument(
+        "--store",
+        required=True,
+        type=Path,
+        help="the model store to write <name>.mar to (created if missing)",
+    )
+    parser.add_argument(
+        "--name",
+        default=MODEL_NAME,
+        help=f"the model name TorchServe serves it under (default: {MODEL_NAME})",
+    )
+    parser.add_argument(
+        "--model-config",
+        default=MODEL_CONFIG,
+        type=Path,
+        help="the model-config.yaml (workers, batching, handler limits)",
+    )
     parser.add_argument("--version", default="1.0", help="the model version (default: 1.0)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the archive; 2 (``error: ...`` on stderr) if the artifact is refused."""
     try:
-        path = build_archive(args.model_dir, args.store, args.name, args.model_config,
-                             args.version)
+        path = build_archive(args.model_dir, args.store, args.name, args.model_config, args.version)
     except gp_artifact.ArtifactError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

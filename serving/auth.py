@@ -63,11 +63,13 @@ def read_key(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> str:
             if time.monotonic() >= deadline:
                 raise AuthError(
                     f"{path}: no key file; TorchServe writes it in its working directory at "
-                    "start when token authorization is on (is it running there?)") from e
+                    "start when token authorization is on (is it running there?)"
+                ) from e
         except (OSError, ValueError, KeyError, TypeError) as e:
             if time.monotonic() >= deadline:
-                raise AuthError(f"{path}: cannot read the {api} key ({type(e).__name__}: {e})"
-                                ) from e
+                raise AuthError(
+                    f"{path}: cannot read the {api} key ({type(e).__name__}: {e})"
+                ) from e
         time.sleep(0.1)
 
 
@@ -78,10 +80,14 @@ def headers(workdir: str | os.PathLike, api: str, wait_s: float = 0.0) -> dict[s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The token command's options (``gp-serve token``)."""
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                        help=f"TorchServe's working directory (default: {DEFAULT_WORKDIR})")
-    parser.add_argument("api", nargs="?", choices=APIS, default="inference",
-                        help="whose key (default: inference)")
+    parser.add_argument(
+        "--workdir",
+        default=DEFAULT_WORKDIR,
+        help=f"TorchServe's working directory (default: {DEFAULT_WORKDIR})",
+    )
+    parser.add_argument(
+        "api", nargs="?", choices=APIS, default="inference", help="whose key (default: inference)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ def _load_error(name: str | None = None) -> str | None:
     except OSError:
         return None
     marker = gp_artifact.LOAD_ERROR_MARKER + ("" if name is None else f" {name!r}")
-    found = [line[line.index(marker):] for line in lines if marker in line]
+    found = [line[line.index(marker) :] for line in lines if marker in line]
     return found[-1] if found else None
 
 

@@ -50,8 +50,9 @@ SHUTDOWN_VMARG = "-Dlog4j2.shutdownHookEnabled=false"
 
 def pod_config(source: Path = DEFAULT_CONFIG) -> dict[str, str]:
     """The layout's ``config.properties``: ``source`` with `POD_SETTINGS`."""
-    properties = {key: value for key, value in read_properties(source).items()
-                  if key not in POD_SETTINGS}
+    properties = {
+        key: value for key, value in read_properties(source).items() if key not in POD_SETTINGS
+    }
     properties.update(POD_SETTINGS)
     vmargs = properties.get("vmargs", "")
     properties["vmargs"] = f"{vmargs} {SHUTDOWN_VMARG}".strip()
@@ -85,8 +86,12 @@ def write_layout(mar: Path, out: Path, source: Path = DEFAULT_CONFIG) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The kserve-layout command's options (``gp-serve kserve-layout``)."""
-    parser.add_argument("--mar", type=Path, default=Path("model_store/gp.mar"),
-                        help="the model archive (default: model_store/gp.mar)")
+    parser.add_argument(
+        "--mar",
+        type=Path,
+        default=Path("model_store/gp.mar"),
+        help="the model archive (default: model_store/gp.mar)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the layout's root")
 
 

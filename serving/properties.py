@@ -107,8 +107,11 @@ def port(properties: dict[str, str], api: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The address command's options."""
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
-                        help="the TorchServe config (default: the repository's)")
+    parser.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        help="the TorchServe config (default: the repository's)",
+    )
     parser.add_argument("api", choices=APIS)
     parser.add_argument("path", nargs="?", default="", help="appended to the address")
 

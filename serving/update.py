@@ -86,10 +86,13 @@ class Server:
         try:
             properties = read_properties(workdir / CONFIG_FILE)
             environ: dict[str, str] = {}  # the config alone, as serving.local_server runs it
-            server = cls(workdir, address(properties, "inference", environ),
-                         address(properties, "management", environ),
-                         Path(properties.get("model_store") or "model_store").resolve(),
-                         auth.enabled(properties))
+            server = cls(
+                workdir,
+                address(properties, "inference", environ),
+                address(properties, "management", environ),
+                Path(properties.get("model_store") or "model_store").resolve(),
+                auth.enabled(properties),
+            )
             server.headers("inference"), server.headers("management")
         except (ConfigError, auth.AuthError) as e:
             raise RefusedError(f"{e}: is a TorchServe running there (`make start`)?") from e
@@ -98,18 +101,28 @@ class Server:
     def headers(self, api: str) -> dict[str, str]:
         return auth.headers(self.workdir, api) if self.token_auth else {}
 
-    def call(self, method: str, path: str, ok: tuple[int, ...] = (200,),
-             timeout: float = REQUEST_TIMEOUT_S, **params: str | int) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        ok: tuple[int, ...] = (200,),
+        timeout: float = REQUEST_TIMEOUT_S,
+        **params: str | int,
+    ) -> requests.Response:
         """A management call; a status outside ``ok`` raises `UpdateError` with the answer."""
         url = f"{self.management_url}{path}"
         try:
-            response = requests.request(method, url, params=params or None, timeout=timeout,
-                                        headers=self.headers("management"))
+            response = requests.request(
+                method,
+                url,
+                params=params or None,
+                timeout=timeout,
+                headers=self.headers("management"),
+            )
         except requests.RequestException as e:
             raise UpdateError(f"{method} {path}: {type(e).__name__}: {e}") from e
         if response.status_code not in ok:
-            raise UpdateError(f"{method} {path}: HTTP {response.status_code}: "
-                              f"{_message(response)}")
+            raise UpdateError(f"{method} {path}: HTTP {response.status_code}: {_message(response)}")
         return response
 
     def describe(self, name: str, version: str | None = None) -> list[dict]:
@@ -121,9 +134,12 @@ class Server:
 
     def predict(self, name: str, version: str | None, X: torch.Tensor) -> requests.Response:
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
-        return requests.post(f"{self.inference_url}{path}",
-                             json={"inputs": X.tolist(), "covariance": "diag"},
-                             headers=self.headers("inference"), timeout=REQUEST_TIMEOUT_S)
+        return requests.post(
+            f"{self.inference_url}{path}",
+            json={"inputs": X.tolist(), "covariance": "diag"},
+            headers=self.headers("inference"),
+            timeout=REQUEST_TIMEOUT_S,
+        )
 
 
 def _message(response: requests.Response) -> str:
@@ -152,13 +168,16 @@ def probe_inputs(metadata: gp_artifact.Metadata, count: int = PROBE_POINTS) -> t
     """``count`` fixed points inside the training bounds (the centre first)."""
     rows = [metadata.centre()]
     for k in range(1, count):
-        rows.append([lo + (hi - lo) * (((k * (j + 2)) % count) + 0.5) / count
-                     for j, (lo, hi) in enumerate(metadata.input_bounds)])
+        rows.append(
+            [
+                lo + (hi - lo) * (((k * (j + 2)) % count) + 0.5) / count
+                for j, (lo, hi) in enumerate(metadata.input_bounds)
+            ]
+        )
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def load_reference(model_dir: Path, metadata: gp_artifact.Metadata
-                   ) -> gp_formats.PosteriorModule:
+def load_reference(model_dir: Path, metadata: gp_artifact.Metadata) -> gp_formats.PosteriorModule:
     """The artifact's ``posterior.pt``, loaded in process (checked to be the file exported,
     as a worker checks it)."""
     return gp_formats.load(model_dir, gp_artifact.DEFAULT_FORMAT, len(metadata.input_names))
@@ -188,19 +207,19 @@ def worker_failure(log: Path, offset: int, name: str, version: str) -> str | Non
     byte ``offset``): the handler's one-line reason, else the last exception line; None if
     none died."""
     tag = f"-{name}_{version}-std"
-    lines = [line.split(" - ", 1)[-1] for line in read_log(log, offset).splitlines()
-             if tag in line]
+    lines = [line.split(" - ", 1)[-1] for line in read_log(log, offset).splitlines() if tag in line]
     for line in lines:
         if gp_artifact.LOAD_ERROR_MARKER in line:
-            return line[line.index(gp_artifact.LOAD_ERROR_MARKER):]
+            return line[line.index(gp_artifact.LOAD_ERROR_MARKER) :]
     if not any("Backend worker process died" in line for line in lines):
         return None
     errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception)\b.*:", line)]
     return errors[-1] if errors else "Backend worker process died."
 
 
-def wait_workers(server: Server, name: str, version: str, count: int, deadline: float,
-                 log_offset: int) -> None:
+def wait_workers(
+    server: Server, name: str, version: str, count: int, deadline: float, log_offset: int
+) -> None:
     """Wait until ``count`` workers of ``version`` are ready.
 
     Raises:
@@ -216,8 +235,9 @@ def wait_workers(server: Server, name: str, version: str, count: int, deadline: 
         if ready >= count:
             return
         time.sleep(0.5)
-    raise UpdateError(f"only {ready} of the {count} workers of version {version} were ready "
-                      f"in time")
+    raise UpdateError(
+        f"only {ready} of the {count} workers of version {version} were ready in time"
+    )
 
 
 class WorkerActivity:
@@ -233,7 +253,8 @@ class WorkerActivity:
         self.log = log
         self.pattern = re.compile(
             r" W-(\d+)-" + re.escape(f"{name}_{version}") + r" \S+ - "
-            r"(Flushing req\.cmd|Looping backend response|Backend response time)")
+            r"(Flushing req\.cmd|Looping backend response|Backend response time)"
+        )
         self.offset = 0
         self.busy: dict[str, bool] = {}
         self.events = 0  # activity lines seen so far
@@ -276,8 +297,10 @@ def drain(server: Server, name: str, version: str, timeout: float, clock: Clock)
     started = time.monotonic()
     activity = WorkerActivity(server.workdir / TS_LOG, name, version)
     if not activity.available:
-        clock.step(f"warning: no {activity.log}: the workers' activity is not visible; "
-                   "waiting for an empty queue and 5 s without change")
+        clock.step(
+            f"warning: no {activity.log}: the workers' activity is not visible; "
+            "waiting for an empty queue and 5 s without change"
+        )
     idle_since, events, state = None, -1, "no answer yet"
     while time.monotonic() - started < timeout:
         described = server.describe(name, version)[0]
@@ -286,8 +309,11 @@ def drain(server: Server, name: str, version: str, timeout: float, clock: Clock)
             settle = 5.0
         pending = int(described.get("jobQueueStatus", {}).get("pendingRequests", 0))
         # (only a ready worker computes jobs; one that failed to load stays "mid-LOAD")
-        workers = {str(worker["id"]) for worker in described.get("workers", [])
-                   if worker.get("status") == "READY"}
+        workers = {
+            str(worker["id"])
+            for worker in described.get("workers", [])
+            if worker.get("status") == "READY"
+        }
         busy = activity.poll() & workers if activity.available else set()
         state = f"{pending} queued, workers mid-job: {sorted(busy) or 'none'}"
         now = time.monotonic()
@@ -299,8 +325,7 @@ def drain(server: Server, name: str, version: str, timeout: float, clock: Clock)
         elif now - idle_since >= settle:
             return now - started
         time.sleep(0.1)
-    raise UpdateError(f"version {version} of {name!r} still busy after {timeout:.0f} s "
-                      f"({state})")
+    raise UpdateError(f"version {version} of {name!r} still busy after {timeout:.0f} s ({state})")
 
 
 def unregister(server: Server, name: str, version: str, timeout: float, clock: Clock) -> None:
@@ -312,9 +337,18 @@ def unregister(server: Server, name: str, version: str, timeout: float, clock: C
     server.call("DELETE", f"/models/{name}/{version}", ok=(200, 404), timeout=timeout)
 
 
-def verify(server: Server, name: str, version: str | None, X: torch.Tensor, mean: torch.Tensor,
-           variance: torch.Tensor, expected_version: str, requests_count: int,
-           deadline: float, log_offset: int) -> int:
+def verify(
+    server: Server,
+    name: str,
+    version: str | None,
+    X: torch.Tensor,
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    expected_version: str,
+    requests_count: int,
+    deadline: float,
+    log_offset: int,
+) -> int:
     """Send ``requests_count`` concurrent probes until all answer the reference.
 
     Returns:
@@ -327,15 +361,16 @@ def verify(server: Server, name: str, version: str | None, X: torch.Tensor, mean
     rounds, last = 0, "no answer yet"
     with ThreadPoolExecutor(max_workers=requests_count) as pool:
         while time.monotonic() < deadline:
-            failure = worker_failure(server.workdir / MODEL_LOG, log_offset, name,
-                                     expected_version)
+            failure = worker_failure(server.workdir / MODEL_LOG, log_offset, name, expected_version)
             if failure:
-                raise UpdateError(f"a worker of version {expected_version} failed to load: "
-                                  f"{failure}")
+                raise UpdateError(
+                    f"a worker of version {expected_version} failed to load: {failure}"
+                )
             rounds += 1
             try:
-                answers = list(pool.map(lambda _: server.predict(name, version, X),
-                                        range(requests_count)))
+                answers = list(
+                    pool.map(lambda _: server.predict(name, version, X), range(requests_count))
+                )
             except requests.RequestException as e:
                 last = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
@@ -365,7 +400,8 @@ def check_schema(served: dict | str | None, metadata: gp_artifact.Metadata) -> N
         raise RefusedError(
             f"artifact refused: its inputs {metadata.input_names} and outputs "
             f"{metadata.output_names} differ from the served model's ({model.input_names}, "
-            f"{model.output_names}); its clients would break")
+            f"{model.output_names}); its clients would break"
+        )
 
 
 def archive(model_dir: Path, store: Path, name: str, model_config: Path, version: str) -> Path:
@@ -381,9 +417,15 @@ def archive(model_dir: Path, store: Path, name: str, model_config: Path, version
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str = MODEL_NAME,
-           version: str | None = None, model_config: Path = MODEL_CONFIG,
-           timeout: float = TIMEOUT_S) -> str:
+def update(
+    model_dir: Path,
+    workdir: Path,
+    store: Path | None = None,
+    name: str = MODEL_NAME,
+    version: str | None = None,
+    model_config: Path = MODEL_CONFIG,
+    timeout: float = TIMEOUT_S,
+) -> str:
     """Check, archive, register, verify, switch to and drain for the artifact ``model_dir``
     (the six steps of docs/serving.md, "Model updates").
 
@@ -399,8 +441,9 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
     model_dir = Path(model_dir)
     server = Server.from_workdir(workdir)
     if store is not None and Path(store).resolve() != server.model_store:
-        raise RefusedError(f"--store {store}: the server registers only from its model store, "
-                           f"{server.model_store}")
+        raise RefusedError(
+            f"--store {store}: the server registers only from its model store, {server.model_store}"
+        )
     store = server.model_store
 
     # 1. The artifact and its reference answers.
@@ -412,9 +455,11 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
     X = probe_inputs(metadata)
     mean, variance = (t.detach() for t in reference.mean_var(X))
     family = metadata.document.get("model_class", "a GP")
-    clock.step(f"artifact {model_dir}: {family} on {metadata.num_train} points, inputs "
-               f"{metadata.input_names}, outputs {metadata.output_names}; its in-process "
-               f"answers at {len(X)} points")
+    clock.step(
+        f"artifact {model_dir}: {family} on {metadata.num_train} points, inputs "
+        f"{metadata.input_names}, outputs {metadata.output_names}; its in-process "
+        f"answers at {len(X)} points"
+    )
 
     try:
         current = server.describe(name)[0]
@@ -425,16 +470,17 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
                 break
             time.sleep(0.5)
         else:
-            raise UpdateError(f"GET /models/{name}?customized=true: HTTP 503: "
-                              f"{_message(response)}")
+            raise UpdateError(f"GET /models/{name}?customized=true: HTTP 503: {_message(response)}")
         served = response.json()[0]
     except UpdateError as e:
         raise RefusedError(f"the served model {name!r}: {e}") from e
     old_version = current["modelVersion"]
     check_schema(served.get("customizedMetadata"), metadata)
     min_workers, max_workers = int(current["minWorkers"]), int(current["maxWorkers"])
-    clock.step(f"serving {name!r} version {old_version} (default; registered: {registered}), "
-               f"{min_workers}-{max_workers} workers")
+    clock.step(
+        f"serving {name!r} version {old_version} (default; registered: {registered}), "
+        f"{min_workers}-{max_workers} workers"
+    )
 
     version = version or next_version(old_version, set(registered))
     if not VERSION_RE.fullmatch(version) or ".." in version:
@@ -456,25 +502,51 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
     deadline = time.monotonic() + timeout
     is_default = False
     try:
-        response = server.call("POST", "/models", ok=(200, 202), url=mar.name,
-                               model_name=name, initial_workers=min_workers,
-                               synchronous="false")
+        response = server.call(
+            "POST",
+            "/models",
+            ok=(200, 202),
+            url=mar.name,
+            model_name=name,
+            initial_workers=min_workers,
+            synchronous="false",
+        )
         clock.step(f"registering {mar.name} with {min_workers} workers: {_message(response)}")
         new = server.describe(name, version)[0]
         if (int(new["minWorkers"]), int(new["maxWorkers"])) != (min_workers, max_workers):
             # (the archive's model-config.yaml sets the workers; TorchServe then ignores
             # initial_workers)
-            server.call("PUT", f"/models/{name}/{version}", ok=(200, 202),
-                        min_worker=min_workers, max_worker=max_workers, synchronous="false")
-            clock.step(f"scaling version {version} from {new['minWorkers']}-{new['maxWorkers']} "
-                       f"to {min_workers}-{max_workers} workers, as the current default")
+            server.call(
+                "PUT",
+                f"/models/{name}/{version}",
+                ok=(200, 202),
+                min_worker=min_workers,
+                max_worker=max_workers,
+                synchronous="false",
+            )
+            clock.step(
+                f"scaling version {version} from {new['minWorkers']}-{new['maxWorkers']} "
+                f"to {min_workers}-{max_workers} workers, as the current default"
+            )
         wait_workers(server, name, version, min_workers, deadline, log_offset)
         clock.step(f"version {version}: {min_workers} workers ready")
 
-        rounds = verify(server, name, version, X, mean, variance, version,
-                        max(2, 2 * max_workers), deadline, log_offset)
-        clock.step(f"version {version} answers the artifact's in-process mean and variance "
-                   f"(<= {TOLERANCE:g} relative) on every probe ({rounds} round(s))")
+        rounds = verify(
+            server,
+            name,
+            version,
+            X,
+            mean,
+            variance,
+            version,
+            max(2, 2 * max_workers),
+            deadline,
+            log_offset,
+        )
+        clock.step(
+            f"version {version} answers the artifact's in-process mean and variance "
+            f"(<= {TOLERANCE:g} relative) on every probe ({rounds} round(s))"
+        )
 
         server.call("PUT", f"/models/{name}/{version}/set-default")
         is_default = True
@@ -482,16 +554,24 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
         verify(server, name, None, X, mean, variance, version, 1, deadline, log_offset)
         clock.step(f"confirmed: /predictions/{name} answers from version {version}")
     except (Exception, KeyboardInterrupt) as e:
-        reason = (str(e) if isinstance(e, UpdateError) else
-                  "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}")
+        reason = (
+            str(e)
+            if isinstance(e, UpdateError)
+            else "interrupted"
+            if isinstance(e, KeyboardInterrupt)
+            else f"{type(e).__name__}: {e}"
+        )
         clock.step(f"failed: {reason}")
-        problem = rollback(server, name, version, old_version if is_default else None, timeout,
-                           clock)
+        problem = rollback(
+            server, name, version, old_version if is_default else None, timeout, clock
+        )
         if problem:
             raise UpdateError(f"{reason}; rollback incomplete: {problem}") from e
         mar.unlink(missing_ok=True)  # (the store as it was)
-        raise UpdateError(f"{reason}; rolled back: version {old_version} is the default, "
-                          f"version {version} unregistered") from e
+        raise UpdateError(
+            f"{reason}; rolled back: version {old_version} is the default, "
+            f"version {version} unregistered"
+        ) from e
 
     # 6. Drain and unregister the old version(s).
     left = []
@@ -507,13 +587,15 @@ def update(model_dir: Path, workdir: Path, store: Path | None = None, name: str 
         raise PartialUpdate(
             f"version {version} is the default and serves, but {left} are still registered "
             f"(registered: {remaining}); when idle: curl -X DELETE "
-            f"{server.management_url}/models/{name}/<version> with the management key")
+            f"{server.management_url}/models/{name}/<version> with the management key"
+        )
     clock.step(f"done: {name!r} serves version {version} only (registered: {remaining})")
     return version
 
 
-def rollback(server: Server, name: str, version: str, old_default: str | None, timeout: float,
-             clock: Clock) -> str | None:
+def rollback(
+    server: Server, name: str, version: str, old_default: str | None, timeout: float, clock: Clock
+) -> str | None:
     """Make ``old_default`` the default again (if given and still registered), then drain
     and unregister ``version``.
 
@@ -537,26 +619,52 @@ def rollback(server: Server, name: str, version: str, old_default: str | None, t
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The update command's options (``gp-serve update``)."""
-    parser.add_argument("--model-dir", required=True, type=Path,
-                        help="the new artifact (posterior.pt, metadata.json)")
-    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR, type=Path,
-                        help="the running TorchServe's working directory")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="its model store (default: the one its config names)")
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="the new artifact (posterior.pt, metadata.json)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=auth.DEFAULT_WORKDIR,
+        type=Path,
+        help="the running TorchServe's working directory",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="its model store (default: the one its config names)",
+    )
     parser.add_argument("--name", default=MODEL_NAME, help="the model to update")
-    parser.add_argument("--version", default=None,
-                        help="the new version (default: the next major after the default's)")
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="the new version (default: the next major after the default's)",
+    )
     parser.add_argument("--model-config", default=MODEL_CONFIG, type=Path)
-    parser.add_argument("--timeout", default=TIMEOUT_S, type=float,
-                        help="seconds for each wait (registration and verification, drain)")
+    parser.add_argument(
+        "--timeout",
+        default=TIMEOUT_S,
+        type=float,
+        help="seconds for each wait (registration and verification, drain)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Update; exit status 0, 2 (refused, nothing changed), 1 (rolled back) or 3 (an old
     version is left registered), with ``error: ...`` on stderr."""
     try:
-        update(args.model_dir, args.workdir, args.store, args.name, args.version,
-               args.model_config, args.timeout)
+        update(
+            args.model_dir,
+            args.workdir,
+            args.store,
+            args.name,
+            args.version,
+            args.model_config,
+            args.timeout,
+        )
     except RefusedError as e:
         print(f"error: {e} (nothing changed)", file=sys.stderr)
         return 2

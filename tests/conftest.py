@@ -69,6 +69,7 @@ def archive_formats(artifact: Path, store: Path, work: Path) -> None:
     from gp_serve.serving.archive import build_archive
 
     for name, fmt in FORMAT_MODELS.items():
-        config = write_model_config(work / f"model-config-{fmt}.yaml", {"format": fmt},
-                                    minWorkers=1, maxWorkers=1)
+        config = write_model_config(
+            work / f"model-config-{fmt}.yaml", {"format": fmt}, minWorkers=1, maxWorkers=1
+        )
         build_archive(artifact, store, name, config)

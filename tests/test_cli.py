@@ -45,8 +45,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     generator = torch.Generator().manual_seed(3)
     train_X = torch.rand(16, 2, generator=generator, dtype=torch.float64) * 4 - 1
     train_Y = torch.stack([torch.sin(train_X.sum(-1)), torch.cos(2 * train_X[:, 0])], -1)
-    model = SingleTaskGP(train_X, train_Y, input_transform=Normalize(d=2),
-                         outcome_transform=Standardize(m=2))
+    model = SingleTaskGP(
+        train_X, train_Y, input_transform=Normalize(d=2), outcome_transform=Standardize(m=2)
+    )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
     root = tmp_path_factory.mktemp("tiny")
@@ -57,16 +58,26 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
-    return subprocess.run([str(GP_SERVE), *args], capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run(
+        [str(GP_SERVE), *args], capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def test_help_lists_every_command_with_one_line() -> None:
     run = run_cli("--help")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    for name in ("export", "archive", "serve", "start", "stop", "describe", "score", "token",
-                 "update"):
+    for name in (
+        "export",
+        "archive",
+        "serve",
+        "start",
+        "stop",
+        "describe",
+        "score",
+        "token",
+        "update",
+    ):
         listed = [line for line in lines if line.startswith(f"  {name} ")]
         assert listed == [f"  {name:<15}{COMMANDS[name].summary}"], run.stdout
 
@@ -74,8 +85,13 @@ def test_help_lists_every_command_with_one_line() -> None:
 def test_version() -> None:
     run = run_cli("--version")
     assert (run.returncode, run.stdout) == (0, f"gp-serve {gp_serve.__version__}\n")
-    module = subprocess.run([sys.executable, "-m", "gp_serve", "--version"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    module = subprocess.run(
+        [sys.executable, "-m", "gp_serve", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert module.stdout == run.stdout
 
 
@@ -94,8 +110,11 @@ def test_each_command_help_shows_examples(command: str, capsys: pytest.CaptureFi
 HEAVY = ("torch", "botorch", "gpytorch", "ts")
 
 
-@pytest.mark.parametrize("argv", [None, ["--help"], ["serve", "--help"], ["describe", "--help"]],
-                         ids=["import", "help", "serve help", "describe help"])
+@pytest.mark.parametrize(
+    "argv",
+    [None, ["--help"], ["serve", "--help"], ["describe", "--help"]],
+    ids=["import", "help", "serve help", "describe help"],
+)
 def test_the_command_imports_no_botorch_torch_or_torchserve(argv: list[str] | None) -> None:
     """``gp-serve --help`` works without BoTorch or TorchServe, ``gp-serve serve`` without
     BoTorch (nor torch: the frontend runs the workers)."""
@@ -106,8 +125,9 @@ def test_the_command_imports_no_botorch_torch_or_torchserve(argv: list[str] | No
         f"try:\n    {call}\nexcept SystemExit:\n    pass\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}), file=sys.stderr)"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr.strip().splitlines()[-1] == "[]"
 
@@ -125,19 +145,26 @@ def test_describe_an_artifact_folder(tiny: Tiny, capsys: pytest.CaptureFixture) 
         f"  b  [{lower_b:.6g}, {upper_b:.6g}]",
         "outputs (2): f, g",
     ]
-    assert ("covariance layout: output-major (entry t*q + i of the (q*m) x (q*m) covariance is "
-            "output t at point i)") in out
-    assert any(line.startswith(f"  torchscript  posterior.pt  sha256 "
-                               f"{metadata.sha256('torchscript')}  (gate: max relative error ")
-               for line in out), out
+    assert (
+        "covariance layout: output-major (entry t*q + i of the (q*m) x (q*m) covariance is "
+        "output t at point i)"
+    ) in out
+    assert any(
+        line.startswith(
+            f"  torchscript  posterior.pt  sha256 "
+            f"{metadata.sha256('torchscript')}  (gate: max relative error "
+        )
+        for line in out
+    ), out
     versions = metadata.document["versions"]
-    assert f"versions: python {versions['python']}, torch {versions['torch']}, botorch " \
-           f"{versions['botorch']}, gpytorch {versions['gpytorch']}, linear_operator " \
-           f"{versions['linear_operator']}" in out
+    assert (
+        f"versions: python {versions['python']}, torch {versions['torch']}, botorch "
+        f"{versions['botorch']}, gpytorch {versions['gpytorch']}, linear_operator "
+        f"{versions['linear_operator']}" in out
+    )
 
 
-def test_describe_json_round_trips_the_metadata(tiny: Tiny,
-                                                capsys: pytest.CaptureFixture) -> None:
+def test_describe_json_round_trips_the_metadata(tiny: Tiny, capsys: pytest.CaptureFixture) -> None:
     assert main(["describe", str(tiny.directory), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document == gp_artifact.load_metadata(tiny.directory).document
@@ -157,24 +184,30 @@ def test_describe_a_model_archive(tiny: Tiny, tmp_path: Path) -> None:
     assert json.loads(as_json.stdout) == gp_artifact.load_metadata(tiny.directory).document
 
 
-def test_describe_refuses_what_is_not_an_artifact(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_describe_refuses_what_is_not_an_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     missing = tmp_path / "nope"
     assert main(["describe", str(missing)]) == 2
-    assert capsys.readouterr().err == (f"error: {missing}: expected an artifact folder or a "
-                                       "model archive (.mar), got no such file or folder\n")
+    assert capsys.readouterr().err == (
+        f"error: {missing}: expected an artifact folder or a "
+        "model archive (.mar), got no such file or folder\n"
+    )
     text = tmp_path / "notes.mar"
     text.write_text("not a zip")
     assert main(["describe", str(text)]) == 2
     assert capsys.readouterr().err.startswith(
         f"error: {text}: expected an artifact folder or a model archive (.mar, a zip file), "
-        "got BadZipFile: ")
+        "got BadZipFile: "
+    )
     foreign = tmp_path / "foreign.mar"
     with zipfile.ZipFile(foreign, "w") as archive:
         archive.writestr("model.py", "")
     assert main(["describe", str(foreign)]) == 2
-    assert capsys.readouterr().err == (f"error: {foreign}: expected a gp-serve model archive "
-                                       "with metadata.json at its root, got ['model.py']\n")
+    assert capsys.readouterr().err == (
+        f"error: {foreign}: expected a gp-serve model archive "
+        "with metadata.json at its root, got ['model.py']\n"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["describe", str(empty)]) == 2
@@ -183,13 +216,19 @@ def test_describe_refuses_what_is_not_an_artifact(tmp_path: Path,
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [([], "expected an artifact folder or .mar, or --name/--url of a running model"),
-     (["build/model", "--name", "gp"],
-      "expected an artifact or --name/--url of a running model, got both (build/model and "
-      "--name)")],
-    ids=["neither", "both"])
-def test_describe_needs_one_subject(argv: list[str], message: str,
-                                    capsys: pytest.CaptureFixture) -> None:
+    [
+        ([], "expected an artifact folder or .mar, or --name/--url of a running model"),
+        (
+            ["build/model", "--name", "gp"],
+            "expected an artifact or --name/--url of a running model, got both (build/model and "
+            "--name)",
+        ),
+    ],
+    ids=["neither", "both"],
+)
+def test_describe_needs_one_subject(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["describe", *argv])
     assert exit_info.value.code == 2
@@ -219,32 +258,63 @@ def test_export_model_file_writes_the_models_posterior(tiny: Tiny, tmp_path: Pat
     assert relative_error(variance, posterior.variance) <= TOLERANCE
 
 
-def test_export_model_file_takes_names(tiny: Tiny, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture) -> None:
+def test_export_model_file_takes_names(
+    tiny: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "model"
-    assert main(["export", "--model-file", str(tiny.model_file), "--inputs", "p,q",
-                 "--outputs", "u,v", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model-file",
+                str(tiny.model_file),
+                "--inputs",
+                "p,q",
+                "--outputs",
+                "u,v",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metadata = gp_artifact.load_metadata(out)
     assert (metadata.input_names, metadata.output_names) == (["p", "q"], ["u", "v"])
-    assert main(["export", "--model-file", str(tiny.model_file), "--inputs", "p",
-                 "--out", str(tmp_path / "other")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model-file",
+                str(tiny.model_file),
+                "--inputs",
+                "p",
+                "--out",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 2
+    )
     assert "error: expected 2 input and 2 output names, got 1 and 2" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--data", "train.csv"], "argument --data: not allowed with argument --model-file"),
-     (["--model", "list", "--noise", "0.1"],
-      "--noise, --model: fitting options, expected none with --model-file (the model is "
-      "fitted already)")],
-    ids=["data", "fitting options"])
+    [
+        (["--data", "train.csv"], "argument --data: not allowed with argument --model-file"),
+        (
+            ["--model", "list", "--noise", "0.1"],
+            "--noise, --model: fitting options, expected none with --model-file (the model is "
+            "fitted already)",
+        ),
+    ],
+    ids=["data", "fitting options"],
+)
 def test_export_model_file_refuses_data_and_fitting_options(
-        extra: list[str], message: str, tiny: Tiny, tmp_path: Path,
-        capsys: pytest.CaptureFixture) -> None:
+    extra: list[str], message: str, tiny: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", "--model-file", str(tiny.model_file), *extra,
-              "--out", str(tmp_path / "m")])
+        main(["export", "--model-file", str(tiny.model_file), *extra, "--out", str(tmp_path / "m")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.endswith(f"gp-serve export: error: {message}\n")
@@ -252,13 +322,16 @@ def test_export_model_file_refuses_data_and_fitting_options(
     assert not (tmp_path / "m").exists()
 
 
-def test_export_model_file_that_holds_no_model(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+def test_export_model_file_that_holds_no_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "weights.pth"
     torch.save({"weight": torch.zeros(2)}, path)
     assert main(["export", "--model-file", str(path), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(TRUST_WARNING.format(path=path))
-    assert (f"error: --model-file {path}: expected a BoTorch model saved with "
-            "torch.save(model, PATH), got builtins.dict\n") in err
+    assert (
+        f"error: --model-file {path}: expected a BoTorch model saved with "
+        "torch.save(model, PATH), got builtins.dict\n"
+    ) in err
     assert not (tmp_path / "m").exists()

@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 from tests.conftest import REPO
@@ -34,7 +34,11 @@ def test_distribution_and_import_names() -> None:
     assert PYPROJECT["project"]["name"] == "gp-serve"
     assert PYPROJECT["project"]["scripts"] == {"gp-serve": "gp_serve.cli:main"}
     assert set(PYPROJECT["project"]["optional-dependencies"]) >= {
-        "serve", "formats", "saas", "client"}
+        "serve",
+        "formats",
+        "saas",
+        "client",
+    }
     import gp_serve
 
     assert importlib.metadata.version("gp-serve") == gp_serve.__version__
@@ -51,26 +55,30 @@ def test_base_install_is_the_export_stack_as_ranges() -> None:
     assert not any(botorch.contains(v) for v in ("0.11.3", "0.19.0"))
 
 
-@pytest.mark.parametrize(("where", "requirement"), _requirements(),
-                         ids=lambda value: str(value))
+@pytest.mark.parametrize(("where", "requirement"), _requirements(), ids=lambda value: str(value))
 def test_pins_satisfy_the_ranges(where: str, requirement: Requirement) -> None:
     """The project's exact pins (installed in this venv) lie inside every range a user gets,
     so ``make test`` tests versions a user can have."""
     installed = importlib.metadata.version(requirement.name)
     assert requirement.specifier.contains(installed, prereleases=True), (
-        f"{where}: {requirement} excludes the pinned {requirement.name}=={installed}")
+        f"{where}: {requirement} excludes the pinned {requirement.name}=={installed}"
+    )
 
 
 def test_top_level_imports_nothing_heavy() -> None:
     """``import gp_serve`` loads neither torch nor BoTorch; ``gp_serve.export_model``
     imports the export stage on first use."""
-    code = ("import sys, gp_serve; heavy = [m for m in ('torch', 'botorch', 'gpytorch') "
-            "if m in sys.modules]; assert not heavy, heavy; "
-            "from gp_serve import export_model, trace_posterior; "
-            "assert 'botorch' in sys.modules; "
-            "print(sorted(set(gp_serve.__all__) & set(dir(gp_serve))))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=REPO)
+    code = (
+        "import sys, gp_serve; heavy = [m for m in ('torch', 'botorch', 'gpytorch') "
+        "if m in sys.modules]; assert not heavy, heavy; "
+        "from gp_serve import export_model, trace_posterior; "
+        "assert 'botorch' in sys.modules; "
+        "print(sorted(set(gp_serve.__all__) & set(dir(gp_serve))))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == ("['DataError', 'ExportGateError', '__version__', "
-                                  "'export_model', 'trace_posterior']")
+    assert run.stdout.strip() == (
+        "['DataError', 'ExportGateError', '__version__', 'export_model', 'trace_posterior']"
+    )

@@ -81,8 +81,9 @@ def load(artifact_dir: str | Path, method: str = "mean_var") -> Scorer:
         X = np.asarray(X)
         d = len(input_names)
         if X.ndim != 2 or X.shape[1] != d:
-            raise InputError(f"expected q x {d} points ({', '.join(input_names)}), "
-                             f"got shape {X.shape}")
+            raise InputError(
+                f"expected q x {d} points ({', '.join(input_names)}), got shape {X.shape}"
+            )
         if X.shape[0] < 1:
             raise InputError("expected at least one point, got none")
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -107,22 +108,28 @@ def read_points(lines: list[str], input_names: list[str]) -> np.ndarray:
         InputError: Naming the first bad line.
     """
     d = len(input_names)
-    rows = [(n, [cell.strip() for cell in row])
-            for n, row in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in row)]
+    rows = [
+        (n, [cell.strip() for cell in row])
+        for n, row in enumerate(csv.reader(lines), start=1)
+        if any(c.strip() for c in row)
+    ]
     order = list(range(d))
     if rows and not all(_is_number(cell) for cell in rows[0][1]):
         n, header = rows.pop(0)
         if sorted(header) != sorted(input_names):
-            raise InputError(f"line {n}: expected {d} numbers or a header naming the inputs "
-                             f"{input_names} (any order), got {header}")
+            raise InputError(
+                f"line {n}: expected {d} numbers or a header naming the inputs "
+                f"{input_names} (any order), got {header}"
+            )
         order = [header.index(name) for name in input_names]
     if not rows:
         raise InputError(f"expected at least one row of {d} numbers, got none")
     points = []
     for n, row in rows:
         if len(row) != d:
-            raise InputError(f"line {n}: expected {d} columns ({', '.join(input_names)}), "
-                             f"got {len(row)}")
+            raise InputError(
+                f"line {n}: expected {d} columns ({', '.join(input_names)}), got {len(row)}"
+            )
         try:
             values = [float(row[j]) for j in order]
         except ValueError:
@@ -143,11 +150,15 @@ def _is_number(text: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifact_dir", type=Path,
-                        help="folder holding metadata.json and posterior.onnx")
-    parser.add_argument("--method", choices=("mean_var", "forward"), default="mean_var",
-                        help="mean_var: mean and variance (default); forward: mean and the "
-                        "joint covariance")
+    parser.add_argument(
+        "artifact_dir", type=Path, help="folder holding metadata.json and posterior.onnx"
+    )
+    parser.add_argument(
+        "--method",
+        choices=("mean_var", "forward"),
+        default="mean_var",
+        help="mean_var: mean and variance (default); forward: mean and the joint covariance",
+    )
     parser.add_argument("--noise", action="store_true", help="add observation noise")
     args = parser.parse_args(argv)
     try:

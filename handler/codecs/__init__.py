@@ -34,8 +34,8 @@ def request_body(row: dict) -> tuple[str, Any]:
     raise RequestError(
         "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
         f"text/csv), got a form or multipart body with {len(row)} parts "
-        f"{[clip(name) for name in sorted(map(str, row))[:10]]} (curl -d sends a form: add -H 'Content-Type: "
-        "application/json')"
+        f"{[clip(name) for name in sorted(map(str, row))[:10]]} "
+        "(curl -d sends a form: add -H 'Content-Type: application/json')"
     )
 
 

@@ -66,11 +66,13 @@ def finite_number(value: Any, where: str) -> float:
     try:
         number = float(value)
     except OverflowError as e:
-        raise RequestError(f"{where}: expected a finite number, got an integer that "
-                           "overflows a float64") from e
+        raise RequestError(
+            f"{where}: expected a finite number, got an integer that overflows a float64"
+        ) from e
     if math.isinf(number):
-        raise RequestError(f"{where}: expected a finite number, got one beyond the float64 "
-                           f"range ({number!r})")
+        raise RequestError(
+            f"{where}: expected a finite number, got one beyond the float64 range ({number!r})"
+        )
     if math.isnan(number):
         raise RequestError(f"{where}: expected a finite number, got nan")
     return number
@@ -93,8 +95,10 @@ def _integer(text: str) -> int:
 
 def _float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
-        raise RequestError(f"a JSON number of {len(text)} characters: expected at most "
-                           f"{MAX_NUMBER_CHARS} characters")
+        raise RequestError(
+            f"a JSON number of {len(text)} characters: expected at most "
+            f"{MAX_NUMBER_CHARS} characters"
+        )
     return float(text)
 
 
@@ -128,8 +132,7 @@ def _outside_strings(text: str) -> str:
 def _depth(outside: str) -> int:
     brackets = _NOT_BRACKETS.sub("", outside)
     # (After a closer with no opener the decoder stops, so a negative run needs no care.)
-    return max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))),
-                      default=0))
+    return max(0, max(accumulate(map(_BRACKET_STEPS.__getitem__, map(ord, brackets))), default=0))
 
 
 def json_depth(text: str) -> int:
@@ -171,8 +174,9 @@ def load_json(body: Any, budget: Budget | None = None) -> Any:
             f"JSON nested {depth} levels deep: expected at most {MAX_JSON_DEPTH} levels"
         )
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_integer,
-                          parse_float=_float)
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_int=_integer, parse_float=_float
+        )
     except json.JSONDecodeError as e:
         raise RequestError(
             f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}; expected "

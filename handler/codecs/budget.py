@@ -42,7 +42,7 @@ def clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
     text = str(text)
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 3]}... ({len(text)} characters)"
+    return f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def error_text(message: str) -> str:
@@ -90,7 +90,9 @@ class Budget:
             got = f"at least {q}" if at_least else str(q)
             raise RequestError(
                 f"{where} is limited to {self.max_points} points, got {got}: split the points "
-                "into several requests (client.score_csv does for CSV: --chunk-rows)", 413)
+                "into several requests (client.score_csv does for CSV: --chunk-rows)",
+                413,
+            )
 
     def check_values(self, values: int) -> None:
         """Refuse a body of more JSON values than `max_points` points can hold, before it is
@@ -100,7 +102,9 @@ class Budget:
             raise RequestError(
                 f"the body holds up to {values} JSON values, more than {self.max_points} "
                 f"points of {d} inputs need: a request is limited to {self.max_points} "
-                "points; split the points into several requests", 413)
+                "points; split the points into several requests",
+                413,
+            )
 
     def check_full(self, q: int, hint: str) -> None:
         """Refuse a full covariance of more than `max_full_points` points (413)."""
@@ -110,10 +114,13 @@ class Budget:
             raise RequestError(
                 f"a full covariance is limited to {self.max_full_points} points, got {q}; "
                 f"{hint} for more points (a {rows} covariance; at most "
-                f"{self.max_covariance_rows} rows for {m} outputs)", 413)
+                f"{self.max_covariance_rows} rows for {m} outputs)",
+                413,
+            )
 
-    def answer_bytes(self, q: int, covariance: bool, per_point_numbers: int = 2,
-                     extra_bytes: int = 0) -> int:
+    def answer_bytes(
+        self, q: int, covariance: bool, per_point_numbers: int = 2, extra_bytes: int = 0
+    ) -> int:
         """An upper bound of a JSON answer's size in bytes.
 
         Args:
@@ -156,4 +163,6 @@ class Budget:
                 f"the answer to {q} points with covariance {covariance!r} could take "
                 f"{size} bytes, over the limit of {self.max_response_bytes} bytes "
                 '(max_response_size): ask for "diag" (no covariance), send fewer points '
-                "or score a CSV in chunks (client.score_csv --chunk-rows)", 413)
+                "or score a CSV in chunks (client.score_csv --chunk-rows)",
+                413,
+            )

@@ -43,7 +43,8 @@ def _csv_number(cell: str, line: int, name: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
         raise RequestError(
             f"CSV line {line}, column {name}: a cell of {len(text)} characters: expected a "
-            f"number of at most {MAX_NUMBER_CHARS} characters, got {clip(text)!r}")
+            f"number of at most {MAX_NUMBER_CHARS} characters, got {clip(text)!r}"
+        )
     number = float(text) if _NUMBER.fullmatch(text) else math.nan
     if not math.isfinite(number):  # not a number, or one that overflows (1e999)
         shown = cell if len(cell) <= 40 else cell[:37] + "..."
@@ -73,18 +74,18 @@ def _csv_row_length(cells: list[str], line: int, input_names: list[str]) -> None
     elif len(cells) == 1 and any(sep in cells[0] for sep in (";", "\t", "|")):
         hint = " (the separator must be a comma)"
     raise RequestError(
-        f"CSV line {line}: expected {d} values ({','.join(input_names)}), "
-        f"got {len(cells)}{hint}"
+        f"CSV line {line}: expected {d} values ({','.join(input_names)}), got {len(cells)}{hint}"
     )
 
 
-def parse_csv(body: bytes | bytearray | str, input_names: list[str],
-              budget: Budget | None = None) -> PredictRequest:
+def parse_csv(
+    body: bytes | bytearray | str, input_names: list[str], budget: Budget | None = None
+) -> PredictRequest:
     """Parse a CSV body: one point per row, with an optional header of input names.
 
     A first row without any number is a header: it may list the inputs in any order;
-    columns are reordered to ``input_names``. Blank lines are skipped; a UTF-8 byte-order mark, CRLF line
-    ends and quoted cells are accepted. Line numbers in errors are the body's
+    columns are reordered to ``input_names``. Blank lines are skipped; a UTF-8 byte-order mark,
+    CRLF line ends and quoted cells are accepted. Line numbers in errors are the body's
     physical lines, counting from 1.
 
     Args:
@@ -174,8 +175,7 @@ class CsvCodec(Codec):
         check_cost(request, budget)
         return request
 
-    def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel
-               ) -> Answer:
+    def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel) -> Answer:
         """`csv_header` and one row per point: each output's mean and standard deviation."""
         rows = np.stack([posterior.mean, posterior.std], -1).reshape(len(posterior.mean), -1)
         return Answer(csv_header(model.output_names) + csv_rows(rows), CSV_TYPE)

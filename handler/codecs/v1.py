@@ -78,8 +78,9 @@ def _point(value: Any, where: str, input_names: list[str]) -> list[float]:
     return [finite_number(v, f"{where}[{j}] ({input_names[j]})") for j, v in enumerate(value)]
 
 
-def parse_points(value: Any, key: str, input_names: list[str],
-                 budget: Budget | None = None) -> list[list[float]]:
+def parse_points(
+    value: Any, key: str, input_names: list[str], budget: Budget | None = None
+) -> list[list[float]]:
     """Validate a list of points, each a list of ``d`` numbers or an object.
 
     Args:
@@ -112,19 +113,15 @@ def _options(body: dict) -> tuple[CovarianceMode, bool]:
     covariance = body.get("covariance", "full")
     if not is_covariance_mode(covariance):
         raise RequestError(
-            f"covariance: expected one of {list(COVARIANCE_MODES)}, got "
-            f"{describe(covariance)}"
+            f"covariance: expected one of {list(COVARIANCE_MODES)}, got {describe(covariance)}"
         )
     noise = body.get("observation_noise", False)
     if not isinstance(noise, bool):
-        raise RequestError(
-            f"observation_noise: expected true or false, got {describe(noise)}"
-        )
+        raise RequestError(f"observation_noise: expected true or false, got {describe(noise)}")
     return covariance, noise
 
 
-def parse_json(body: Any, input_names: list[str], budget: Budget | None = None
-               ) -> PredictRequest:
+def parse_json(body: Any, input_names: list[str], budget: Budget | None = None) -> PredictRequest:
     """Parse a JSON prediction request (its points and options; its cost: `check_cost`).
 
     Accepts ``{"inputs": [...], "covariance": ..., "observation_noise": ...}``,
@@ -144,8 +141,9 @@ def parse_json(body: Any, input_names: list[str], budget: Budget | None = None
     """
     value = load_json(body, budget)
     if isinstance(value, list):
-        return PredictRequest(parse_points(value, "body", input_names, budget), "full", False,
-                              "list")
+        return PredictRequest(
+            parse_points(value, "body", input_names, budget), "full", False, "list"
+        )
     if not isinstance(value, dict):
         raise RequestError(
             'expected a JSON object like {"inputs": [[...], ...]} or a list of points, '
@@ -165,8 +163,9 @@ def parse_json(body: Any, input_names: list[str], budget: Budget | None = None
         )
     key = envelopes[0]
     covariance, noise = _options(value)
-    return PredictRequest(parse_points(value[key], key, input_names, budget), covariance,
-                          noise, key)
+    return PredictRequest(
+        parse_points(value[key], key, input_names, budget), covariance, noise, key
+    )
 
 
 def check_cost(request: PredictRequest, budget: Budget) -> None:
@@ -176,8 +175,9 @@ def check_cost(request: PredictRequest, budget: Budget) -> None:
     if full:
         budget.check_full(q, 'send "covariance": "diag" (or "none")')
     instances = request.envelope == "instances"  # (repeats mean and variance, with its keys)
-    size = budget.answer_bytes(q, full, per_point_numbers=4 if instances else 2,
-                               extra_bytes=(48 if instances else 8))
+    size = budget.answer_bytes(
+        q, full, per_point_numbers=4 if instances else 2, extra_bytes=(48 if instances else 8)
+    )
     budget.check_answer(size, q, request.covariance)
 
 
@@ -227,8 +227,9 @@ def render_json(
     if covariance is not None:
         answer["covariance"] = covariance
     if request.envelope == "instances":
-        answer["predictions"] = [{"mean": mu, "variance": var}
-                                 for mu, var in zip(mean, variance, strict=True)]
+        answer["predictions"] = [
+            {"mean": mu, "variance": var} for mu, var in zip(mean, variance, strict=True)
+        ]
     return dumps(answer)
 
 
@@ -247,14 +248,22 @@ class JsonCodec(Codec):
         check_cost(request, budget)
         return request
 
-    def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel
-               ) -> Answer:
+    def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel) -> Answer:
         """`render_json`'s answer, as ``application/json``."""
-        return Answer(render_json(
-            request, model=model.name, version=model.version, output_names=model.output_names,
-            covariance_layout=model.covariance_layout, mean=posterior.mean,
-            variance=posterior.variance, covariance=posterior.covariance,
-            extrapolation=posterior.extrapolation), JSON_TYPE)
+        return Answer(
+            render_json(
+                request,
+                model=model.name,
+                version=model.version,
+                output_names=model.output_names,
+                covariance_layout=model.covariance_layout,
+                mean=posterior.mean,
+                variance=posterior.variance,
+                covariance=posterior.covariance,
+                extrapolation=posterior.extrapolation,
+            ),
+            JSON_TYPE,
+        )
 
     def error(self, message: str, status: int) -> tuple[bytes, str]:
         """`render_error`'s body, as ``application/json``."""

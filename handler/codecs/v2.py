@@ -73,18 +73,17 @@ def header_length(headers: dict) -> int | None:
                 return int(value)
             except (TypeError, ValueError) as e:
                 raise RequestError(
-                    f"{HEADER_LENGTH}: expected a byte count, got {clip(value)!r}") from e
+                    f"{HEADER_LENGTH}: expected a byte count, got {clip(value)!r}"
+                ) from e
     return None
 
 
 def has_header(headers: dict) -> bool:
     """Whether the request carries `HEADER_LENGTH` (it is then a v2 request, whatever else)."""
-    return any(isinstance(name, str) and name.lower() == HEADER_LENGTH.lower()
-               for name in headers)
+    return any(isinstance(name, str) and name.lower() == HEADER_LENGTH.lower() for name in headers)
 
 
-def split(body: Any, headers: dict, budget: Budget | None = None
-          ) -> tuple[Any, bytes] | None:
+def split(body: Any, headers: dict, budget: Budget | None = None) -> tuple[Any, bytes] | None:
     """A v2 request's decoded JSON (header) and its binary data; None if not a v2 request.
 
     A request is v2 if it carries `HEADER_LENGTH`, or if its JSON body is an object whose
@@ -107,7 +106,8 @@ def split(body: Any, headers: dict, budget: Budget | None = None
             size = len(body) if isinstance(body, (bytes, bytearray)) else 0
             raise RequestError(
                 f"{HEADER_LENGTH}: expected a JSON header length between 1 and the body's "
-                f"{size} bytes, got {clip(str(length))}")
+                f"{size} bytes, got {clip(str(length))}"
+            )
         return load_json(bytes(body[:length]), budget), bytes(body[length:])
     if not isinstance(body, (bytes, bytearray, str)):
         return None
@@ -120,8 +120,11 @@ def split(body: Any, headers: dict, budget: Budget | None = None
             raise
         return None  # (the other protocol's parser reports it)
     tensors = value.get("inputs") if isinstance(value, dict) else None
-    if (isinstance(tensors, list) and tensors
-            and all(isinstance(t, dict) and "datatype" in t for t in tensors)):
+    if (
+        isinstance(tensors, list)
+        and tensors
+        and all(isinstance(t, dict) and "datatype" in t for t in tensors)
+    ):
         return value, b""
     return None
 
@@ -135,8 +138,9 @@ def parse_request(body: Any, headers: dict, budget: Budget) -> InferRequest:
     parts = split(body, headers, budget)
     if parts is None:
         value = load_json(body, budget)
-        raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
-                           f"got {describe(value)}")
+        raise RequestError(
+            f'expected a v2 inference request object {{"inputs": [...]}}, got {describe(value)}'
+        )
     return parse_decoded(*parts, budget)
 
 
@@ -153,8 +157,9 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
         RequestError: If anything is invalid (400) or too large (413).
     """
     if not isinstance(value, dict):
-        raise RequestError(f'expected a v2 inference request object {{"inputs": [...]}}, '
-                           f"got {describe(value)}")
+        raise RequestError(
+            f'expected a v2 inference request object {{"inputs": [...]}}, got {describe(value)}'
+        )
     _known_keys(value, _REQUEST_KEYS, "request")
     request_id = value.get("id", "")
     if not isinstance(request_id, str):
@@ -165,8 +170,9 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
     request = InferRequest(points, outputs, binary, parameters["observation_noise"], request_id)
     q = len(points)
     if request.covariance == "full":
-        budget.check_full(q, 'ask for the outputs "mean" and "variance" only (or '
-                          'parameters.covariance "diag")')
+        budget.check_full(
+            q, 'ask for the outputs "mean" and "variance" only (or parameters.covariance "diag")'
+        )
     size = budget.overhead_bytes(q)
     for name in outputs:  # (each as JSON text or binary, as asked)
         measure = budget.covariance_bytes if name == "covariance" else budget.tensor_bytes
@@ -178,8 +184,9 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
 def _known_keys(value: dict, allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise RequestError(f"{where}: unknown keys {quote_names(unknown)}: expected only "
-                           f"{list(allowed)}")
+        raise RequestError(
+            f"{where}: unknown keys {quote_names(unknown)}: expected only {list(allowed)}"
+        )
 
 
 class _Parameters(TypedDict):
@@ -196,11 +203,15 @@ def _parameters(value: Any) -> _Parameters:
     _known_keys(value, PARAMETERS, "parameters")
     covariance = value.get("covariance", "full")
     if not is_covariance_mode(covariance):
-        raise RequestError(f"parameters.covariance: expected one of "
-                           f"{json.dumps(list(COVARIANCE_MODES))}, got {describe(covariance)}")
-    return {"covariance": covariance,
-            "observation_noise": _flag(value, "observation_noise"),
-            "binary_data_output": _flag(value, "binary_data_output")}
+        raise RequestError(
+            f"parameters.covariance: expected one of "
+            f"{json.dumps(list(COVARIANCE_MODES))}, got {describe(covariance)}"
+        )
+    return {
+        "covariance": covariance,
+        "observation_noise": _flag(value, "observation_noise"),
+        "binary_data_output": _flag(value, "binary_data_output"),
+    }
 
 
 def _flag(parameters: dict, key: str) -> bool:
@@ -214,66 +225,85 @@ def _input(value: Any, raw: bytes, budget: Budget) -> np.ndarray:
     input_names = budget.input_names
     d = len(input_names)
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
-        raise RequestError(f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '
-                           f'[q, {d}], "datatype": "{DATATYPE}", ...}}, got {describe(value)}')
+        raise RequestError(
+            f'inputs: expected one tensor {{"name": "{INPUT_NAME}", "shape": '
+            f'[q, {d}], "datatype": "{DATATYPE}", ...}}, got {describe(value)}'
+        )
     tensor = value[0]
     _known_keys(tensor, _INPUT_KEYS, "inputs[0]")
     if tensor.get("name") != INPUT_NAME:
-        raise RequestError(f"inputs[0].name: expected {INPUT_NAME!r}, got "
-                           f"{describe(tensor.get('name'))}")
+        raise RequestError(
+            f"inputs[0].name: expected {INPUT_NAME!r}, got {describe(tensor.get('name'))}"
+        )
     if tensor.get("datatype") != DATATYPE:
-        raise RequestError(f"inputs[0].datatype: expected {DATATYPE!r} (float64), got "
-                           f"{describe(tensor.get('datatype'))}")
+        raise RequestError(
+            f"inputs[0].datatype: expected {DATATYPE!r} (float64), got "
+            f"{describe(tensor.get('datatype'))}"
+        )
     shape = tensor.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or any(isinstance(n, bool) or not isinstance(n, int) for n in shape)
-            or shape[0] < 1 or shape[1] != d):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or any(isinstance(n, bool) or not isinstance(n, int) for n in shape)
+        or shape[0] < 1
+        or shape[1] != d
+    ):
         shown = json.dumps(shape)[:60] if isinstance(shape, list) else describe(shape)
-        raise RequestError(f"inputs[0].shape: expected [q, {d}] with q >= 1 (inputs "
-                           f"{input_names}), got {shown}")
+        raise RequestError(
+            f"inputs[0].shape: expected [q, {d}] with q >= 1 (inputs {input_names}), got {shown}"
+        )
     q = shape[0]
     budget.check_points(q, "inputs[0].shape: a request")
     parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
-        raise RequestError(f"inputs[0].parameters: expected an object, got "
-                           f"{describe(parameters)}")
+        raise RequestError(f"inputs[0].parameters: expected an object, got {describe(parameters)}")
     size = parameters.get("binary_data_size")
     if size is None:
         if raw:
-            raise RequestError(f"inputs[0]: the body has {len(raw)} bytes of binary data but "
-                               "the input declares no binary_data_size")
+            raise RequestError(
+                f"inputs[0]: the body has {len(raw)} bytes of binary data but "
+                "the input declares no binary_data_size"
+            )
         return _json_data(tensor.get("data"), q, d)
     if "data" in tensor:
-        raise RequestError("inputs[0]: expected either data or parameters.binary_data_size, "
-                           "got both")
+        raise RequestError(
+            "inputs[0]: expected either data or parameters.binary_data_size, got both"
+        )
     if size != 8 * q * d or len(raw) != size:
-        raise RequestError(f"inputs[0]: expected {8 * q * d} bytes of binary data ({q} x {d} "
-                           f"float64), got binary_data_size {json.dumps(size)[:40]} and "
-                           f"{len(raw)} bytes after the JSON header")
+        raise RequestError(
+            f"inputs[0]: expected {8 * q * d} bytes of binary data ({q} x {d} "
+            f"float64), got binary_data_size {json.dumps(size)[:40]} and "
+            f"{len(raw)} bytes after the JSON header"
+        )
     points = np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(q, d)
     bad = np.flatnonzero(~np.isfinite(points))
     if bad.size:
         i, j = divmod(int(bad[0]), d)
-        raise RequestError(f"inputs[0] binary data: point {i}, input {j} "
-                           f"({input_names[j]}): expected a finite number, got "
-                           f"{float(points[i, j])!r}")
+        raise RequestError(
+            f"inputs[0] binary data: point {i}, input {j} "
+            f"({input_names[j]}): expected a finite number, got "
+            f"{float(points[i, j])!r}"
+        )
     return points
 
 
 def _json_data(data: Any, q: int, d: int) -> np.ndarray:
     if not isinstance(data, list):
-        raise RequestError(f"inputs[0].data: expected a list of {q * d} numbers (row-major), "
-                           f"got {describe(data)}")
+        raise RequestError(
+            f"inputs[0].data: expected a list of {q * d} numbers (row-major), got {describe(data)}"
+        )
     if data and all(isinstance(row, list) for row in data):  # nested q x d
         if len(data) != q or any(len(row) != d for row in data):
-            raise RequestError(f"inputs[0].data: expected {q} rows of {d} numbers (shape), "
-                               f"got {len(data)} rows")
+            raise RequestError(
+                f"inputs[0].data: expected {q} rows of {d} numbers (shape), got {len(data)} rows"
+            )
         flat = [value for row in data for value in row]
     else:
         flat = data
     if len(flat) != q * d:
-        raise RequestError(f"inputs[0].data: expected {q * d} numbers ({q} x {d}, the "
-                           f"shape), got {len(flat)}")
+        raise RequestError(
+            f"inputs[0].data: expected {q * d} numbers ({q} x {d}, the shape), got {len(flat)}"
+        )
     values = [finite_number(v, f"inputs[0].data[{k}]") for k, v in enumerate(flat)]
     return np.array(values, dtype=np.float64).reshape(q, d)
 
@@ -284,8 +314,10 @@ def _outputs(value: Any, parameters: _Parameters) -> tuple[tuple[str, ...], froz
         default = OUTPUTS if parameters["covariance"] == "full" else OUTPUTS[:2]
         return default, frozenset(default if every_binary else ())
     if not isinstance(value, list) or not value:
-        raise RequestError(f"outputs: expected a non-empty list of {{\"name\": ...}} objects "
-                           f"(names in {list(OUTPUTS)}), got {describe(value)}")
+        raise RequestError(
+            f'outputs: expected a non-empty list of {{"name": ...}} objects '
+            f"(names in {list(OUTPUTS)}), got {describe(value)}"
+        )
     names: list[str] = []
     binary: set[str] = set()
     for k, output in enumerate(value):
@@ -294,28 +326,40 @@ def _outputs(value: Any, parameters: _Parameters) -> tuple[tuple[str, ...], froz
         _known_keys(output, ("name", "parameters"), f"outputs[{k}]")
         name = output.get("name")
         if name not in OUTPUTS or name in names:
-            raise RequestError(f"outputs[{k}].name: expected one of {list(OUTPUTS)}, each "
-                               f"once, got {describe(name)}")
+            raise RequestError(
+                f"outputs[{k}].name: expected one of {list(OUTPUTS)}, each "
+                f"once, got {describe(name)}"
+            )
         options = output.get("parameters", {})
         if not isinstance(options, dict):
-            raise RequestError(f"outputs[{k}].parameters: expected an object, got "
-                               f"{describe(options)}")
+            raise RequestError(
+                f"outputs[{k}].parameters: expected an object, got {describe(options)}"
+            )
         flag = options.get("binary_data", every_binary)
         if not isinstance(flag, bool):
-            raise RequestError(f"outputs[{k}].parameters.binary_data: expected true or "
-                               f"false, got {describe(flag)}")
+            raise RequestError(
+                f"outputs[{k}].parameters.binary_data: expected true or false, got {describe(flag)}"
+            )
         names.append(name)
         if flag:
             binary.add(name)
     if "covariance" in names and parameters["covariance"] != "full":
-        raise RequestError('outputs: "covariance" asked for with parameters.covariance '
-                           f"{parameters['covariance']!r}: expected \"full\" or no such "
-                           "parameter")
+        raise RequestError(
+            'outputs: "covariance" asked for with parameters.covariance '
+            f'{parameters["covariance"]!r}: expected "full" or no such '
+            "parameter"
+        )
     return tuple(names), frozenset(binary)
 
 
-def render(request: InferRequest, tensors: dict[str, np.ndarray], *, model: str, version: str,
-           parameters: dict) -> tuple[bytes, int | None]:
+def render(
+    request: InferRequest,
+    tensors: dict[str, np.ndarray],
+    *,
+    model: str,
+    version: str,
+    parameters: dict,
+) -> tuple[bytes, int | None]:
     """The v2 answer: its body and, with binary outputs, the JSON header's length.
 
     Args:
@@ -378,19 +422,21 @@ class V2Codec(Codec):
             return parse_decoded(*self.parts, budget)
         return parse_request(body, headers, budget)
 
-    def encode(self, request: InferRequest, posterior: Posterior, model: ServedModel
-               ) -> Answer:
+    def encode(self, request: InferRequest, posterior: Posterior, model: ServedModel) -> Answer:
         """`render`'s answer: ``application/json``, or with binary outputs
         ``application/octet-stream`` and the `HEADER_LENGTH` response header."""
         tensors = {"mean": posterior.mean, "variance": posterior.variance}
         if posterior.covariance is not None:
             tensors["covariance"] = posterior.covariance
-        parameters = {"outputs": model.output_names,
-                      "covariance_layout": model.covariance_layout,
-                      "observation_noise": request.observation_noise,
-                      "extrapolation": posterior.extrapolation}
-        body, length = render(request, tensors, model=model.name, version=model.version,
-                              parameters=parameters)
+        parameters = {
+            "outputs": model.output_names,
+            "covariance_layout": model.covariance_layout,
+            "observation_noise": request.observation_noise,
+            "extrapolation": posterior.extrapolation,
+        }
+        body, length = render(
+            request, tensors, model=model.name, version=model.version, parameters=parameters
+        )
         if length is None:
             return Answer(body, JSON_TYPE)
         return Answer(body, BINARY_TYPE, {HEADER_LENGTH: str(length)})

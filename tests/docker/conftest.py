@@ -66,8 +66,11 @@ def writable_paths() -> list[str]:
 
     spec = yaml.safe_load(RUNTIME.read_text())["spec"]
     empty_dirs = {volume["name"] for volume in spec.get("volumes", []) if "emptyDir" in volume}
-    return [mount["mountPath"] for mount in spec["containers"][0].get("volumeMounts", [])
-            if mount["name"] in empty_dirs]
+    return [
+        mount["mountPath"]
+        for mount in spec["containers"][0].get("volumeMounts", [])
+        if mount["name"] in empty_dirs
+    ]
 
 
 def read_only_args(uid: int = 1000, gid: int = 1000) -> list[str]:
@@ -84,8 +87,9 @@ class Container:
     """One ``docker run -d --network host`` of the image, on its own loopback ports, with a
     read-only root filesystem (`read_only_args`) unless ``read_only=False``."""
 
-    def __init__(self, image: str, *run_args: str, command: tuple[str, ...] = (),
-                 read_only: bool = True) -> None:
+    def __init__(
+        self, image: str, *run_args: str, command: tuple[str, ...] = (), read_only: bool = True
+    ) -> None:
         """
         Args:
             image: The image.
@@ -107,8 +111,19 @@ class Container:
         }
         env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
         fs_args = read_only_args() if read_only else []
-        docker("run", "-d", "--network", "host", "--name", self.name, *env_args, *fs_args,
-               *run_args, image, *command)
+        docker(
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "--name",
+            self.name,
+            *env_args,
+            *fs_args,
+            *run_args,
+            image,
+            *command,
+        )
         self.started = time.monotonic()
         self._keys: dict | None = None
 
@@ -229,8 +244,9 @@ def baked_model(baked_archive: Path) -> dict:
 def predict(container: Container, model: str = "gp", **kwargs) -> requests.Response:
     """POST /predictions/<model> to ``container`` with its inference key."""
     headers = {**container.headers("inference"), **kwargs.pop("headers", {})}
-    return requests.post(f"{container.url}/predictions/{model}", timeout=60, headers=headers,
-                         **kwargs)
+    return requests.post(
+        f"{container.url}/predictions/{model}", timeout=60, headers=headers, **kwargs
+    )
 
 
 def assert_close(served: list, expected: torch.Tensor, rtol: float = 1e-9) -> None:

@@ -40,8 +40,9 @@ def test_healthcheck_names_the_load_error(image: str, broken_store: Path) -> Non
         outputs = [entry["Output"].strip() for entry in log]
         print(f"\n[docker] healthchecks with a broken archive: {outputs}")
         reported = [entry for entry in log if entry["Output"].startswith(marker)]
-        assert reported, f"no check named the load error in {FIRST_CHECK_S} s: {outputs}\n" \
-            + container.logs()
+        assert reported, (
+            f"no check named the load error in {FIRST_CHECK_S} s: {outputs}\n" + container.logs()
+        )
         assert all(entry["ExitCode"] == 1 for entry in log)
         assert BROKEN["metadata-truncated"] in reported[0]["Output"]
     finally:

@@ -37,17 +37,18 @@ def formats_store(portable_artifact, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def container(image: str, formats_store: Path):
-    with healthy_container(image, "formats container",
-                           "-v", f"{formats_store}:{HOME}/model-store:ro") as c:
+    with healthy_container(
+        image, "formats container", "-v", f"{formats_store}:{HOME}/model-store:ro"
+    ) as c:
         yield c
 
 
 @pytest.mark.parametrize("name", list(FORMAT_MODELS))
-def test_compiled_format_served_by_the_image(container: Container, portable_artifact,
-                                             name: str) -> None:
+def test_compiled_format_served_by_the_image(
+    container: Container, portable_artifact, name: str
+) -> None:
     X = torch.tensor([[0.1, -0.4, 0.7], [1.2, 0.3, -0.9]], dtype=torch.float64)
-    response = predict(container, name, json={"inputs": X.tolist(),
-                                                  "observation_noise": True})
+    response = predict(container, name, json={"inputs": X.tolist(), "observation_noise": True})
     assert response.status_code == 200, response.text
     expected = eager_moments(portable_artifact.model, X, True)
     for key in ("mean", "variance", "covariance"):
@@ -60,5 +61,7 @@ def test_healthcheck_asked_both_formats(container: Container) -> None:
     health = container.state()["Health"]
     assert health["Status"] == "healthy"
     answered = health["Log"][-1]["Output"].strip()
-    assert answered in ("healthy: gponnx, gppt2 answered a prediction",
-                        "healthy: gppt2, gponnx answered a prediction"), answered
+    assert answered in (
+        "healthy: gponnx, gppt2 answered a prediction",
+        "healthy: gppt2, gponnx answered a prediction",
+    ), answered

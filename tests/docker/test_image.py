@@ -16,10 +16,23 @@ import pytest
 import requests
 import torch
 
-from gp_serve.serving.properties import (DEFAULT_CONFIG, allowed_store_urls, parse_properties, port,
-                                read_properties)
-from tests.docker.conftest import (HOME, WORKDIR, Container, assert_close, docker,
-                                   healthy_container, predict, writable_paths)
+from gp_serve.serving.properties import (
+    DEFAULT_CONFIG,
+    allowed_store_urls,
+    parse_properties,
+    port,
+    read_properties,
+)
+from tests.docker.conftest import (
+    HOME,
+    WORKDIR,
+    Container,
+    assert_close,
+    docker,
+    healthy_container,
+    predict,
+    writable_paths,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -51,7 +64,10 @@ def test_image_metadata(image: str) -> None:
     assert config["WorkingDir"] == WORKDIR and WORKDIR in writable_paths()
     env = dict(item.split("=", 1) for item in config["Env"])
     assert [env[key] for key in ("TEMP", "LOG_LOCATION", "METRICS_LOCATION")] == [
-        f"{WORKDIR}/tmp", f"{WORKDIR}/logs", f"{WORKDIR}/logs"]
+        f"{WORKDIR}/tmp",
+        f"{WORKDIR}/logs",
+        f"{WORKDIR}/logs",
+    ]
 
 
 def test_container_config_exposes_only_inference(image: str) -> None:
@@ -69,8 +85,11 @@ def test_container_config_exposes_only_inference(image: str) -> None:
     assert props["model_store"] == f"{HOME}/model-store"
     assert props["enable_envvars_config"] == "true"
     # Registration only of .mar files directly in the store; token authorization as outside.
-    assert props["allowed_urls"] == allowed_store_urls(f"{HOME}/model-store") == (
-        r"file:///home/model\\-server/model\\-store/[^/]+\\.mar")
+    assert (
+        props["allowed_urls"]
+        == allowed_store_urls(f"{HOME}/model-store")
+        == (r"file:///home/model\\-server/model\\-store/[^/]+\\.mar")
+    )
     assert props["disable_token_authorization"] == ours["disable_token_authorization"] == "false"
 
 
@@ -117,15 +136,27 @@ def test_csv_batch_scoring(container: Container, baked_model: dict, tmp_path) ->
 @pytest.mark.parametrize(
     ("body", "content_type", "error"),
     [
-        ('{"inputs": [[0.1]]}', "application/json",
-         "inputs[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1"),
-        ('{"inputs": [[0.1, 0.2]', "application/json",
-         "malformed JSON: Expecting ',' delimiter at line 1 column 23; expected an object like "
-         '{"inputs": [[...], ...]} or a list of points'),
-        ('{"inputs": [["a", 0.2]]}', "application/json",
-         'inputs[0][0] (x1): expected a finite number, got a string ("a")'),
-        ("x1,x2\n0.1,oops\n", "text/csv",
-         "CSV line 2, column x2: expected a finite number, got 'oops'"),
+        (
+            '{"inputs": [[0.1]]}',
+            "application/json",
+            "inputs[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1",
+        ),
+        (
+            '{"inputs": [[0.1, 0.2]',
+            "application/json",
+            "malformed JSON: Expecting ',' delimiter at line 1 column 23; expected an object like "
+            '{"inputs": [[...], ...]} or a list of points',
+        ),
+        (
+            '{"inputs": [["a", 0.2]]}',
+            "application/json",
+            'inputs[0][0] (x1): expected a finite number, got a string ("a")',
+        ),
+        (
+            "x1,x2\n0.1,oops\n",
+            "text/csv",
+            "CSV line 2, column x2: expected a finite number, got 'oops'",
+        ),
     ],
     ids=["arity", "malformed", "string", "csv"],
 )
@@ -142,8 +173,11 @@ def test_still_answers_after_bad_inputs(container: Container) -> None:
 
 
 def test_management_answers_on_loopback(container: Container) -> None:
-    response = requests.get(f"{container.management_url}/models/gp?customized=true", timeout=30,
-                            headers=container.headers("management"))
+    response = requests.get(
+        f"{container.management_url}/models/gp?customized=true",
+        timeout=30,
+        headers=container.headers("management"),
+    )
     assert response.status_code == 200, response.text
     meta = response.json()[0]["customizedMetadata"]
     meta = json.loads(meta) if isinstance(meta, str) else meta
@@ -173,8 +207,12 @@ def test_every_api_but_metrics_needs_its_key(container: Container) -> None:
     for name, url in calls.items():
         refused = requests.get(url, timeout=30)
         assert refused.status_code == 400 and TOKEN_FAILED in refused.json()["message"], name
-    assert predict(container, json={"inputs": [POINTS[0]]},
-                   headers={"Authorization": "Bearer wrong"}).status_code == 400
+    assert (
+        predict(
+            container, json={"inputs": [POINTS[0]]}, headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 400
+    )
     wrong_key = requests.get(calls["models"], timeout=30, headers=inference)
     assert wrong_key.status_code == 400, wrong_key.text
     assert requests.get(calls["ping"], timeout=30, headers=inference).status_code == 200
@@ -183,17 +221,25 @@ def test_every_api_but_metrics_needs_its_key(container: Container) -> None:
     assert metrics.status_code == 200 and "ts_inference_requests_total" in metrics.text
 
 
-@pytest.mark.parametrize("url", [
-    "file:///tmp/x.mar",
-    f"file://{HOME}/model-store/sub/x.mar",
-    f"file:///tmp/file://{HOME}/model-store/x.mar",
-    f"file://{HOME}/model-store/x.mar.tgz",
-], ids=["elsewhere", "subfolder", "prefixed", "suffixed"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///tmp/x.mar",
+        f"file://{HOME}/model-store/sub/x.mar",
+        f"file:///tmp/file://{HOME}/model-store/x.mar",
+        f"file://{HOME}/model-store/x.mar.tgz",
+    ],
+    ids=["elsewhere", "subfolder", "prefixed", "suffixed"],
+)
 def test_registration_only_from_the_store(container: Container, url: str) -> None:
     """allowed_urls admits only the .mar files directly in the model store (TorchServe matches
     the whole URL; it refuses a relative path, ``..``, itself)."""
-    response = requests.post(f"{container.management_url}/models", params={"url": url},
-                             timeout=30, headers=container.headers("management"))
+    response = requests.post(
+        f"{container.management_url}/models",
+        params={"url": url},
+        timeout=30,
+        headers=container.headers("management"),
+    )
     assert response.status_code == 404, response.text
     assert response.json()["message"] == f"Given URL {url} does not match any allowed URL(s)"
 
@@ -209,16 +255,33 @@ def test_runs_read_only(container: Container) -> None:
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
     for path in writable_paths():
         docker("exec", container.name, "sh", "-c", f"touch {path}/probe && rm {path}/probe")
-    written = docker("exec", container.name, "stat", "-c", "%a %u %n", "key_file.json",
-                     "logs/ts_log.log", "tmp/models").stdout.splitlines()
-    assert written == ["600 1000 key_file.json", "644 1000 logs/ts_log.log",
-                       "755 1000 tmp/models"], written
-    commands = docker("exec", container.name, "sh", "-c",
-                      "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done").stdout
+    written = docker(
+        "exec",
+        container.name,
+        "stat",
+        "-c",
+        "%a %u %n",
+        "key_file.json",
+        "logs/ts_log.log",
+        "tmp/models",
+    ).stdout.splitlines()
+    assert written == [
+        "600 1000 key_file.json",
+        "644 1000 logs/ts_log.log",
+        "755 1000 tmp/models",
+    ], written
+    commands = docker(
+        "exec",
+        container.name,
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done",
+    ).stdout
     workers = [line for line in commands.splitlines() if "model_service_worker.py" in line]
     assert len(workers) == 2, commands
-    assert all(f"--sock-type unix --sock-name {WORKDIR}/tmp/.ts.sock." in w for w in workers), \
+    assert all(f"--sock-type unix --sock-name {WORKDIR}/tmp/.ts.sock." in w for w in workers), (
         workers
+    )
 
 
 def test_entrypoint_refuses_a_read_only_workdir(image: str) -> None:
@@ -230,11 +293,23 @@ def test_entrypoint_refuses_a_read_only_workdir(image: str) -> None:
 
 def test_entrypoint_refuses_a_noexec_tmp(image: str) -> None:
     """Docker's tmpfs default (noexec) would send the workers to TCP: refused."""
-    result = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-                    "--tmpfs", f"{WORKDIR}:uid=1000,gid=1000", image, check=False)
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        f"{WORKDIR}:uid=1000,gid=1000",
+        image,
+        check=False,
+    )
     assert result.returncode == 1, result
-    assert f"{WORKDIR}/tmp (TEMP, the JVM's tmp dir) is on a noexec mount" in result.stderr, \
+    assert f"{WORKDIR}/tmp (TEMP, the JVM's tmp dir) is on a noexec mount" in result.stderr, (
         result.stderr
+    )
 
 
 def test_healthcheck_fails_when_no_worker_can_answer(container: Container) -> None:
@@ -251,8 +326,9 @@ def test_healthcheck_fails_when_no_worker_can_answer(container: Container) -> No
     key = container.headers("management")
     requests.put(f"{scale}&min_worker=0&max_worker=0", timeout=60, headers=key)  # 500, yet scales
     try:
-        ping = requests.get(f"{container.url}/ping", timeout=30,
-                            headers=container.headers("inference"))
+        ping = requests.get(
+            f"{container.url}/ping", timeout=30, headers=container.headers("inference")
+        )
         assert ping.status_code == 200 and ping.json()["status"] == "Healthy"
         down = healthcheck()
         assert down.returncode == 1, down.stdout

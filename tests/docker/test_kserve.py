@@ -23,8 +23,17 @@ import yaml
 
 from gp_serve.serving.kserve_layout import MOUNT, write_layout
 from gp_serve.serving.properties import allowed_store_urls, parse_properties
-from tests.docker.conftest import (HOME, ROOT, RUNTIME, Container, assert_close, docker,
-                                   read_only_args, runtime_container, writable_paths)
+from tests.docker.conftest import (
+    HOME,
+    ROOT,
+    RUNTIME,
+    Container,
+    assert_close,
+    docker,
+    read_only_args,
+    runtime_container,
+    writable_paths,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -47,8 +56,11 @@ def security_args(security: dict) -> list[str]:
         args += read_only_args(security["runAsUser"], security["runAsGroup"])
     if security.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
-    args += [arg for cap in security.get("capabilities", {}).get("drop", [])
-             for arg in ("--cap-drop", cap)]
+    args += [
+        arg
+        for cap in security.get("capabilities", {}).get("drop", [])
+        for arg in ("--cap-drop", cap)
+    ]
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}, security
     return args
 
@@ -57,8 +69,15 @@ def security_args(security: dict) -> list[str]:
 def container(image: str, layout: Path):
     spec = runtime_container()
     env = [arg for item in spec["env"] for arg in ("-e", f"{item['name']}={item['value']}")]
-    c = Container(image, *security_args(spec["securityContext"]), "-v",
-                  f"{layout}:{MOUNT}:ro", *env, command=tuple(spec["args"]), read_only=False)
+    c = Container(
+        image,
+        *security_args(spec["securityContext"]),
+        "-v",
+        f"{layout}:{MOUNT}:ro",
+        *env,
+        command=tuple(spec["args"]),
+        read_only=False,
+    )
     try:
         print(f"[docker] KServe-layout container healthy after {c.wait_healthy():.1f}s")
         yield c
@@ -68,8 +87,10 @@ def container(image: str, layout: Path):
 
 def test_manifests_agree_with_the_layout() -> None:
     spec = runtime_container()
-    assert spec["args"] == [f"--model-store={MOUNT}/model-store",
-                            f"--ts-config={MOUNT}/config/config.properties"]
+    assert spec["args"] == [
+        f"--model-store={MOUNT}/model-store",
+        f"--ts-config={MOUNT}/config/config.properties",
+    ]
     assert [p["containerPort"] for p in spec["ports"]] == [8080]
     service = yaml.safe_load(SERVICE.read_text())["spec"]["predictor"]
     model = service["model"]
@@ -101,10 +122,17 @@ def test_runs_as_the_runtime_says(container: Container, image: str) -> None:
     assert workdir in writable_paths()
     denied = docker("exec", container.name, "touch", f"{HOME}/probe", check=False)
     assert "Read-only file system" in denied.stderr, denied
-    status = dict(line.split(":\t", 1) for line in docker(
-        "exec", container.name, "cat", "/proc/1/status").stdout.splitlines() if ":\t" in line)
-    assert (status["Uid"].split()[0], status["CapEff"], status["NoNewPrivs"], status["Seccomp"]) \
-        == ("1000", "0000000000000000", "1", "2"), status
+    status = dict(
+        line.split(":\t", 1)
+        for line in docker("exec", container.name, "cat", "/proc/1/status").stdout.splitlines()
+        if ":\t" in line
+    )
+    assert (
+        status["Uid"].split()[0],
+        status["CapEff"],
+        status["NoNewPrivs"],
+        status["Seccomp"],
+    ) == ("1000", "0000000000000000", "1", "2"), status
 
 
 def test_pod_needs_no_key(container: Container) -> None:
@@ -116,22 +144,29 @@ def test_pod_needs_no_key(container: Container) -> None:
     models = requests.get(f"{container.management_url}/models", timeout=30)
     assert models.status_code == 200, models.text
     assert docker("exec", container.name, "ls", "-A").stdout.split() == ["logs", "tmp"]  # no key
-    register = requests.post(f"{container.management_url}/models", timeout=30,
-                             params={"url": f"file://{MOUNT}/model-store/gp.mar"})
+    register = requests.post(
+        f"{container.management_url}/models",
+        timeout=30,
+        params={"url": f"file://{MOUNT}/model-store/gp.mar"},
+    )
     assert register.status_code == 405, register.text
 
 
 def test_v1_contract(container: Container, baked_model: dict) -> None:
     X = torch.tensor([[0.2, 0.4], [0.9, 0.1]], dtype=torch.float64)
-    response = requests.post(f"{container.url}/v1/models/gp:predict", timeout=60,
-                             json={"instances": X.tolist(), "covariance": "diag"})
+    response = requests.post(
+        f"{container.url}/v1/models/gp:predict",
+        timeout=60,
+        json={"instances": X.tolist(), "covariance": "diag"},
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     mean, variance = baked_model["module"].mean_var(X)
     assert_close(answer["mean"], mean)
     assert_close([p["variance"] for p in answer["predictions"]], variance)
-    bad = requests.post(f"{container.url}/v1/models/gp:predict", timeout=60,
-                        json={"instances": [[0.2]]})
+    bad = requests.post(
+        f"{container.url}/v1/models/gp:predict", timeout=60, json={"instances": [[0.2]]}
+    )
     assert bad.status_code == 400
     assert bad.json()["error"] == "instances[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1"
 

@@ -52,8 +52,9 @@ def user_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def container(image: str, user_store: Path):
-    with healthy_container(image, "mounted-store container",
-                           "-v", f"{user_store}:{HOME}/model-store:ro") as c:
+    with healthy_container(
+        image, "mounted-store container", "-v", f"{user_store}:{HOME}/model-store:ro"
+    ) as c:
         yield c
 
 
@@ -76,7 +77,7 @@ def test_mounted_model_is_served(container: Container, user_store: Path, tmp_pat
     assert_close(body["mean"], mean)
     assert_close(body["variance"], var)
     # Named inputs work too, and the image's own model is not loaded from the mount.
-    named = predict(container, "mygp", json={"inputs": [dict(zip(INPUTS, points[0]))]})
+    named = predict(container, "mygp", json={"inputs": [dict(zip(INPUTS, points[0], strict=True))]})
     assert named.status_code == 200, named.text
     assert_close(named.json()["mean"], mean[:1])
     assert predict(container, "gp", json={"inputs": [[0.1, 0.2]]}).status_code == 404

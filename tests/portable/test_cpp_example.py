@@ -23,21 +23,28 @@ from gp_serve.handler import gp_artifact
 
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 # Each method's name for its second output in the program's JSON.
-SECOND = {"forward": "covariance", "forward_noisy": "covariance",
-          "mean_var": "variance", "mean_var_noisy": "variance"}
+SECOND = {
+    "forward": "covariance",
+    "forward_noisy": "covariance",
+    "mean_var": "variance",
+    "mean_var_noisy": "variance",
+}
 
 
 def _run(command: list, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, command))} exited {result.returncode}:\n"
-                    f"{result.stdout}\n{result.stderr}")
+        pytest.fail(
+            f"{' '.join(map(str, command))} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
 def _compiler() -> str | None:
     return os.environ.get("CXX") or next(
-        filter(None, map(shutil.which, ("c++", "g++", "clang++"))), None)
+        filter(None, map(shutil.which, ("c++", "g++", "clang++"))), None
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +52,23 @@ def predict(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built ``predict`` executable."""
     cmake, compiler = shutil.which("cmake"), _compiler()
     if cmake is None or compiler is None:
-        pytest.skip(f"the C++ example needs CMake and a C++ compiler (cmake: {cmake}, "
-                    f"c++: {compiler})")
+        pytest.skip(
+            f"the C++ example needs CMake and a C++ compiler (cmake: {cmake}, c++: {compiler})"
+        )
     build = tmp_path_factory.mktemp("cpp-example")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    _run([cmake, "-S", SOURCE, "-B", build, *generator, "-DCMAKE_BUILD_TYPE=Release",
-          f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
+    _run(
+        [
+            cmake,
+            "-S",
+            SOURCE,
+            "-B",
+            build,
+            *generator,
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        ]
+    )
     _run([cmake, "--build", build, "--parallel"])
     return build / "predict"
 
@@ -84,7 +102,8 @@ def test_matches_eager_botorch(predict: Path, portable_artifact, method: str, q:
     for quantity in ("mean", SECOND[method]):
         actual = torch.tensor(answer[quantity], dtype=torch.float64)
         assert gate.relative_error(actual, expected[quantity]) <= gate.TOLERANCE, (
-            f"{method} q={q} {quantity}")
+            f"{method} q={q} {quantity}"
+        )
 
 
 @pytest.mark.parametrize("case", ["too-many-columns", "trailing-comma", "nan", "text", "empty"])
@@ -95,18 +114,27 @@ def test_rejects_bad_input(predict: Path, portable_artifact, case: str) -> None:
     point = [repr(v) for v in _points(directory, 1)[0].tolist()]
     d, good = len(point), ",".join(point)
     stdin, message = {
-        "too-many-columns": (f"{good}\n{good},0.5\n",
-                             f"line 2: expected {d} columns ({', '.join(names)}), got {d + 1}"),
-        "trailing-comma": (f"{good},\n",
-                           f'line 1, column {d + 1}: expected a finite number, got ""'),
-        "nan": (",".join(["nan", *point[1:]]) + "\n",
-                'line 1, column 1: expected a finite number, got "nan"'),
-        "text": (",".join([*point[:-1], "x"]) + "\n",
-                 f'line 1, column {d}: expected a finite number, got "x"'),
+        "too-many-columns": (
+            f"{good}\n{good},0.5\n",
+            f"line 2: expected {d} columns ({', '.join(names)}), got {d + 1}",
+        ),
+        "trailing-comma": (
+            f"{good},\n",
+            f'line 1, column {d + 1}: expected a finite number, got ""',
+        ),
+        "nan": (
+            ",".join(["nan", *point[1:]]) + "\n",
+            'line 1, column 1: expected a finite number, got "nan"',
+        ),
+        "text": (
+            ",".join([*point[:-1], "x"]) + "\n",
+            f'line 1, column {d}: expected a finite number, got "x"',
+        ),
         "empty": ("\n\n", "no points on stdin"),
     }[case]
-    result = subprocess.run([predict, directory, "--method", "mean_var"], input=stdin,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [predict, directory, "--method", "mean_var"], input=stdin, capture_output=True, text=True
+    )
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert f"predict: {message}" in result.stderr

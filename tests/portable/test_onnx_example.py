@@ -27,18 +27,25 @@ from tests.conftest import REPO
 SCORE = REPO / "examples" / "onnx" / "score.py"
 VENV_PYTHON = REPO / ".venv-onnx" / "bin" / "python"
 # Each method's command line and the name of its second output in the JSON.
-ARGS = {"forward": ["--method", "forward"], "forward_noisy": ["--method", "forward", "--noise"],
-        "mean_var": ["--method", "mean_var"], "mean_var_noisy": ["--method", "mean_var", "--noise"]}
-SECOND = {"forward": "covariance", "forward_noisy": "covariance",
-          "mean_var": "variance", "mean_var_noisy": "variance"}
+ARGS = {
+    "forward": ["--method", "forward"],
+    "forward_noisy": ["--method", "forward", "--noise"],
+    "mean_var": ["--method", "mean_var"],
+    "mean_var_noisy": ["--method", "mean_var", "--noise"],
+}
+SECOND = {
+    "forward": "covariance",
+    "forward_noisy": "covariance",
+    "mean_var": "variance",
+    "mean_var_noisy": "variance",
+}
 
 
 @pytest.fixture(scope="module")
 def python() -> Path:
     """``.venv-onnx``'s interpreter."""
     if not VENV_PYTHON.exists():
-        pytest.fail(f"{VENV_PYTHON} is missing: run `make install-onnx-example` "
-                    "(`make test` does)")
+        pytest.fail(f"{VENV_PYTHON} is missing: run `make install-onnx-example` (`make test` does)")
     return VENV_PYTHON
 
 
@@ -46,8 +53,16 @@ def _run(python: Path, args: list, tmp_path: Path, stdin: str = "") -> subproces
     """``python *args`` with ``stdin``, in ``tmp_path`` (its temp files there, no bytecode)."""
     env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
-    return subprocess.run([python, *args], input=stdin, capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [python, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def _metadata(directory: Path) -> dict:
@@ -100,5 +115,6 @@ def test_wrong_number_of_columns(python: Path, portable_artifact, tmp_path: Path
     result = _run(python, [SCORE, directory], tmp_path, f"{row}\n{row}\n")
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr == (f"score.py: line 1: expected {d} columns ({', '.join(names)}), "
-                             f"got {d + 1}\n")
+    assert result.stderr == (
+        f"score.py: line 1: expected {d} columns ({', '.join(names)}), got {d + 1}\n"
+    )

@@ -21,9 +21,15 @@ from gp_serve.handler.gp_artifact import (
 )
 
 GOOD = {
-    "format": "gp-serve/1", "input_names": ["a", "b"], "output_names": ["f"],
-    "input_bounds": [[0.0, 1.0], [-2, 3.5]], "num_train": 7, "num_inputs": 2,
-    "num_outputs": 1, "covariance_layout": "output-major", "extra": {"kept": True},
+    "format": "gp-serve/1",
+    "input_names": ["a", "b"],
+    "output_names": ["f"],
+    "input_bounds": [[0.0, 1.0], [-2, 3.5]],
+    "num_train": 7,
+    "num_inputs": 2,
+    "num_outputs": 1,
+    "covariance_layout": "output-major",
+    "extra": {"kept": True},
 }
 
 
@@ -40,21 +46,28 @@ def test_validate_keeps_the_whole_document() -> None:
     "change, message",
     [
         ({"format": "gp-serve/2"}, "format: expected 'gp-serve/1', got 'gp-serve/2'"),
-        ({"covariance_layout": "point-major"},
-         "covariance_layout: expected 'output-major', got 'point-major'"),
+        (
+            {"covariance_layout": "point-major"},
+            "covariance_layout: expected 'output-major', got 'point-major'",
+        ),
         ({"input_names": ["a", "a"]}, "input_names: expected distinct names, got ['a', 'a']"),
-        ({"output_names": []},
-         "output_names: expected a non-empty list of non-empty strings, got []"),
+        (
+            {"output_names": []},
+            "output_names: expected a non-empty list of non-empty strings, got []",
+        ),
         ({"num_inputs": 3}, "num_inputs: expected 2, got 3"),
         ({"num_train": 0}, "num_train: expected a positive integer, got 0"),
-        ({"input_bounds": [[0, 1]]},
-         "input_bounds: expected 2 [lower, upper] pairs, got [[0, 1]]"),
-        ({"input_bounds": [[0, 1], [2, 1]]},
-         "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [2, 1]"),
+        ({"input_bounds": [[0, 1]]}, "input_bounds: expected 2 [lower, upper] pairs, got [[0, 1]]"),
+        (
+            {"input_bounds": [[0, 1], [2, 1]]},
+            "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [2, 1]",
+        ),
         ({"model_class": ""}, "model_class: expected a class name, got ''"),
         ({"correlated_outputs": 1}, "correlated_outputs: expected true or false, got 1"),
-        ({"input_bounds": [[0, 1], [0, True]]},
-         "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [0, True]"),
+        (
+            {"input_bounds": [[0, 1], [0, True]]},
+            "input_bounds[1]: expected finite [lower, upper] with lower <= upper, got [0, True]",
+        ),
     ],
 )
 def test_validate_names_the_broken_key(change: dict, message: str) -> None:
@@ -73,12 +86,18 @@ def test_missing_key_and_not_an_object() -> None:
 
 
 def test_load_metadata_errors(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match=r"metadata\.json: cannot read \(No such file or "
-                       r"directory\); re-export the model$"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"metadata\.json: cannot read \(No such file or "
+        r"directory\); re-export the model$",
+    ):
         load_metadata(tmp_path)
     (tmp_path / "metadata.json").write_text(dumps(GOOD)[:40])
-    with pytest.raises(ArtifactError, match=r"metadata\.json: truncated or malformed JSON "
-                       r"\(Unterminated string starting at: line 3 column 3\); re-export the model$"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"metadata\.json: truncated or malformed JSON "
+        r"\(Unterminated string starting at: line 3 column 3\); re-export the model$",
+    ):
         load_metadata(tmp_path)
     (tmp_path / "metadata.json").write_bytes(b'{"format": "\xff"}')
     with pytest.raises(ArtifactError, match=r"metadata\.json: expected UTF-8 JSON, got invalid"):
@@ -97,14 +116,20 @@ def test_check_posterior(tmp_path: Path) -> None:
     assert check_posterior(tmp_path) == str(path)
     whole = path.read_bytes()
     path.write_bytes(whole[:-30])
-    with pytest.raises(ArtifactError, match=r"posterior\.pt: truncated or corrupt: expected a "
-                       r"complete TorchScript archive \(BadZipFile: "):
+    with pytest.raises(
+        ArtifactError,
+        match=r"posterior\.pt: truncated or corrupt: expected a "
+        r"complete TorchScript archive \(BadZipFile: ",
+    ):
         check_posterior(tmp_path)
     data = bytearray(whole)
     data[data.index(b"x" * 10)] = ord("y")  # same length, wrong CRC
     path.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"posterior\.pt: corrupt: member "
-                       r"'posterior/data\.pkl' fails its CRC check"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"posterior\.pt: corrupt: member "
+        r"'posterior/data\.pkl' fails its CRC check",
+    ):
         check_posterior(tmp_path)
 
 

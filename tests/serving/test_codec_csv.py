@@ -42,14 +42,19 @@ def test_csv_error_names_the_physical_line() -> None:
 
 
 def test_csv_quoted_cells_and_no_final_newline() -> None:
-    assert parse_csv('"x1","x2"\n"0.1", 0.2\n0.3,"4e-1"', NAMES).points == [[0.1, 0.2],
-                                                                               [0.3, 0.4]]
+    assert parse_csv('"x1","x2"\n"0.1", 0.2\n0.3,"4e-1"', NAMES).points == [[0.1, 0.2], [0.3, 0.4]]
 
 
 @pytest.mark.parametrize(
     "content_type, expected",
-    [("text/csv", True), ("text/csv; charset=utf-8", True), ("Text/CSV", True),
-     ("application/json", False), (None, False), ("text/plain", False)],
+    [
+        ("text/csv", True),
+        ("text/csv; charset=utf-8", True),
+        ("Text/CSV", True),
+        ("application/json", False),
+        (None, False),
+        ("text/plain", False),
+    ],
 )
 def test_is_csv(content_type: str | None, expected: bool) -> None:
     assert is_csv(content_type) is expected
@@ -58,12 +63,12 @@ def test_is_csv(content_type: str | None, expected: bool) -> None:
 def test_csv_answer() -> None:
     assert csv_header(["a", "b"]) == b"mean_a,std_a,mean_b,std_b\n"
     assert csv_rows([[0.1 + 0.2, 1e-300], [2.0, -0.0]]) == (
-        b"0.30000000000000004,1e-300\n2.0,-0.0\n")
+        b"0.30000000000000004,1e-300\n2.0,-0.0\n"
+    )
 
 
 def test_answers_encode_numpy_arrays_exactly() -> None:
     """The handler passes numpy arrays; every float64 comes back bit for bit."""
     values = np.array([[0.1 + 0.2, -1e-300, 5e-324], [1.7976931348623157e308, 1e16, -0.0]])
     lines = csv_rows(values).decode().splitlines()
-    assert np.array_equal(np.array([[float(c) for c in line.split(",")] for line in lines]),
-                          values)
+    assert np.array_equal(np.array([[float(c) for c in line.split(",")] for line in lines]), values)

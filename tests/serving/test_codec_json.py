@@ -20,14 +20,21 @@ def test_inputs_with_defaults() -> None:
     request = parse_json(b'{"inputs": [[0.1, 2], [-3e-5, 0.5]]}', NAMES)
     assert request.points == [[0.1, 2.0], [-3e-5, 0.5]]
     assert (request.covariance, request.observation_noise, request.envelope) == (
-        "full", False, "inputs")
+        "full",
+        False,
+        "inputs",
+    )
 
 
 def test_options_and_envelopes() -> None:
-    request = parse_json('{"instances": [[0.1, 0.2]], "covariance": "diag", '
-                         '"observation_noise": true}', NAMES)
+    request = parse_json(
+        '{"instances": [[0.1, 0.2]], "covariance": "diag", "observation_noise": true}', NAMES
+    )
     assert (request.covariance, request.observation_noise, request.envelope) == (
-        "diag", True, "instances")
+        "diag",
+        True,
+        "instances",
+    )
     assert parse_json("[[0.1, 0.2]]", NAMES).envelope == "list"
 
 
@@ -51,27 +58,43 @@ def test_bad_json_is_a_request_error(name: str, body: str, error: str) -> None:
 
 
 def test_pre_decoded_nan_is_refused() -> None:
-    with pytest.raises(RequestError, match=r"^inputs\[0\]\[0\] \(x1\): expected a finite "
-                       r"number, got nan$"):
+    with pytest.raises(
+        RequestError,
+        match=r"^inputs\[0\]\[0\] \(x1\): expected a finite "
+        r"number, got nan$",
+    ):
         parse_json({"inputs": [[float("nan"), 0.2]]}, NAMES)
 
 
 def test_invalid_utf8() -> None:
-    with pytest.raises(RequestError, match=r"^expected a UTF-8 encoded body, got invalid "
-                       r"bytes: 'utf-8' codec can't decode byte 0xff in position 0"):
+    with pytest.raises(
+        RequestError,
+        match=r"^expected a UTF-8 encoded body, got invalid "
+        r"bytes: 'utf-8' codec can't decode byte 0xff in position 0",
+    ):
         parse_json(b'\xff{"inputs": [[0.1, 0.2]]}', NAMES)
 
 
 def test_lone_surrogate_bytes_are_not_utf8() -> None:
-    with pytest.raises(RequestError, match=r"^expected a UTF-8 encoded body, got invalid "
-                       r"bytes: 'utf-8' codec can't decode byte 0xed in position 11"):
+    with pytest.raises(
+        RequestError,
+        match=r"^expected a UTF-8 encoded body, got invalid "
+        r"bytes: 'utf-8' codec can't decode byte 0xed in position 11",
+    ):
         parse_json(b'{"inputs": \xed\xa0\x80}', NAMES)
 
 
 @pytest.mark.parametrize(
     "text, depth",
-    [("1", 0), ("[]", 1), ('{"a": [[1, 2]]}', 3), ('["[[[", "\\\\", {"b": "]]"}]', 2),
-     ('["\\"[[["]', 1), ("[" * 50, 50), ("]]][", 0)],
+    [
+        ("1", 0),
+        ("[]", 1),
+        ('{"a": [[1, 2]]}', 3),
+        ('["[[[", "\\\\", {"b": "]]"}]', 2),
+        ('["\\"[[["]', 1),
+        ("[" * 50, 50),
+        ("]]][", 0),
+    ],
 )
 def test_json_depth_ignores_strings(text: str, depth: int) -> None:
     assert json_depth(text) == depth
@@ -89,22 +112,39 @@ def test_depth_limit_is_inclusive() -> None:
 def test_long_floats_parse_like_python_up_to_the_limit() -> None:
     digits = "0." + "3" * (MAX_NUMBER_CHARS - 2)
     assert parse_json(f"[[{digits}, 1]]", NAMES).points == [[float(digits), 1.0]]
-    with pytest.raises(RequestError, match=rf"^a JSON number of {MAX_NUMBER_CHARS + 1} "
-                       rf"characters: expected at most {MAX_NUMBER_CHARS} characters$"):
+    with pytest.raises(
+        RequestError,
+        match=rf"^a JSON number of {MAX_NUMBER_CHARS + 1} "
+        rf"characters: expected at most {MAX_NUMBER_CHARS} characters$",
+    ):
         parse_json(f"[[{digits}3, 1]]", NAMES)
 
 
 def test_render_json_round_trips_floats() -> None:
     request = PredictRequest([[0.1, 0.2]], "full", False, "instances")
     mean, variance = [[0.1 + 0.2, -1e-300]], [[5e-324, 1.7976931348623157e308]]
-    text = render_json(request, model="gp", version="1.0", output_names=["a", "b"],
-                       covariance_layout="output-major", mean=mean, variance=variance,
-                       covariance=[[1.0, 0.0], [0.0, 2.0]], extrapolation=[0])
+    text = render_json(
+        request,
+        model="gp",
+        version="1.0",
+        output_names=["a", "b"],
+        covariance_layout="output-major",
+        mean=mean,
+        variance=variance,
+        covariance=[[1.0, 0.0], [0.0, 2.0]],
+        extrapolation=[0],
+    )
     answer = json.loads(text)
     assert answer == {
-        "model": "gp", "version": "1.0", "outputs": ["a", "b"], "observation_noise": False,
-        "mean": mean, "variance": variance, "covariance_layout": "output-major",
-        "extrapolation": [0], "covariance": [[1.0, 0.0], [0.0, 2.0]],
+        "model": "gp",
+        "version": "1.0",
+        "outputs": ["a", "b"],
+        "observation_noise": False,
+        "mean": mean,
+        "variance": variance,
+        "covariance_layout": "output-major",
+        "extrapolation": [0],
+        "covariance": [[1.0, 0.0], [0.0, 2.0]],
         "predictions": [{"mean": mean[0], "variance": variance[0]}],
     }
     assert b" " not in text
@@ -112,9 +152,19 @@ def test_render_json_round_trips_floats() -> None:
 
 def test_render_json_without_covariance() -> None:
     request = PredictRequest([[0.1, 0.2]], "diag", True, "inputs")
-    answer = json.loads(render_json(
-        request, model="m", version="", output_names=["a"], covariance_layout="output-major",
-        mean=[[1.0]], variance=[[2.0]], covariance=None, extrapolation=[]))
+    answer = json.loads(
+        render_json(
+            request,
+            model="m",
+            version="",
+            output_names=["a"],
+            covariance_layout="output-major",
+            mean=[[1.0]],
+            variance=[[2.0]],
+            covariance=None,
+            extrapolation=[],
+        )
+    )
     assert "covariance" not in answer and "predictions" not in answer
     assert answer["observation_noise"] is True
 

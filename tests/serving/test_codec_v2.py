@@ -19,8 +19,9 @@ def body(**request) -> bytes:
     return json.dumps(request).encode()
 
 
-def parse(raw: bytes, headers: dict | None = None, max_full: int = 2000, **limits
-          ) -> v2.InferRequest:
+def parse(
+    raw: bytes, headers: dict | None = None, max_full: int = 2000, **limits
+) -> v2.InferRequest:
     """Parse for a model of inputs `NAMES` and 2 outputs (a full covariance limited to
     ``max_full`` points)."""
     budget = Budget(NAMES, ["f", "g"], max_covariance_rows=2 * max_full, **limits)
@@ -37,8 +38,13 @@ def test_json_request_defaults() -> None:
 
 def test_nested_data_and_output_selection() -> None:
     tensor = {"name": "X", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4.5]]}
-    request = parse(body(inputs=[tensor], outputs=[{"name": "variance"}, {"name": "mean"}],
-                         parameters={"observation_noise": True}))
+    request = parse(
+        body(
+            inputs=[tensor],
+            outputs=[{"name": "variance"}, {"name": "mean"}],
+            parameters={"observation_noise": True},
+        )
+    )
     assert np.array_equal(request.points, [[1.0, 2.0], [3.0, 4.5]])
     assert request.outputs == ("variance", "mean") and request.covariance == "diag"
     assert request.observation_noise is True
@@ -47,12 +53,25 @@ def test_nested_data_and_output_selection() -> None:
 
 def test_binary_request_and_binary_outputs() -> None:
     X = np.array([[0.1 + 0.2, -1e-300], [5e-324, 3.0]])
-    header = json.dumps({"inputs": [{"name": "X", "shape": [2, 2], "datatype": "FP64",
-                                     "parameters": {"binary_data_size": 32}}],
-                         "outputs": [{"name": "mean", "parameters": {"binary_data": True}},
-                                     {"name": "covariance"}]}).encode()
-    request = parse(header + X.astype("<f8").tobytes(), {"inference-header-content-length":
-                                                         str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": [2, 2],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ],
+            "outputs": [
+                {"name": "mean", "parameters": {"binary_data": True}},
+                {"name": "covariance"},
+            ],
+        }
+    ).encode()
+    request = parse(
+        header + X.astype("<f8").tobytes(), {"inference-header-content-length": str(len(header))}
+    )
     assert np.array_equal(request.points, X)  # bit for bit
     assert request.outputs == ("mean", "covariance") and request.binary == {"mean"}
     tritons_default = parse(body(parameters={"binary_data_output": True}))
@@ -60,20 +79,36 @@ def test_binary_request_and_binary_outputs() -> None:
 
 
 def test_render_json_and_binary() -> None:
-    request = parse(body(outputs=[{"name": "mean"}, {"name": "covariance",
-                                                      "parameters": {"binary_data": True}}]))
+    request = parse(
+        body(
+            outputs=[{"name": "mean"}, {"name": "covariance", "parameters": {"binary_data": True}}]
+        )
+    )
     covariance = np.arange(16.0).reshape(4, 4) / 3
     tensors = {"mean": np.array([[0.1 + 0.2, 1e-300], [2.0, -0.0]]), "covariance": covariance}
-    raw, length = v2.render(request, tensors, model="gp", version="1.0",
-                               parameters={"outputs": ["a", "b"]})
+    raw, length = v2.render(
+        request, tensors, model="gp", version="1.0", parameters={"outputs": ["a", "b"]}
+    )
     header = json.loads(raw[:length])
     assert header == {
-        "model_name": "gp", "model_version": "1.0", "parameters": {"outputs": ["a", "b"]},
+        "model_name": "gp",
+        "model_version": "1.0",
+        "parameters": {"outputs": ["a", "b"]},
         "outputs": [
-            {"name": "mean", "datatype": "FP64", "shape": [2, 2],
-             "data": [0.30000000000000004, 1e-300, 2.0, -0.0]},
-            {"name": "covariance", "datatype": "FP64", "shape": [4, 4],
-             "parameters": {"binary_data_size": 128}}]}
+            {
+                "name": "mean",
+                "datatype": "FP64",
+                "shape": [2, 2],
+                "data": [0.30000000000000004, 1e-300, 2.0, -0.0],
+            },
+            {
+                "name": "covariance",
+                "datatype": "FP64",
+                "shape": [4, 4],
+                "parameters": {"binary_data_size": 128},
+            },
+        ],
+    }
     assert np.array_equal(np.frombuffer(raw[length:], "<f8").reshape(4, 4), covariance)
     plain = parse(body(outputs=[{"name": "mean"}]))
     raw, length = v2.render(plain, tensors, model="gp", version="", parameters={})
@@ -90,44 +125,69 @@ def test_which_requests_are_v2() -> None:
     assert v2.split(b'"datatype"', {}) is None
     assert v2.split(b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}) is None
     assert v2.split(b'{"inputs": [{"datatype": 1}', {}) is None  # malformed: v1 reports it
-    assert v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]},
-                                                                 b"")
+    assert v2.split(b'{"inputs": [{"datatype": 1}]}', {}) == ({"inputs": [{"datatype": 1}]}, b"")
 
 
 TENSOR = {"name": "X", "shape": [2, 2], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}
 BAD = {
-    "not an object": (b"[1, 2]", "expected a v2 inference request object "
-                      '{"inputs": [...]}, got a list of 2 items'),
-    "unknown key": (body(model="gp"), 'request: unknown keys ["model"]: expected only '
-                    "['id', 'inputs', 'outputs', 'parameters']"),
-    "two inputs": (body(inputs=[TENSOR, TENSOR]), 'inputs: expected one tensor {"name": "X", '
-                   '"shape": [q, 2], "datatype": "FP64", ...}, got a list of 2 items'),
-    "wrong name": (body(inputs=[{**TENSOR, "name": "input0"}]),
-                   "inputs[0].name: expected 'X', got a string (\"input0\")"),
-    "float32": (body(inputs=[{**TENSOR, "datatype": "FP32"}]),
-                "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")"),
-    "wrong width": (body(inputs=[{**TENSOR, "shape": [1, 4]}]),
-                    "inputs[0].shape: expected [q, 2] with q >= 1 (inputs ['x1', 'x2']), "
-                    "got [1, 4]"),
-    "no points": (body(inputs=[{**TENSOR, "shape": [0, 2], "data": []}]),
-                  "inputs[0].shape: expected [q, 2] with q >= 1 (inputs ['x1', 'x2']), "
-                  "got [0, 2]"),
-    "too few numbers": (body(inputs=[{**TENSOR, "data": [0.1, 0.2, 0.3]}]),
-                        "inputs[0].data: expected 4 numbers (2 x 2, the shape), got 3"),
-    "text number": (body(inputs=[{**TENSOR, "data": [0.1, "0.2", 0.3, 0.4]}]),
-                    "inputs[0].data[1]: expected a finite number, got a string (\"0.2\")"),
-    "unknown parameter": (body(parameters={"priority": 1}), 'parameters: unknown keys '
-                          '["priority"]: expected only [\'covariance\', \'observation_noise\', '
-                          "'binary_data_output']"),
-    "bad noise flag": (body(parameters={"observation_noise": "yes"}),
-                       "parameters.observation_noise: expected true or false, got a string "
-                       "(\"yes\")"),
-    "unknown output": (body(outputs=[{"name": "std"}]), "outputs[0].name: expected one of "
-                       "['mean', 'variance', 'covariance'], each once, got a string (\"std\")"),
-    "covariance vs diag": (body(outputs=[{"name": "covariance"}],
-                                parameters={"covariance": "diag"}),
-                           'outputs: "covariance" asked for with parameters.covariance '
-                           "'diag': expected \"full\" or no such parameter"),
+    "not an object": (
+        b"[1, 2]",
+        'expected a v2 inference request object {"inputs": [...]}, got a list of 2 items',
+    ),
+    "unknown key": (
+        body(model="gp"),
+        'request: unknown keys ["model"]: expected only '
+        "['id', 'inputs', 'outputs', 'parameters']",
+    ),
+    "two inputs": (
+        body(inputs=[TENSOR, TENSOR]),
+        'inputs: expected one tensor {"name": "X", '
+        '"shape": [q, 2], "datatype": "FP64", ...}, got a list of 2 items',
+    ),
+    "wrong name": (
+        body(inputs=[{**TENSOR, "name": "input0"}]),
+        "inputs[0].name: expected 'X', got a string (\"input0\")",
+    ),
+    "float32": (
+        body(inputs=[{**TENSOR, "datatype": "FP32"}]),
+        "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")",
+    ),
+    "wrong width": (
+        body(inputs=[{**TENSOR, "shape": [1, 4]}]),
+        "inputs[0].shape: expected [q, 2] with q >= 1 (inputs ['x1', 'x2']), got [1, 4]",
+    ),
+    "no points": (
+        body(inputs=[{**TENSOR, "shape": [0, 2], "data": []}]),
+        "inputs[0].shape: expected [q, 2] with q >= 1 (inputs ['x1', 'x2']), got [0, 2]",
+    ),
+    "too few numbers": (
+        body(inputs=[{**TENSOR, "data": [0.1, 0.2, 0.3]}]),
+        "inputs[0].data: expected 4 numbers (2 x 2, the shape), got 3",
+    ),
+    "text number": (
+        body(inputs=[{**TENSOR, "data": [0.1, "0.2", 0.3, 0.4]}]),
+        'inputs[0].data[1]: expected a finite number, got a string ("0.2")',
+    ),
+    "unknown parameter": (
+        body(parameters={"priority": 1}),
+        "parameters: unknown keys "
+        "[\"priority\"]: expected only ['covariance', 'observation_noise', "
+        "'binary_data_output']",
+    ),
+    "bad noise flag": (
+        body(parameters={"observation_noise": "yes"}),
+        'parameters.observation_noise: expected true or false, got a string ("yes")',
+    ),
+    "unknown output": (
+        body(outputs=[{"name": "std"}]),
+        "outputs[0].name: expected one of "
+        "['mean', 'variance', 'covariance'], each once, got a string (\"std\")",
+    ),
+    "covariance vs diag": (
+        body(outputs=[{"name": "covariance"}], parameters={"covariance": "diag"}),
+        'outputs: "covariance" asked for with parameters.covariance '
+        "'diag': expected \"full\" or no such parameter",
+    ),
 }
 
 
@@ -140,21 +200,36 @@ def test_bad_requests_name_the_rule(case: str) -> None:
 
 
 def test_bad_binary_requests() -> None:
-    header = json.dumps({"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64",
-                                     "parameters": {"binary_data_size": 16}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": [1, 2],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
+    ).encode()
     length = {"Inference-Header-Content-Length": str(len(header))}
     with pytest.raises(RequestError) as info:
         parse(header + b"\0" * 8, length)
-    assert str(info.value) == ("inputs[0]: expected 16 bytes of binary data (1 x 2 float64), "
-                               "got binary_data_size 16 and 8 bytes after the JSON header")
+    assert str(info.value) == (
+        "inputs[0]: expected 16 bytes of binary data (1 x 2 float64), "
+        "got binary_data_size 16 and 8 bytes after the JSON header"
+    )
     with pytest.raises(RequestError) as info:
         parse(header + np.array([0.5, np.nan]).tobytes(), length)
-    assert str(info.value) == ("inputs[0] binary data: point 0, input 1 (x2): expected a "
-                               "finite number, got nan")
+    assert str(info.value) == (
+        "inputs[0] binary data: point 0, input 1 (x2): expected a finite number, got nan"
+    )
     with pytest.raises(RequestError) as info:
         parse(header, {"Inference-Header-Content-Length": "9999"})
-    assert str(info.value) == ("Inference-Header-Content-Length: expected a JSON header length "
-                               f"between 1 and the body's {len(header)} bytes, got 9999")
+    assert str(info.value) == (
+        "Inference-Header-Content-Length: expected a JSON header length "
+        f"between 1 and the body's {len(header)} bytes, got 9999"
+    )
 
 
 def test_full_covariance_is_bounded() -> None:

@@ -18,8 +18,9 @@ NAMES = ["x1", "x2"]
 BUDGET = Budget(NAMES, ["a", "b"], max_covariance_rows=6)  # a full covariance: 3 points
 V1_BODY = b'{"inputs": [[0.1, 0.2]]}'
 CSV_BODY = b"x1,x2\n0.1,0.2\n"
-V2_BODY = json.dumps({"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64",
-                                  "data": [0.1, 0.2]}]}).encode()
+V2_BODY = json.dumps(
+    {"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [0.1, 0.2]}]}
+).encode()
 
 
 def _request(row: dict, headers: dict) -> v1.PredictRequest:
@@ -41,9 +42,12 @@ def test_parse_request_by_content_type() -> None:
 
 
 def test_parse_request_refuses_forms() -> None:
-    with pytest.raises(RequestError, match=r"^expected a JSON body \(Content-Type: "
-                       r"application/json\) or CSV \(Content-Type: text/csv\), got a form or "
-                       r"multipart body with 2 parts \['a', 'b'\]"):
+    with pytest.raises(
+        RequestError,
+        match=r"^expected a JSON body \(Content-Type: "
+        r"application/json\) or CSV \(Content-Type: text/csv\), got a form or "
+        r"multipart body with 2 parts \['a', 'b'\]",
+    ):
         _request({"a": b"1", "b": b"2"}, {})
 
 
@@ -61,11 +65,14 @@ def select(body: bytes, headers: dict, part: str = "body") -> Codec:
     return codecs.select({part: body}, headers, BUDGET)
 
 
-@pytest.mark.parametrize("body, headers", [
-    (V2_BODY, {"Inference-Header-Content-Length": str(len(V2_BODY))}),
-    (V1_BODY, {"inference-header-content-length": "3"}),  # the header decides, not the body
-    (CSV_BODY, {"Inference-Header-Content-Length": "x", "Content-Type": "text/csv"}),
-])
+@pytest.mark.parametrize(
+    "body, headers",
+    [
+        (V2_BODY, {"Inference-Header-Content-Length": str(len(V2_BODY))}),
+        (V1_BODY, {"inference-header-content-length": "3"}),  # the header decides, not the body
+        (CSV_BODY, {"Inference-Header-Content-Length": "x", "Content-Type": "text/csv"}),
+    ],
+)
 def test_the_v2_header_selects_v2(body: bytes, headers: dict) -> None:
     codec = select(body, headers)
     assert isinstance(codec, v2.V2Codec) and codec.parts is None  # (decode splits the body)
@@ -81,21 +88,29 @@ def test_a_v2_shaped_body_selects_v2(content_type: str | None) -> None:
     assert np.array_equal(request.points, [[0.1, 0.2]]) and request.covariance == "full"
 
 
-@pytest.mark.parametrize("headers, part", [
-    ({"Content-Type": "text/csv"}, "body"),
-    ({"content-type": "application/csv; charset=utf-8"}, "data"),
-    ({"file": {"content-type": "text/csv"}, "Content-Type": "multipart/form-data"}, "file"),
-])
+@pytest.mark.parametrize(
+    "headers, part",
+    [
+        ({"Content-Type": "text/csv"}, "body"),
+        ({"content-type": "application/csv; charset=utf-8"}, "data"),
+        ({"file": {"content-type": "text/csv"}, "Content-Type": "multipart/form-data"}, "file"),
+    ],
+)
 def test_a_csv_content_type_selects_csv(headers: dict, part: str) -> None:
     assert select(CSV_BODY, headers, part) is codecs.CSV and codecs.CSV.name == "csv"
 
 
-@pytest.mark.parametrize("body, headers", [
-    (V1_BODY, {}), (V1_BODY, {"Content-Type": "application/json"}),
-    (V1_BODY, {"Content-Type": "text/plain"}), (CSV_BODY, {}),  # (then refused as JSON)
-    (b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}),  # names datatype, not v2
-    (b'{"inputs": [{"datatype": 1}', {}),  # malformed: the JSON codec reports it
-])
+@pytest.mark.parametrize(
+    "body, headers",
+    [
+        (V1_BODY, {}),
+        (V1_BODY, {"Content-Type": "application/json"}),
+        (V1_BODY, {"Content-Type": "text/plain"}),
+        (CSV_BODY, {}),  # (then refused as JSON)
+        (b'{"inputs": [{"datatype": 1, "x2": 2}, [1, 2]]}', {}),  # names datatype, not v2
+        (b'{"inputs": [{"datatype": 1}', {}),  # malformed: the JSON codec reports it
+    ],
+)
 def test_anything_else_selects_json(body: bytes, headers: dict) -> None:
     assert select(body, headers) is codecs.JSON and codecs.JSON.name == "json"
 
@@ -103,17 +118,23 @@ def test_anything_else_selects_json(body: bytes, headers: dict) -> None:
 def test_refusals_before_a_codec_is_selected() -> None:
     """A form, and a body naming "datatype" of more values than the budget's points hold
     (counted before it is decoded): ``select`` raises, and the handler answers in JSON."""
-    with pytest.raises(RequestError, match=r"^expected a JSON body .* got a form or "
-                       r"multipart body with 2 parts \['a', 'b'\]"):
-        codecs.select({"a": b"1", "b": b"2"}, {"Inference-Header-Content-Length": "1"},
-                      BUDGET)
+    with pytest.raises(
+        RequestError,
+        match=r"^expected a JSON body .* got a form or "
+        r"multipart body with 2 parts \['a', 'b'\]",
+    ):
+        codecs.select({"a": b"1", "b": b"2"}, {"Inference-Header-Content-Length": "1"}, BUDGET)
     small = Budget(NAMES, ["a"], max_points=2)
     body = b'{"datatype": 1, "inputs": [' + b",".join([b"[0.5, 0.5]"] * 40) + b"]}"
     with pytest.raises(RequestError) as info:
         codecs.select({"body": body}, {}, small)
-    assert (info.value.status, str(info.value)) == (413, (
-        "the body holds up to 81 JSON values, more than 2 points of 2 inputs need: a request "
-        "is limited to 2 points; split the points into several requests"))
+    assert (info.value.status, str(info.value)) == (
+        413,
+        (
+            "the body holds up to 81 JSON values, more than 2 points of 2 inputs need: a request "
+            "is limited to 2 points; split the points into several requests"
+        ),
+    )
 
 
 def test_a_v2_request_is_refused_in_v2_form() -> None:
@@ -122,19 +143,26 @@ def test_a_v2_request_is_refused_in_v2_form() -> None:
     codec = select(V2_BODY, headers)
     with pytest.raises(RequestError) as info:
         codec.decode(V2_BODY, headers, BUDGET)
-    message = ("Inference-Header-Content-Length: expected a JSON header length between 1 and "
-               f"the body's {len(V2_BODY)} bytes, got 9999")
+    message = (
+        "Inference-Header-Content-Length: expected a JSON header length between 1 and "
+        f"the body's {len(V2_BODY)} bytes, got 9999"
+    )
     assert str(info.value) == message
     assert codec.error(str(info.value), info.value.status) == (
-        json.dumps({"error": message}, separators=(",", ":")).encode(), "application/json")
+        json.dumps({"error": message}, separators=(",", ":")).encode(),
+        "application/json",
+    )
     float32 = V2_BODY.replace(b'"FP64"', b'"FP32"')
     sniffed = select(float32, {})
     with pytest.raises(RequestError) as info:
         sniffed.decode(float32, {}, BUDGET)
-    assert str(info.value) == ("inputs[0].datatype: expected 'FP64' (float64), got a string "
-                               '("FP32")')
-    assert sniffed.error(str(info.value), 400)[0] == json.dumps(
-        {"error": str(info.value)}, separators=(",", ":")).encode()
+    assert str(info.value) == (
+        "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")"
+    )
+    assert (
+        sniffed.error(str(info.value), 400)[0]
+        == json.dumps({"error": str(info.value)}, separators=(",", ":")).encode()
+    )
 
 
 @pytest.mark.parametrize("codec", [codecs.JSON, codecs.CSV])
@@ -151,22 +179,31 @@ def test_every_codec_decodes_encodes_and_renders_errors() -> None:
             method = getattr(cls, operation)
             assert callable(method), (cls, operation)
             assert list(inspect.signature(method).parameters) == list(
-                inspect.signature(getattr(Codec, operation)).parameters), (cls, operation)
+                inspect.signature(getattr(Codec, operation)).parameters
+            ), (cls, operation)
 
 
-POSTERIOR = Posterior(mean=np.array([[1.5, -2.0]]), variance=np.array([[4.0, 0.25]]),
-                      std=np.array([[2.0, 0.5]]), covariance=np.array([[4.0, 0.0], [0.0, 0.25]]),
-                      extrapolation=[0])
+POSTERIOR = Posterior(
+    mean=np.array([[1.5, -2.0]]),
+    variance=np.array([[4.0, 0.25]]),
+    std=np.array([[2.0, 0.5]]),
+    covariance=np.array([[4.0, 0.0], [0.0, 0.25]]),
+    extrapolation=[0],
+)
 MODEL = ServedModel("gp", "1.0", ["a", "b"], "output-major")
 
 
-@pytest.mark.parametrize("codec, body, headers, content_type", [
-    (codecs.JSON, V1_BODY, {}, "application/json"),
-    (codecs.CSV, CSV_BODY, {"Content-Type": "text/csv"}, "text/csv; charset=utf-8"),
-    (v2.V2Codec(), V2_BODY, {}, "application/json"),
-])
-def test_every_codec_round_trips_a_request(codec: Codec, body: bytes, headers: dict,
-                                           content_type: str) -> None:
+@pytest.mark.parametrize(
+    "codec, body, headers, content_type",
+    [
+        (codecs.JSON, V1_BODY, {}, "application/json"),
+        (codecs.CSV, CSV_BODY, {"Content-Type": "text/csv"}, "text/csv; charset=utf-8"),
+        (v2.V2Codec(), V2_BODY, {}, "application/json"),
+    ],
+)
+def test_every_codec_round_trips_a_request(
+    codec: Codec, body: bytes, headers: dict, content_type: str
+) -> None:
     request = codec.decode(body, headers, BUDGET)
     assert request.observation_noise is False
     answer = codec.encode(request, POSTERIOR, MODEL)
@@ -176,21 +213,35 @@ def test_every_codec_round_trips_a_request(codec: Codec, body: bytes, headers: d
         assert answer.body == b"mean_a,std_a,mean_b,std_b\n1.5,2.0,-2.0,0.5\n"
     elif codec is codecs.JSON:
         assert json.loads(answer.body) == {
-            "model": "gp", "version": "1.0", "outputs": ["a", "b"], "observation_noise": False,
-            "mean": [[1.5, -2.0]], "variance": [[4.0, 0.25]], "covariance_layout": "output-major",
-            "extrapolation": [0], "covariance": [[4.0, 0.0], [0.0, 0.25]]}
+            "model": "gp",
+            "version": "1.0",
+            "outputs": ["a", "b"],
+            "observation_noise": False,
+            "mean": [[1.5, -2.0]],
+            "variance": [[4.0, 0.25]],
+            "covariance_layout": "output-major",
+            "extrapolation": [0],
+            "covariance": [[4.0, 0.0], [0.0, 0.25]],
+        }
     else:
         assert [output["data"] for output in json.loads(answer.body)["outputs"]] == [
-            [1.5, -2.0], [4.0, 0.25], [4.0, 0.0, 0.0, 0.25]]
+            [1.5, -2.0],
+            [4.0, 0.25],
+            [4.0, 0.0, 0.0, 0.25],
+        ]
 
 
 def test_v2_binary_outputs_carry_the_header_length() -> None:
-    body = json.dumps({"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64",
-                                   "data": [0.1, 0.2]}],
-                       "parameters": {"binary_data_output": True}}).encode()
+    body = json.dumps(
+        {
+            "inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP64", "data": [0.1, 0.2]}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     codec = v2.V2Codec()
     answer = codec.encode(codec.decode(body, {}, BUDGET), POSTERIOR, MODEL)
     length = int(answer.headers[v2.HEADER_LENGTH])
     assert answer.content_type == v2.BINARY_TYPE == "application/octet-stream"
-    assert np.array_equal(np.frombuffer(answer.body[length:], "<f8"),
-                          [1.5, -2.0, 4.0, 0.25, 4.0, 0.0, 0.0, 0.25])
+    assert np.array_equal(
+        np.frombuffer(answer.body[length:], "<f8"), [1.5, -2.0, 4.0, 0.25, 4.0, 0.0, 0.0, 0.25]
+    )

@@ -14,8 +14,8 @@ import requests
 import torch
 import yaml
 
-from gp_serve.handler import gp_artifact
 from gp_serve.export.families import eager_moments
+from gp_serve.handler import gp_artifact
 from gp_serve.handler.gp_handler import GPHandler
 from gp_serve.serving import archive
 from gp_serve.serving.archive import MODEL_CONFIG, build_archive
@@ -37,14 +37,18 @@ def points(q: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("noise", [False, True])
 @pytest.mark.parametrize("name", list(FORMAT_MODELS))
-def test_compiled_format_served_equals_eager(server, portable_artifact, name: str,
-                                             noise: bool) -> None:
+def test_compiled_format_served_equals_eager(
+    server, portable_artifact, name: str, noise: bool
+) -> None:
     X = points(9, seed=31)
     expected = eager_moments(portable_artifact.model, X, noise)
     for covariance in ("full", "diag"):
         response = requests.post(
-            f"{server.inference_url}/predictions/{name}", timeout=60, headers=server.headers(),
-            json={"inputs": X.tolist(), "observation_noise": noise, "covariance": covariance})
+            f"{server.inference_url}/predictions/{name}",
+            timeout=60,
+            headers=server.headers(),
+            json={"inputs": X.tolist(), "observation_noise": noise, "covariance": covariance},
+        )
         assert response.status_code == 200, response.text
         answer = response.json()
         for key in ("mean", "variance") + (("covariance",) if covariance == "full" else ()):
@@ -55,17 +59,26 @@ def test_compiled_format_served_equals_eager(server, portable_artifact, name: st
 @pytest.mark.parametrize("name", list(FORMAT_MODELS))
 def test_compiled_format_describes_itself_and_refuses_bad_input(server, name: str) -> None:
     assert server.metadata(name).document["serving"]["format"] == FORMAT_MODELS[name]
-    response = requests.post(f"{server.inference_url}/predictions/{name}", timeout=60,
-                             json={"inputs": [[0.1, 0.2]]}, headers=server.headers())
+    response = requests.post(
+        f"{server.inference_url}/predictions/{name}",
+        timeout=60,
+        json={"inputs": [[0.1, 0.2]]},
+        headers=server.headers(),
+    )
     assert response.status_code == 400
-    assert response.json()["error"] == ("inputs[0]: expected 3 numbers (inputs ['x1', 'x2', 'x3']), got 2"), response.text
+    assert response.json()["error"] == (
+        "inputs[0]: expected 3 numbers (inputs ['x1', 'x2', 'x3']), got 2"
+    ), response.text
 
 
 def test_handler_refuses_a_format_the_artifact_lacks(exported: Exported, caplog) -> None:
     context = FakeContext(exported.directory)
     context.model_yaml_config["handler"]["format"] = "pt2"
-    with pytest.raises(RuntimeError, match=r"format: model-config.yaml asks for 'pt2', "
-                       r"the artifact holds \['torchscript'\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"format: model-config.yaml asks for 'pt2', "
+        r"the artifact holds \['torchscript'\]",
+    ):
         GPHandler().initialize(context)
     assert gp_artifact.LOAD_ERROR_MARKER in caplog.text
 
@@ -76,9 +89,12 @@ def test_archive_refuses_a_format_the_artifact_lacks(exported: Exported, tmp_pat
     path = tmp_path / "model-config.yaml"
     path.write_text(yaml.safe_dump(config))
     # (the recipe imports the contract as handler.gp_artifact, the tests as gp_artifact)
-    with pytest.raises(archive.gp_artifact.ArtifactError, match=r"handler.format is 'onnx', but .* was "
-                       r"exported in \['torchscript'\] only; export with --format "
-                       r"torchscript,onnx"):
+    with pytest.raises(
+        archive.gp_artifact.ArtifactError,
+        match=r"handler.format is 'onnx', but .* was "
+        r"exported in \['torchscript'\] only; export with --format "
+        r"torchscript,onnx",
+    ):
         build_archive(exported.directory, tmp_path / "store", "gp", path)
     assert not (tmp_path / "store").exists()
 

@@ -36,13 +36,25 @@ from tests.serving.test_server import TOLERANCE, relative_error, worker_pids
 BODIES = 2000
 # Content types TorchServe hands to the handler as the raw body ...
 RAW_TYPES = [
-    "application/json", "application/json; charset=utf-8", "text/csv",
-    "text/csv; charset=utf-8", "application/csv", "Text/CSV", "text/plain",
-    "application/octet-stream", "image/png", "application/json;;;=", "*/*", None,
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/csv",
+    "text/csv; charset=utf-8",
+    "application/csv",
+    "Text/CSV",
+    "text/plain",
+    "application/octet-stream",
+    "image/png",
+    "application/json;;;=",
+    "*/*",
+    None,
 ]
 # ... and form types it decodes into fields itself (no oracle for the message: 4xx or 200).
-FORM_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data",
-              "multipart/form-data; boundary=xyz"]
+FORM_TYPES = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/form-data; boundary=xyz",
+]
 SENT: list[str] = []  # one entry per body sent, for the count check
 
 
@@ -78,15 +90,19 @@ def valid_csv(draw) -> bytes:
     points = draw(st.lists(point, min_size=1, max_size=30))
     header = draw(st.sampled_from([None, ["x1", "x2"], ["x2", "x1"], [" x2", "x1 "]]))
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator=draw(st.sampled_from(["\n", "\r\n"])),
-                        quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL])))
+    writer = csv.writer(
+        out,
+        lineterminator=draw(st.sampled_from(["\n", "\r\n"])),
+        quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL])),
+    )
     if header:
         writer.writerow(header)
     fmt = draw(st.sampled_from([repr, "{:.6e}".format, "{:.17g}".format]))
     for a, b in points:
         values = {"x1": fmt(a), "x2": fmt(b)}
-        writer.writerow([values[name.strip()] for name in header] if header else
-                        [values["x1"], values["x2"]])
+        writer.writerow(
+            [values[name.strip()] for name in header] if header else [values["x1"], values["x2"]]
+        )
         if draw(st.integers(0, 9)) == 0:
             out.write(draw(st.sampled_from(["\n", "\r\n", " ,  \n"])))
     bom = draw(st.sampled_from([b"", b"\xef\xbb\xbf"]))
@@ -95,10 +111,17 @@ def valid_csv(draw) -> bytes:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["inputs", "instances", "covariance",
-                                       "observation_noise", "x1", "x2", "other"]) | st.text(max_size=5),
-                      children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["inputs", "instances", "covariance", "observation_noise", "x1", "x2", "other"]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -122,8 +145,10 @@ def mutated(draw) -> bytes:
         elif kind == "delete":
             del body[at : at + draw(st.integers(1, 8))]
         elif kind == "insert":
-            body[at:at] = draw(st.binary(min_size=1, max_size=6)
-                               | st.sampled_from([b"[", b"]", b",", b'"', b"\\", b"\r\n", b"\xed\xa0\x80"]))
+            body[at:at] = draw(
+                st.binary(min_size=1, max_size=6)
+                | st.sampled_from([b"[", b"]", b",", b'"', b"\\", b"\r\n", b"\xed\xa0\x80"])
+            )
         else:
             body = body[:at]
     return bytes(body)
@@ -131,19 +156,21 @@ def mutated(draw) -> bytes:
 
 @st.composite
 def hostile(draw) -> bytes:
-    kind = draw(st.sampled_from(["deep", "digits", "exponent", "surrogate", "binary", "long-float"]))
+    kind = draw(
+        st.sampled_from(["deep", "digits", "exponent", "surrogate", "binary", "long-float"])
+    )
     if kind == "deep":
         depth = draw(st.integers(30, 20000))
         opener = draw(st.sampled_from(["[", '{"a":', '{"inputs":']))
         closer = {"[": "]", '{"a":': "}", '{"inputs":': "}"}[opener]
         return (opener * depth + "0" + closer * draw(st.integers(0, depth))).encode()
     if kind == "digits":
-        return b'{"inputs": [[1' + b"0" * draw(st.integers(300, 20000)) + b', 0.5]]}'
+        return b'{"inputs": [[1' + b"0" * draw(st.integers(300, 20000)) + b", 0.5]]}"
     if kind == "exponent":
         exponent = draw(st.integers(300, 100000))
         return f'{{"inputs": [[1e{exponent}, 0.5]]}}'.encode()
     if kind == "surrogate":
-        return '{"inputs": [[0.5, 0.5]], "\\ud83d": "\\udc00\\ud800"}'.encode()
+        return b'{"inputs": [[0.5, 0.5]], "\\ud83d": "\\udc00\\ud800"}'
     if kind == "long-float":
         return b"[[0." + b"7" * draw(st.integers(100, 50000)) + b", 0.25]]"
     return draw(st.binary(max_size=200))
@@ -181,7 +208,9 @@ def check_answer(response: requests.Response, request, module) -> None:
     noisy = request.observation_noise
     mean, variance = (module.mean_var_noisy if noisy else module.mean_var)(X)
     assert relative_error(torch.tensor(answer["mean"], dtype=torch.float64), mean) <= TOLERANCE
-    assert relative_error(torch.tensor(answer["variance"], dtype=torch.float64), variance) <= TOLERANCE
+    assert (
+        relative_error(torch.tensor(answer["variance"], dtype=torch.float64), variance) <= TOLERANCE
+    )
     assert ("covariance" in answer) == (request.covariance == "full")
     if request.covariance == "full":
         covariance = (module.forward_noisy if noisy else module.forward)(X)[1]
@@ -194,15 +223,22 @@ def pids_before(server: LocalTorchServe) -> list[int]:
     return worker_pids(server)
 
 
-@settings(max_examples=BODIES, derandomize=True, database=None, deadline=None,
-          phases=[Phase.explicit, Phase.generate, Phase.shrink],
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=BODIES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=list(HealthCheck),
+)
 @given(body=bodies, content_type=content_types)
-def test_generated_bodies(server, exported, module, pids_before, body: bytes,
-                          content_type: str | None) -> None:
+def test_generated_bodies(
+    server, exported, module, pids_before, body: bytes, content_type: str | None
+) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
-    response = requests.post(server.predict_url, data=body, headers={**headers, **server.headers()},
-                             timeout=120)
+    response = requests.post(
+        server.predict_url, data=body, headers={**headers, **server.headers()}, timeout=120
+    )
     SENT.append(content_type or "")
     event(f"HTTP {response.status_code}")  # pytest --hypothesis-show-statistics
     assert response.status_code < 500, (response.status_code, response.text[:500])
@@ -223,5 +259,9 @@ def test_generated_bodies(server, exported, module, pids_before, body: bytes,
 def test_every_body_was_sent_and_no_worker_restarted(server, pids_before) -> None:
     assert len(SENT) >= BODIES
     assert worker_pids(server) == pids_before
-    assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
-                         headers=server.headers(), timeout=60).status_code == 200
+    assert (
+        requests.post(
+            server.predict_url, json={"inputs": [[0.5, 0.5]]}, headers=server.headers(), timeout=60
+        ).status_code
+        == 200
+    )

@@ -16,8 +16,8 @@ import torch
 import yaml
 from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 
-from gp_serve.handler import gp_artifact
 from gp_serve.export.gate import variance_of
+from gp_serve.handler import gp_artifact
 from gp_serve.handler.gp_handler import GPHandler
 from gp_serve.serving.archive import MODEL_CONFIG
 from tests.serving.conftest import Exported
@@ -29,8 +29,12 @@ class FakeContext(MockContext):
     """A TorchServe context for one batch of requests (``headers[i]`` for request ``i``)."""
 
     def __init__(self, model_dir: Path, headers: list[dict] | None = None) -> None:
-        super().__init__(model_pt_file=gp_artifact.POSTERIOR_FILE, model_dir=str(model_dir),
-                         model_file=None, model_name="gp")
+        super().__init__(
+            model_pt_file=gp_artifact.POSTERIOR_FILE,
+            model_dir=str(model_dir),
+            model_file=None,
+            model_name="gp",
+        )
         self.model_name = "gp"
         self.manifest["model"]["modelVersion"] = "1.0"
         self.model_yaml_config = yaml.safe_load(MODEL_CONFIG.read_text())
@@ -109,14 +113,26 @@ def test_predict_chunks_give_the_same_answer(handler: GPHandler, module) -> None
 
 
 def test_a_batch_of_json_csv_and_bad_requests(handler: GPHandler, module) -> None:
-    bodies = [b'{"inputs": [[0.2, 0.4], [0.6, 0.8]]}', b"x2,x1\n0.4,0.2\n",
-              b'{"inputs": [[0.2]]}', b'{"inputs": [[0.2, 0.4]], "covariance": "diag"}']
-    headers = [{"Content-Type": "application/json"}, {"Content-Type": "text/csv"},
-               {"Content-Type": "application/json"}, {}]
+    bodies = [
+        b'{"inputs": [[0.2, 0.4], [0.6, 0.8]]}',
+        b"x2,x1\n0.4,0.2\n",
+        b'{"inputs": [[0.2]]}',
+        b'{"inputs": [[0.2, 0.4]], "covariance": "diag"}',
+    ]
+    headers = [
+        {"Content-Type": "application/json"},
+        {"Content-Type": "text/csv"},
+        {"Content-Type": "application/json"},
+        {},
+    ]
     answers, context = run(handler, bodies, headers)
     assert context.statuses == {2: (400, "Bad Request")}
-    assert context.content_types == {0: "application/json", 1: "text/csv; charset=utf-8",
-                                     2: "application/json", 3: "application/json"}
+    assert context.content_types == {
+        0: "application/json",
+        1: "text/csv; charset=utf-8",
+        2: "application/json",
+        3: "application/json",
+    }
     X = torch.tensor([[0.2, 0.4], [0.6, 0.8]], dtype=torch.float64)
     full = json.loads(answers[0])
     mean, covariance = module(X)
@@ -127,10 +143,15 @@ def test_a_batch_of_json_csv_and_bad_requests(handler: GPHandler, module) -> Non
     assert header == "mean_branin,std_branin,mean_currin,std_currin"
     mean, variance = module.mean_var(X[:1])  # the CSV's one point, on its own
     assert [float(v) for v in row.split(",")] == [
-        mean[0, 0].item(), variance[0, 0].sqrt().item(), mean[0, 1].item(),
-        variance[0, 1].sqrt().item()]
+        mean[0, 0].item(),
+        variance[0, 0].sqrt().item(),
+        mean[0, 1].item(),
+        variance[0, 1].sqrt().item(),
+    ]
     assert json.loads(answers[2]) == {
-        "error": "inputs[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1", "code": 400}
+        "error": "inputs[0]: expected 2 numbers (inputs ['x1', 'x2']), got 1",
+        "code": 400,
+    }
     assert "covariance" not in json.loads(answers[3])
 
 
@@ -150,7 +171,8 @@ def test_non_finite_posterior_names_rows_of_the_whole_csv(handler: GPHandler) ->
         handler.chunk_rows = chunk_rows
     assert context.statuses == {0: (400, "Bad Request")}
     assert json.loads(answers[0])["error"].startswith(
-        "the posterior is not finite at points [2, 3] (first 10)")
+        "the posterior is not finite at points [2, 3] (first 10)"
+    )
 
 
 def test_each_request_is_answered_by_its_codec(handler: GPHandler, module) -> None:
@@ -163,30 +185,50 @@ def test_each_request_is_answered_by_its_codec(handler: GPHandler, module) -> No
     context = FakeContext(Path("."), [{}, length, {"Content-Type": "text/csv"}, length])
     rows = [{"body": v2_body}, {"body": v2_body}, {"body": float32}, {"a": b"1", "b": b"2"}]
     answers = handler.handle(rows, context)
-    assert context.statuses == {1: (400, "Bad Request"), 2: (400, "Bad Request"),
-                                3: (400, "Bad Request")}
+    assert context.statuses == {
+        1: (400, "Bad Request"),
+        2: (400, "Bad Request"),
+        3: (400, "Bad Request"),
+    }
     assert set(context.content_types.values()) == {"application/json"}
     mean, _ = module.mean_var(torch.tensor([[0.2, 0.4]], dtype=torch.float64))
     assert json.loads(answers[0])["outputs"] == [
-        {"name": "mean", "datatype": "FP64", "shape": [1, 2], "data": mean.flatten().tolist()}]
-    assert json.loads(answers[1]) == {"error": (
-        "Inference-Header-Content-Length: expected a JSON header length between 1 and the "
-        f"body's {len(v2_body)} bytes, got 9999")}
+        {"name": "mean", "datatype": "FP64", "shape": [1, 2], "data": mean.flatten().tolist()}
+    ]
+    assert json.loads(answers[1]) == {
+        "error": (
+            "Inference-Header-Content-Length: expected a JSON header length between 1 and the "
+            f"body's {len(v2_body)} bytes, got 9999"
+        )
+    }
     assert json.loads(answers[2]) == {
-        "error": "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")"}
-    assert json.loads(answers[3]) == {"code": 400, "error": (
-        "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
-        "text/csv), got a form or multipart body with 2 parts ['a', 'b'] (curl -d sends a "
-        "form: add -H 'Content-Type: application/json')")}
+        "error": "inputs[0].datatype: expected 'FP64' (float64), got a string (\"FP32\")"
+    }
+    assert json.loads(answers[3]) == {
+        "code": 400,
+        "error": (
+            "expected a JSON body (Content-Type: application/json) or CSV (Content-Type: "
+            "text/csv), got a form or multipart body with 2 parts ['a', 'b'] (curl -d sends a "
+            "form: add -H 'Content-Type: application/json')"
+        ),
+    }
 
 
 def test_describe(handler: GPHandler, exported: Exported) -> None:
     answers, _ = run(handler, [b""], [{"describe": "True"}])
     described = json.loads(answers[0])
     written = json.loads((exported.directory / gp_artifact.METADATA_FILE).read_text())
-    assert described == {**written, "serving": {
-        "max_full_covariance_points": 2000, "max_points": 100_000, "max_covariance_rows": 4000,
-        "max_response_bytes": 314_572_800, "chunk_rows": 4096, "format": "torchscript"}}
+    assert described == {
+        **written,
+        "serving": {
+            "max_full_covariance_points": 2000,
+            "max_points": 100_000,
+            "max_covariance_rows": 4000,
+            "max_response_bytes": 314_572_800,
+            "chunk_rows": 4096,
+            "format": "torchscript",
+        },
+    }
 
 
 def test_a_describe_header_on_a_prediction_is_a_prediction(handler: GPHandler) -> None:
@@ -216,11 +258,11 @@ def broken_copy(source: Path, target: Path, how: str) -> Path:
 BROKEN = {
     "posterior-missing": "posterior.pt: missing; re-export the model",
     "posterior-truncated": "posterior.pt: truncated or corrupt: expected a complete TorchScript "
-                           "archive (BadZipFile: File is not a zip file); re-export the model",
+    "archive (BadZipFile: File is not a zip file); re-export the model",
     "metadata-missing": "metadata.json: cannot read (No such file or directory); re-export "
-                        "the model",
+    "the model",
     "metadata-truncated": "metadata.json: truncated or malformed JSON (Unterminated string "
-                          "starting at",
+    "starting at",
     "metadata-foreign": "metadata.json: format: expected 'gp-serve/1', got 'other/2'",
 }
 
@@ -234,7 +276,9 @@ def test_a_broken_artifact_fails_with_one_clear_line(
         GPHandler().initialize(FakeContext(model_dir))
     assert BROKEN[how] in str(info.value)
     assert gp_artifact.LOAD_ERROR_MARKER not in str(info.value)  # the marker is on one line
-    lines = [r.getMessage() for r in caplog.records if gp_artifact.LOAD_ERROR_MARKER in r.getMessage()]
+    lines = [
+        r.getMessage() for r in caplog.records if gp_artifact.LOAD_ERROR_MARKER in r.getMessage()
+    ]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"{gp_artifact.LOAD_ERROR_MARKER} 'gp': {model_dir}/")
     assert BROKEN[how] in lines[0]

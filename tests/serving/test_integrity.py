@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from gp_serve.handler import gp_artifact
+from gp_serve.handler import gp_artifact as packaged_contract  # (the one serving.archive imports)
 from gp_serve.handler.gp_artifact import ArtifactError, file_sha256, validate, verify_posterior
 from gp_serve.handler.gp_handler import GPHandler
-from gp_serve.handler import gp_artifact as packaged_contract  # (the one serving.archive imports)
 from gp_serve.serving.archive import build_archive
 from tests.serving.conftest import Exported
 from tests.serving.test_artifact_contract import GOOD
@@ -32,8 +32,10 @@ SHA_A, SHA_B = "a" * 64, "0123456789abcdef" * 4
 
 
 def swapped_message(path: Path | str, actual: str, expected: str) -> str:
-    return (f"{path}: SHA-256 {actual[:16]}... differs from metadata.json's {expected[:16]}...: "
-            "the file was changed after export; re-export the model")
+    return (
+        f"{path}: SHA-256 {actual[:16]}... differs from metadata.json's {expected[:16]}...: "
+        "the file was changed after export; re-export the model"
+    )
 
 
 # --- the contract (standard library only) ---------------------------------------------
@@ -42,14 +44,25 @@ def swapped_message(path: Path | str, actual: str, expected: str) -> str:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"sha256": SHA_A.upper()}, f"formats.torchscript.sha256: expected 64 lowercase "
-                                    f"hexadecimal characters, got {SHA_A.upper()!r}"),
-        ({"sha256": SHA_A[:63]}, f"formats.torchscript.sha256: expected 64 lowercase "
-                                 f"hexadecimal characters, got {SHA_A[:63]!r}"),
-        ({"sha256": "g" * 64}, f"formats.torchscript.sha256: expected 64 lowercase "
-                               f"hexadecimal characters, got {'g' * 64!r}"),
-        ({"sha256": None}, "formats.torchscript.sha256: expected 64 lowercase hexadecimal "
-                           "characters, got None"),
+        (
+            {"sha256": SHA_A.upper()},
+            f"formats.torchscript.sha256: expected 64 lowercase "
+            f"hexadecimal characters, got {SHA_A.upper()!r}",
+        ),
+        (
+            {"sha256": SHA_A[:63]},
+            f"formats.torchscript.sha256: expected 64 lowercase "
+            f"hexadecimal characters, got {SHA_A[:63]!r}",
+        ),
+        (
+            {"sha256": "g" * 64},
+            f"formats.torchscript.sha256: expected 64 lowercase "
+            f"hexadecimal characters, got {'g' * 64!r}",
+        ),
+        (
+            {"sha256": None},
+            "formats.torchscript.sha256: expected 64 lowercase hexadecimal characters, got None",
+        ),
     ],
 )
 def test_validate_checks_each_format_sha256(change: dict, message: str) -> None:
@@ -69,12 +82,17 @@ def test_validate_checks_mixture_samples(value) -> None:
 
 
 def test_the_new_keys_are_read_and_optional() -> None:
-    formats = {"torchscript": {"file": "posterior.pt", "sha256": SHA_A},
-               "onnx": {"file": "posterior.onnx", "sha256": SHA_B}}
+    formats = {
+        "torchscript": {"file": "posterior.pt", "sha256": SHA_A},
+        "onnx": {"file": "posterior.onnx", "sha256": SHA_B},
+    }
     meta = validate({**GOOD, "formats": formats, "mixture_samples": 8})
     assert meta.mixture_samples == 8
     assert (meta.sha256("torchscript"), meta.sha256("onnx"), meta.sha256("pt2")) == (
-        SHA_A, SHA_B, None)
+        SHA_A,
+        SHA_B,
+        None,
+    )
     old = validate(GOOD)  # exported before the keys existed
     assert old.mixture_samples == 1 and old.sha256("torchscript") is None
 
@@ -85,8 +103,9 @@ def _artifact(directory: Path, posterior: bytes, recorded: str | None) -> gp_art
     with zipfile.ZipFile(directory / "posterior.pt", "w") as archive:
         archive.writestr("posterior/data.pkl", posterior)
     entry = {"file": "posterior.pt"} | ({} if recorded is None else {"sha256": recorded})
-    (directory / "metadata.json").write_text(gp_artifact.dumps({**GOOD, "formats": {
-        "torchscript": entry}}))
+    (directory / "metadata.json").write_text(
+        gp_artifact.dumps({**GOOD, "formats": {"torchscript": entry}})
+    )
     return gp_artifact.load_metadata(directory)
 
 
@@ -101,12 +120,14 @@ def test_verify_posterior(tmp_path: Path) -> None:
     actual = file_sha256(tmp_path / "swapped" / "posterior.pt")
     with pytest.raises(ArtifactError) as info:
         verify_posterior(tmp_path / "swapped", "torchscript", swapped)
-    assert str(info.value) == swapped_message(tmp_path / "swapped" / "posterior.pt", actual,
-                                              written)
+    assert str(info.value) == swapped_message(
+        tmp_path / "swapped" / "posterior.pt", actual, written
+    )
     # Exported before hashes were recorded: checked as before, and loaded.
     old = _artifact(tmp_path / "old", b"y", None)
     assert verify_posterior(tmp_path / "old", "torchscript", old) == str(
-        tmp_path / "old" / "posterior.pt")
+        tmp_path / "old" / "posterior.pt"
+    )
     # The structural checks come first: a truncated file is reported as truncated.
     path.write_bytes(path.read_bytes()[:-30])
     with pytest.raises(ArtifactError, match=r"posterior\.pt: truncated or corrupt"):
@@ -135,23 +156,33 @@ def recorded(exported: Exported) -> str:
 
 
 def test_export_records_the_sha256_the_loaders_check(exported: Exported) -> None:
-    assert recorded(exported) == hashlib.sha256(
-        (exported.directory / gp_artifact.POSTERIOR_FILE).read_bytes()).hexdigest()
+    assert (
+        recorded(exported)
+        == hashlib.sha256(
+            (exported.directory / gp_artifact.POSTERIOR_FILE).read_bytes()
+        ).hexdigest()
+    )
     assert gp_artifact.load_metadata(exported.directory).mixture_samples == 1
 
 
 def test_the_handler_refuses_a_swapped_posterior_with_one_line(
-    exported: Exported, other_posterior: bytes, tmp_path: Path,
+    exported: Exported,
+    other_posterior: bytes,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     model_dir = swapped_copy(exported, other_posterior, tmp_path / "model")
-    expected = swapped_message(model_dir / gp_artifact.POSTERIOR_FILE,
-                               hashlib.sha256(other_posterior).hexdigest(), recorded(exported))
+    expected = swapped_message(
+        model_dir / gp_artifact.POSTERIOR_FILE,
+        hashlib.sha256(other_posterior).hexdigest(),
+        recorded(exported),
+    )
     with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError) as info:
         GPHandler().initialize(FakeContext(model_dir))
     assert str(info.value) == expected
-    lines = [r.getMessage() for r in caplog.records
-             if gp_artifact.LOAD_ERROR_MARKER in r.getMessage()]
+    lines = [
+        r.getMessage() for r in caplog.records if gp_artifact.LOAD_ERROR_MARKER in r.getMessage()
+    ]
     assert lines == [f"{gp_artifact.LOAD_ERROR_MARKER} 'gp': {expected}"]
 
 
@@ -178,7 +209,9 @@ def test_build_archive_refuses_a_swapped_posterior(
     model_dir = swapped_copy(exported, other_posterior, tmp_path / "model")
     with pytest.raises(packaged_contract.ArtifactError) as info:
         build_archive(model_dir, tmp_path / "store")
-    assert str(info.value) == swapped_message(model_dir / gp_artifact.POSTERIOR_FILE,
-                                              hashlib.sha256(other_posterior).hexdigest(),
-                                              recorded(exported))
+    assert str(info.value) == swapped_message(
+        model_dir / gp_artifact.POSTERIOR_FILE,
+        hashlib.sha256(other_posterior).hexdigest(),
+        recorded(exported),
+    )
     assert not (tmp_path / "store").exists()

@@ -45,8 +45,9 @@ def test_emptydirs_cover_what_torchserve_writes(runtime: dict) -> None:
     TorchServe tmp and log folders, and /tmp, are each inside one."""
     volumes = {volume["name"]: volume for volume in runtime["volumes"]}
     mounts = runtime["containers"][0]["volumeMounts"]
-    assert all(volumes[mount["name"]] == {"name": mount["name"], "emptyDir": {}}
-               for mount in mounts)
+    assert all(
+        volumes[mount["name"]] == {"name": mount["name"], "emptyDir": {}} for mount in mounts
+    )
     paths = [mount["mountPath"] for mount in mounts]
     stage = _runtime_stage()
     workdir = re.findall(r"^WORKDIR\s+(\S+)", stage, re.MULTILINE)[-1]
@@ -62,8 +63,13 @@ def test_pod_config_allowed_urls_is_anchored_to_the_store() -> None:
     assert value == allowed_store_urls(STORE) == r"file:///mnt/models/model\\-store/[^/]+\\.mar"
     pattern = re.compile(value.replace("\\\\", "\\"))  # as Java's .properties loader reads it
     assert pattern.fullmatch(f"file://{STORE}/gp.mar")
-    for url in (f"file://{STORE}/sub/gp.mar", "file:///tmp/gp.mar", f"file://{STORE}/gp.mar.tgz",
-                f"file:///tmp/file://{STORE}/gp.mar", f"https://example.com{STORE}/gp.mar"):
+    for url in (
+        f"file://{STORE}/sub/gp.mar",
+        "file:///tmp/gp.mar",
+        f"file://{STORE}/gp.mar.tgz",
+        f"file:///tmp/file://{STORE}/gp.mar",
+        f"https://example.com{STORE}/gp.mar",
+    ):
         assert not pattern.fullmatch(url), url
 
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 import torch
 
-from gp_serve.handler import gp_artifact
 from gp_serve.client.score_csv import score_csv
+from gp_serve.handler import gp_artifact
 from gp_serve.serving.local_server import LocalTorchServe
 from tests.serving.cases import BAD_REQUESTS, JSON
 from tests.serving.conftest import BATCH_MODEL, BATCH_SIZE, Exported
@@ -28,15 +28,17 @@ TOLERANCE = 1e-9
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """``max |actual - expected| / max |expected|``, per output column, worst."""
     assert actual.shape == expected.shape
-    columns = [(actual, expected)] if actual.dim() < 2 else zip(actual.T, expected.T)
+    columns = [(actual, expected)] if actual.dim() < 2 else zip(actual.T, expected.T, strict=True)
     errors = [((a - e).abs().max() / e.abs().max()).item() for a, e in columns]
     return max(errors)
 
 
 def post(server: LocalTorchServe, body: dict | list, model: str = "gp") -> requests.Response:
     return requests.post(
-        f"{server.inference_url}/predictions/{model}", data=json.dumps(body),
-        headers={"Content-Type": JSON, **server.headers()}, timeout=120,
+        f"{server.inference_url}/predictions/{model}",
+        data=json.dumps(body),
+        headers={"Content-Type": JSON, **server.headers()},
+        timeout=120,
     )
 
 
@@ -55,8 +57,9 @@ def module(exported: Exported) -> torch.jit.ScriptModule:
 @pytest.mark.parametrize("q", [1, 5, 37])
 def test_full_matches_module_and_eager(server, exported, module, q: int, noise: bool) -> None:
     X = points(q, seed=q)
-    response = post(server, {"inputs": X.tolist(), "covariance": "full",
-                             "observation_noise": noise})
+    response = post(
+        server, {"inputs": X.tolist(), "covariance": "full", "observation_noise": noise}
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("application/json")
     answer = response.json()
@@ -64,7 +67,9 @@ def test_full_matches_module_and_eager(server, exported, module, q: int, noise: 
     assert answer["outputs"] == ["branin", "currin"]
     assert answer["covariance_layout"] == gp_artifact.COVARIANCE_LAYOUT == "output-major"
     assert answer["observation_noise"] is noise
-    mean, variance = (torch.tensor(answer[key], dtype=torch.float64) for key in ("mean", "variance"))
+    mean, variance = (
+        torch.tensor(answer[key], dtype=torch.float64) for key in ("mean", "variance")
+    )
     covariance = torch.tensor(answer["covariance"], dtype=torch.float64)
     assert mean.shape == variance.shape == (q, 2) and covariance.shape == (2 * q, 2 * q)
 
@@ -101,12 +106,19 @@ def test_diag_and_none(server) -> None:
     covariance = torch.tensor(full["covariance"], dtype=torch.float64)
     # a full answer's variances are its covariance's diagonal (one module call); without
     # a covariance they come from mean_var, whose rounding differs in the last bits
-    assert (torch.tensor(full["variance"], dtype=torch.float64).t().flatten().tolist()
-            == covariance.diagonal().tolist())
+    assert (
+        torch.tensor(full["variance"], dtype=torch.float64).t().flatten().tolist()
+        == covariance.diagonal().tolist()
+    )
     for answer in (diag, none):
         assert answer["mean"] == full["mean"] and answer["variance"] == diag["variance"]
-        assert relative_error(torch.tensor(answer["variance"], dtype=torch.float64),
-                              torch.tensor(full["variance"], dtype=torch.float64)) <= TOLERANCE
+        assert (
+            relative_error(
+                torch.tensor(answer["variance"], dtype=torch.float64),
+                torch.tensor(full["variance"], dtype=torch.float64),
+            )
+            <= TOLERANCE
+        )
 
 
 def test_request_forms_agree(server) -> None:
@@ -119,15 +131,21 @@ def test_request_forms_agree(server) -> None:
     kserve = post(server, {"instances": named, "covariance": "diag"}).json()
     assert kserve["mean"] == expected["mean"]
     assert kserve["predictions"] == [
-        {"mean": m, "variance": v} for m, v in zip(expected["mean"], expected["variance"])
+        {"mean": m, "variance": v}
+        for m, v in zip(expected["mean"], expected["variance"], strict=True)
     ]
 
 
 def test_extrapolation_lists_points_outside_training_bounds(server, exported) -> None:
     bounds = gp_artifact.load_metadata(exported.directory).input_bounds
     inside = [(lo + hi) / 2 for lo, hi in bounds]
-    X = [inside, [bounds[0][0] - 0.5, inside[1]], inside, [inside[0], bounds[1][1] + 1e-9],
-         [bounds[0][0], bounds[1][1]]]
+    X = [
+        inside,
+        [bounds[0][0] - 0.5, inside[1]],
+        inside,
+        [inside[0], bounds[1][1] + 1e-9],
+        [bounds[0][0], bounds[1][1]],
+    ]
     answer = post(server, {"inputs": X, "covariance": "none"}).json()
     assert answer["extrapolation"] == [1, 3]
 
@@ -138,8 +156,10 @@ def test_full_covariance_limit(server) -> None:
     assert response.status_code == 413
     assert response.json() == {
         "error": 'a full covariance is limited to 2000 points, got 2001; send "covariance": '
-                 '"diag" (or "none") for more points (a 4002 x 4002 covariance; at most 4000 '
-                 'rows for 2 outputs)', "code": 413}
+        '"diag" (or "none") for more points (a 4002 x 4002 covariance; at most 4000 '
+        "rows for 2 outputs)",
+        "code": 413,
+    }
     diag = post(server, {"inputs": X, "covariance": "diag"})
     assert diag.status_code == 200 and len(diag.json()["variance"]) == 2001
 
@@ -173,10 +193,25 @@ def test_csv_10000_rows_with_curl(server, points_csv, module, tmp_path: Path) ->
     path, X = points_csv
     out = tmp_path / "scores.csv"
     result = subprocess.run(
-        ["curl", "-sS", "--data-binary", f"@{path}", "-H", "Content-Type: text/csv",
-         "-H", f"Authorization: {server.headers()['Authorization']}",
-         "-o", str(out), "-w", "%{http_code} %{content_type}", server.predict_url],
-        capture_output=True, text=True, check=True, timeout=300,
+        [
+            "curl",
+            "-sS",
+            "--data-binary",
+            f"@{path}",
+            "-H",
+            "Content-Type: text/csv",
+            "-H",
+            f"Authorization: {server.headers()['Authorization']}",
+            "-o",
+            str(out),
+            "-w",
+            "%{http_code} %{content_type}",
+            server.predict_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     assert result.stdout.startswith("200 text/csv"), result.stdout + result.stderr
     check_scores(out.read_text(), X, module)
@@ -185,8 +220,12 @@ def test_csv_10000_rows_with_curl(server, points_csv, module, tmp_path: Path) ->
 def test_csv_without_header(server, module) -> None:
     X = points(3, seed=8)
     body = "".join(f"{a!r},{b!r}\n" for a, b in X.tolist())
-    response = requests.post(server.predict_url, data=body,
-                             headers={"Content-Type": "text/csv", **server.headers()}, timeout=60)
+    response = requests.post(
+        server.predict_url,
+        data=body,
+        headers={"Content-Type": "text/csv", **server.headers()},
+        timeout=60,
+    )
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/csv")
     check_scores(response.text, X, module)
 
@@ -194,8 +233,12 @@ def test_csv_without_header(server, module) -> None:
 def test_python_client_in_chunks(server, points_csv, module, tmp_path: Path) -> None:
     path, X = points_csv
     out = tmp_path / "scores.csv"
-    assert score_csv(path, out, server.predict_url, chunk_rows=3000, progress=False,
-                     headers=server.headers()) == 10_000
+    assert (
+        score_csv(
+            path, out, server.predict_url, chunk_rows=3000, progress=False, headers=server.headers()
+        )
+        == 10_000
+    )
     check_scores(out.read_text(), X, module)
 
 
@@ -229,12 +272,18 @@ def worker_pids(server: LocalTorchServe, model: str = "gp") -> list[int]:
     return server.worker_pids(model)
 
 
-@pytest.mark.parametrize("name, content_type, body, error", BAD_REQUESTS,
-                         ids=[case[0] for case in BAD_REQUESTS])
-def test_bad_request_is_400_json(server, name: str, content_type: str, body: str,
-                                 error: str) -> None:
-    response = requests.post(server.predict_url, data=body.encode(),
-                             headers={"Content-Type": content_type, **server.headers()}, timeout=60)
+@pytest.mark.parametrize(
+    "name, content_type, body, error", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS]
+)
+def test_bad_request_is_400_json(
+    server, name: str, content_type: str, body: str, error: str
+) -> None:
+    response = requests.post(
+        server.predict_url,
+        data=body.encode(),
+        headers={"Content-Type": content_type, **server.headers()},
+        timeout=60,
+    )
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"].startswith("application/json")
     assert response.json() == {"error": error, "code": 400}
@@ -243,8 +292,12 @@ def test_bad_request_is_400_json(server, name: str, content_type: str, body: str
 def test_bad_requests_leave_workers_alive(server) -> None:
     before = worker_pids(server)
     statuses = {
-        requests.post(server.predict_url, data=body.encode(),
-                      headers={"Content-Type": content_type, **server.headers()}, timeout=60).status_code
+        requests.post(
+            server.predict_url,
+            data=body.encode(),
+            headers={"Content-Type": content_type, **server.headers()},
+            timeout=60,
+        ).status_code
         for _, content_type, body, _ in BAD_REQUESTS
     }
     assert statuses == {400}
@@ -253,19 +306,30 @@ def test_bad_requests_leave_workers_alive(server) -> None:
 
 
 def test_invalid_utf8_is_400(server) -> None:
-    response = requests.post(server.predict_url, data=b"\xff\xfe\x00", timeout=60,
-                             headers={"Content-Type": JSON, **server.headers()})
+    response = requests.post(
+        server.predict_url,
+        data=b"\xff\xfe\x00",
+        timeout=60,
+        headers={"Content-Type": JSON, **server.headers()},
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith(
-        "expected a UTF-8 encoded body, got invalid bytes: 'utf-8' codec can't decode byte 0xff")
+        "expected a UTF-8 encoded body, got invalid bytes: 'utf-8' codec can't decode byte 0xff"
+    )
 
 
 def test_json_sent_as_a_form_is_400(server) -> None:
-    response = requests.post(server.predict_url, data=b'{"inputs": [[0.1, 0.2]]}', timeout=60,
-                             headers={"Content-Type": "application/x-www-form-urlencoded", **server.headers()})
+    response = requests.post(
+        server.predict_url,
+        data=b'{"inputs": [[0.1, 0.2]]}',
+        timeout=60,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **server.headers()},
+    )
     assert response.status_code == 400
-    assert "(curl -d sends a form: add -H 'Content-Type: application/json')" in (
-        response.json()["error"])
+    assert (
+        "(curl -d sends a form: add -H 'Content-Type: application/json')"
+        in (response.json()["error"])
+    )
 
 
 def wait_for_log_line(server: LocalTorchServe, marker: str, words: list[str]) -> bool:
@@ -280,8 +344,10 @@ def wait_for_log_line(server: LocalTorchServe, marker: str, words: list[str]) ->
 
 def test_one_bad_request_in_a_batch(server, module) -> None:
     """``gpbatch`` (batchSize 4) answers a batch of 3 good and 1 bad request."""
-    bodies = [{"inputs": points(i + 1, seed=100 + i).tolist(), "covariance": "diag"}
-              for i in range(BATCH_SIZE)]
+    bodies = [
+        {"inputs": points(i + 1, seed=100 + i).tolist(), "covariance": "diag"}
+        for i in range(BATCH_SIZE)
+    ]
     bodies[2] = {"inputs": [[0.1, "bad"]]}
     barrier = threading.Barrier(BATCH_SIZE)
 
@@ -293,7 +359,7 @@ def test_one_bad_request_in_a_batch(server, module) -> None:
         responses = list(pool.map(send, bodies))
     assert [r.status_code for r in responses] == [200, 200, 400, 200]
     assert responses[2].json()["code"] == 400
-    for body, response in zip(bodies, responses):
+    for body, response in zip(bodies, responses, strict=True):
         if response.status_code == 200:
             mean = module.mean_var(torch.tensor(body["inputs"], dtype=torch.float64))[0]
             got = torch.tensor(response.json()["mean"], dtype=torch.float64)
@@ -305,9 +371,12 @@ def test_one_bad_request_in_a_batch(server, module) -> None:
 
 
 def test_management_describes_the_model(server, exported) -> None:
-    response = requests.get(f"{server.management_url}/models/gp",
-                            params={"customized": "true"}, headers=server.headers("management"),
-                            timeout=10)
+    response = requests.get(
+        f"{server.management_url}/models/gp",
+        params={"customized": "true"},
+        headers=server.headers("management"),
+        timeout=10,
+    )
     assert response.status_code == 200
     described = response.json()[0]
     assert described["batchSize"] == 1 and described["minWorkers"] == 2
@@ -334,4 +403,5 @@ def test_inputs_too_far_out_are_400(server) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == (
         "the posterior is not finite at points [0, 1] (first 10): expected inputs at a sane "
-        "distance from the training bounds")
+        "distance from the training bounds"
+    )

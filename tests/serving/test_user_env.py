@@ -33,14 +33,24 @@ SCRIPT = Path(__file__).with_name("user_env") / "fit_and_export.py"
 NAME = "gpuser"
 TOLERANCE = 1e-8
 # What a copy of the checkout leaves out: local environments and build outputs.
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "build", "logs", "model_store",
-                                     "__pycache__", "*.egg-info", ".pytest_cache",
-                                     ".ruff_cache", "wheelhouse")
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "build",
+    "logs",
+    "model_store",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "wheelhouse",
+)
 
 
 def _pip(python: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "pip", *args], check=True, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [str(python), "-m", "pip", *args], check=True, capture_output=True, text=True, timeout=900
+    )
 
 
 def _freeze(python: Path) -> set[str]:
@@ -62,12 +72,24 @@ def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _pip(python, "install", "--quiet", str(source))
     after = _freeze(python)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    run = subprocess.run([str(python), str(SCRIPT), str(root)], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [str(python), str(SCRIPT), str(root)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    return {"venv": venv, "python": python, "added": after - before, "removed": before - after,
-            "artifact": root / "model", "eager": json.loads((root / "eager.json").read_text()),
-            "env": env}
+    return {
+        "venv": venv,
+        "python": python,
+        "added": after - before,
+        "removed": before - after,
+        "artifact": root / "model",
+        "eager": json.loads((root / "eager.json").read_text()),
+        "env": env,
+    }
 
 
 def test_install_adds_only_gp_serve(user_env: dict) -> None:
@@ -81,30 +103,46 @@ def test_install_adds_only_gp_serve(user_env: dict) -> None:
     # imported from the installed copy, not from this checkout
     assert Path(versions["gp_serve_file"]).is_relative_to(user_env["venv"])
     probe = subprocess.run(
-        [str(user_env["python"]), "-c",
-         "import importlib.util as u; print([m for m in ('ts', 'model_archiver', 'orjson') "
-         "if u.find_spec(m)])"],
-        capture_output=True, text=True, check=True, env=user_env["env"], timeout=60)
+        [
+            str(user_env["python"]),
+            "-c",
+            "import importlib.util as u; print([m for m in ('ts', 'model_archiver', 'orjson') "
+            "if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=user_env["env"],
+        timeout=60,
+    )
     assert probe.stdout.strip() == "[]"
 
 
 def test_command_in_user_env(user_env: dict) -> None:
     """The installed ``gp-serve`` runs there, without TorchServe, and names its commands."""
     command = user_env["venv"] / "bin" / "gp-serve"
-    run = subprocess.run([str(command), "--help"], capture_output=True, text=True,
-                         env=user_env["env"], timeout=120)
+    run = subprocess.run(
+        [str(command), "--help"], capture_output=True, text=True, env=user_env["env"], timeout=120
+    )
     assert run.returncode == 0, run.stderr
     listed = re.findall(r"^  (\S+)\s", run.stdout.split("commands:")[-1], re.MULTILINE)
     assert {"export", "archive", "serve", "start", "stop", "describe", "score"} <= set(listed)
     # serving needs the [serve] extra: said so, not a traceback
-    serve = subprocess.run([str(command), "serve"], capture_output=True, text=True,
-                           env=user_env["env"], timeout=120)
+    serve = subprocess.run(
+        [str(command), "serve"], capture_output=True, text=True, env=user_env["env"], timeout=120
+    )
     assert (serve.returncode, serve.stdout) == (2, "")
     assert serve.stderr == (
         "error: gp-serve serve needs the package 'requests' (gp-serve's [serve] extra), which "
-        "is not installed here: pip install '<gp-serve checkout>[serve]'\n")
-    described = subprocess.run([str(command), "describe", str(user_env["artifact"])],
-                               capture_output=True, text=True, env=user_env["env"], timeout=120)
+        "is not installed here: pip install '<gp-serve checkout>[serve]'\n"
+    )
+    described = subprocess.run(
+        [str(command), "describe", str(user_env["artifact"])],
+        capture_output=True,
+        text=True,
+        env=user_env["env"],
+        timeout=120,
+    )
     assert described.returncode == 0, described.stderr
     assert "outputs (2): yield, cost" in described.stdout
 
@@ -125,15 +163,23 @@ def test_served_equals_user_eager(user_env: dict, server, tmp_path: Path) -> Non
     registered = requests.post(
         f"{server.management_url}/models",
         params={"url": f"{NAME}.mar", "initial_workers": 1, "synchronous": "true"},
-        headers=server.headers("management"), timeout=300)
+        headers=server.headers("management"),
+        timeout=300,
+    )
     assert registered.status_code == 200, registered.text
     try:
         for case in user_env["eager"]["cases"]:
             for noise, key in ((False, "noiseless"), (True, "noisy")):
                 response = requests.post(
-                    f"{server.inference_url}/predictions/{NAME}", headers=server.headers(),
-                    json={"inputs": case["points"], "covariance": "full",
-                          "observation_noise": noise}, timeout=60)
+                    f"{server.inference_url}/predictions/{NAME}",
+                    headers=server.headers(),
+                    json={
+                        "inputs": case["points"],
+                        "covariance": "full",
+                        "observation_noise": noise,
+                    },
+                    timeout=60,
+                )
                 assert response.status_code == 200, response.text
                 answer = response.json()
                 assert answer["outputs"] == ["yield", "cost"]
@@ -144,5 +190,8 @@ def test_served_equals_user_eager(user_env: dict, server, tmp_path: Path) -> Non
                     error = relative_error(served, eager)
                     assert error <= TOLERANCE, (len(case["points"]), key, part, error)
     finally:
-        requests.delete(f"{server.management_url}/models/{NAME}",
-                        headers=server.headers("management"), timeout=120)
+        requests.delete(
+            f"{server.management_url}/models/{NAME}",
+            headers=server.headers("management"),
+            timeout=120,
+        )

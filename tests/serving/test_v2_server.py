@@ -13,8 +13,8 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from gp_serve.handler import gp_artifact
 from gp_serve.export.gate import variance_of
+from gp_serve.handler import gp_artifact
 from tests.serving.conftest import Exported
 
 
@@ -31,23 +31,30 @@ def module(exported: Exported):
     return torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
 
 
-def infer(client, X: np.ndarray, binary: bool, outputs: list[str] | None = None,
-          **parameters):
+def infer(client, X: np.ndarray, binary: bool, outputs: list[str] | None = None, **parameters):
     tensor = triton.InferInput("X", list(X.shape), "FP64")
     tensor.set_data_from_numpy(X, binary_data=binary)
-    requested = None if outputs is None else [
-        triton.InferRequestedOutput(name, binary_data=binary) for name in outputs]
-    return client.infer("gp", [tensor], outputs=requested, parameters=parameters or None,
-                        headers=dict(client.gp_headers))  # (tritonclient writes into it)
+    requested = (
+        None
+        if outputs is None
+        else [triton.InferRequestedOutput(name, binary_data=binary) for name in outputs]
+    )
+    return client.infer(
+        "gp",
+        [tensor],
+        outputs=requested,
+        parameters=parameters or None,
+        headers=dict(client.gp_headers),
+    )  # (tritonclient writes into it)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 @pytest.mark.parametrize("noisy", [False, True])
-def test_tritonclient_full_answer_is_the_module(client, module, exported: Exported, binary: bool,
-                                                noisy: bool) -> None:
+def test_tritonclient_full_answer_is_the_module(
+    client, module, exported: Exported, binary: bool, noisy: bool
+) -> None:
     X = np.random.default_rng(7).uniform(-0.1, 1.1, size=(5, 2))
-    result = infer(client, X, binary, ["mean", "variance", "covariance"],
-                   observation_noise=noisy)
+    result = infer(client, X, binary, ["mean", "variance", "covariance"], observation_noise=noisy)
     mean, covariance = (module.forward_noisy if noisy else module.forward)(torch.from_numpy(X))
     assert np.array_equal(result.as_numpy("mean"), mean.numpy())
     assert np.array_equal(result.as_numpy("covariance"), covariance.numpy())
@@ -57,9 +64,12 @@ def test_tritonclient_full_answer_is_the_module(client, module, exported: Export
     bounds = np.array(gp_artifact.load_metadata(exported.directory).input_bounds)
     outside = ((X < bounds[:, 0]) | (X > bounds[:, 1])).any(axis=1).nonzero()[0].tolist()
     assert outside  # (some points are outside: the answer says which)
-    assert answer["parameters"] == {"outputs": ["branin", "currin"],
-                                    "covariance_layout": "output-major",
-                                    "observation_noise": noisy, "extrapolation": outside}
+    assert answer["parameters"] == {
+        "outputs": ["branin", "currin"],
+        "covariance_layout": "output-major",
+        "observation_noise": noisy,
+        "extrapolation": outside,
+    }
     assert [o["name"] for o in answer["outputs"]] == ["mean", "variance", "covariance"]
 
 
@@ -81,12 +91,15 @@ def test_tritonclient_errors_are_4xx_with_the_rule(client) -> None:
     with pytest.raises(InferenceServerException) as info:
         infer(client, np.zeros((2, 3)), False)
     assert info.value.status() == "400"
-    assert info.value.message() == ("inputs[0].shape: expected [q, 2] with q >= 1 (inputs "
-                                    "['x1', 'x2']), got [2, 3]")
+    assert info.value.message() == (
+        "inputs[0].shape: expected [q, 2] with q >= 1 (inputs ['x1', 'x2']), got [2, 3]"
+    )
     with pytest.raises(InferenceServerException) as info:
         infer(client, np.zeros((2, 2)), True, ["std"])
-    assert info.value.message() == ("outputs[0].name: expected one of ['mean', 'variance', "
-                                    "'covariance'], each once, got a string (\"std\")")
+    assert info.value.message() == (
+        "outputs[0].name: expected one of ['mean', 'variance', "
+        "'covariance'], each once, got a string (\"std\")"
+    )
 
 
 def test_health_routes(server, client) -> None:
@@ -96,15 +109,18 @@ def test_health_routes(server, client) -> None:
     assert client.is_server_ready(headers=dict(client.gp_headers))
     base, key = server.inference_url, server.headers()
     assert requests.get(f"{base}/v2/health/live", headers=key, timeout=10).json() == {"live": True}
-    assert requests.get(f"{base}/v2/health/ready", headers=key,
-                        timeout=10).json() == {"ready": True}
+    assert requests.get(f"{base}/v2/health/ready", headers=key, timeout=10).json() == {
+        "ready": True
+    }
     assert requests.get(f"{base}/v2/models/gp/ready", headers=key, timeout=10).status_code == 404
-    assert requests.get(f"{base}/v2/models/gp", headers=key,
-                        timeout=10).status_code in (404, 405)
+    assert requests.get(f"{base}/v2/models/gp", headers=key, timeout=10).status_code in (404, 405)
 
 
 def test_v1_contract_unchanged(server) -> None:
-    answer = requests.post(f"{server.inference_url}/v1/models/gp:predict", timeout=30,
-                           headers=server.headers(),
-                           json={"instances": [[0.5, 0.5]], "covariance": "diag"}).json()
+    answer = requests.post(
+        f"{server.inference_url}/v1/models/gp:predict",
+        timeout=30,
+        headers=server.headers(),
+        json={"instances": [[0.5, 0.5]], "covariance": "diag"},
+    ).json()
     assert answer["outputs"] == ["branin", "currin"] and len(answer["predictions"]) == 1

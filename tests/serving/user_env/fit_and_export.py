@@ -39,8 +39,13 @@ SIZES = (1, 6, 40)
 def objective(X: torch.Tensor) -> torch.Tensor:
     """Two smooth outputs of three inputs on very different scales (`n x 3` -> `n x 2`)."""
     u = (X - LOWER) / (UPPER - LOWER)
-    return torch.stack([torch.sin(3 * u[:, 0]) + u[:, 1] ** 2 - 0.5 * u[:, 2],
-                        50.0 + 20.0 * torch.cos(2 * u[:, 0] * u[:, 2]) + 5 * u[:, 1]], -1)
+    return torch.stack(
+        [
+            torch.sin(3 * u[:, 0]) + u[:, 1] ** 2 - 0.5 * u[:, 2],
+            50.0 + 20.0 * torch.cos(2 * u[:, 0] * u[:, 2]) + 5 * u[:, 1],
+        ],
+        -1,
+    )
 
 
 def output_major(mvn) -> torch.Tensor:
@@ -59,17 +64,27 @@ def main(out: Path) -> None:
     X = LOWER + (UPPER - LOWER) * torch.rand(30, 3, dtype=torch.float64)
     Y = objective(X) + 0.01 * torch.randn(30, 2, dtype=torch.float64)
     model = SingleTaskGP(
-        X, Y, covar_module=ScaleKernel(MaternKernel(nu=1.5, ard_num_dims=3)),
-        input_transform=Normalize(d=3), outcome_transform=Standardize(m=2))
+        X,
+        Y,
+        covar_module=ScaleKernel(MaternKernel(nu=1.5, ard_num_dims=3)),
+        input_transform=Normalize(d=3),
+        outcome_transform=Standardize(m=2),
+    )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
-    export_model(model, out / "model", input_names=INPUTS, output_names=OUTPUTS,
-                 input_bounds=torch.stack([LOWER, UPPER], -1))
+    export_model(
+        model,
+        out / "model",
+        input_names=INPUTS,
+        output_names=OUTPUTS,
+        input_bounds=torch.stack([LOWER, UPPER], -1),
+    )
     cases = []
     generator = torch.Generator().manual_seed(5)
     for q in SIZES:
-        points = LOWER + (UPPER - LOWER) * torch.rand(q, 3, dtype=torch.float64,
-                                                     generator=generator)
+        points = LOWER + (UPPER - LOWER) * torch.rand(
+            q, 3, dtype=torch.float64, generator=generator
+        )
         case = {"points": points.tolist()}
         with torch.no_grad():
             for noise in (False, True):
@@ -80,9 +95,13 @@ def main(out: Path) -> None:
                     "covariance": output_major(posterior.distribution).tolist(),
                 }
         cases.append(case)
-    versions = {"botorch": botorch.__version__, "gpytorch": gpytorch.__version__,
-                "torch": torch.__version__, "gp_serve": gp_serve.__version__,
-                "gp_serve_file": gp_serve.__file__}
+    versions = {
+        "botorch": botorch.__version__,
+        "gpytorch": gpytorch.__version__,
+        "torch": torch.__version__,
+        "gp_serve": gp_serve.__version__,
+        "gp_serve_file": gp_serve.__file__,
+    }
     (out / "eager.json").write_text(json.dumps({"versions": versions, "cases": cases}))
 
 
