@@ -70,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="single: one SingleTaskGP for all outputs (default); list: a "
                         "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
                         "where it is observed; multitask: a MultiTaskGP, one task per "
-                        "output (correlated outputs); kronecker: a KroneckerMultiTaskGP, every output at "
-                        "every row, with a learned task covariance (correlated outputs); saas: a SaasFullyBayesianSingleTaskGP "
-                        "(one output, NUTS; needs BoTorch's fully Bayesian extra on 0.13+). "
+                        "output (correlated outputs); kronecker: a KroneckerMultiTaskGP, "
+                        "every output at every row, with a learned task covariance (correlated "
+                        "outputs); saas: a SaasFullyBayesianSingleTaskGP (one output, NUTS; "
+                        "needs BoTorch's fully Bayesian extra on 0.13+). "
                         "list and multitask allow empty output cells (not observed there)")
     parser.add_argument("--categorical", type=_names,
                         help="input columns holding category codes (numbers): fits a "

@@ -1,16 +1,6 @@
-"""How a family's posterior is compiled: for TorchScript, or for ``torch.export``.
-
-Every family builds its posterior the same way: prior terms (the model's own input
-transform, mean and kernel modules, evaluated on the test points) at the leaves, and
-plain tensor algebra above them. Only the leaves and the last step depend on the target:
-
-- `TORCHSCRIPT`: the prior terms are traced (``torch.jit.trace_module``) at example points
-  and the algebra is scripted. The trace freezes the kernels' data-dependent Python
-  branches (GPyTorch's ``torch.equal(x1, x2)`` shortcut) at the example points.
-- `EXPORTABLE`: the prior terms stay eager modules and the algebra stays Python, ready for
-  ``torch.export`` (`export.portable`). ``torch.export`` cannot evaluate ``torch.equal`` on
-  symbolic points, so the terms record each method's ``torch.equal`` answers at the same
-  example points and replay them while exporting: the same branches the trace freezes.
+"""How a family's posterior is compiled: prior terms (the model's own modules) at the leaves
+and tensor algebra above them, traced and scripted for TorchScript (`TORCHSCRIPT`) or kept
+eager for ``torch.export`` (`EXPORTABLE`). See docs/formats.md, "How the posterior exports".
 """
 
 from __future__ import annotations
@@ -18,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
-from unittest import mock
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ContextManager
+from unittest import mock
 
 import gpytorch.kernels.kernel as gpytorch_kernel
 import torch
@@ -31,7 +21,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 from gp_serve.export.torchscript import quiet_torchscript
 
 # The GPyTorch settings a family evaluates its prior terms under (e.g. ``trace_mode``).
-Settings = Callable[[], ContextManager]
+Settings = Callable[[], AbstractContextManager]
 
 
 @dataclass(frozen=True)
@@ -226,5 +216,9 @@ def _exportable_distances() -> Iterator[None]:
         yield
 
 
+# The prior terms traced (``torch.jit.trace_module``) at example points, which freezes the
+# kernels' data-dependent branches (GPyTorch's ``torch.equal(x1, x2)``); the algebra scripted.
 TORCHSCRIPT = Compiler("torchscript", _trace_terms, _script)
+# The prior terms eager, replaying the ``torch.equal`` answers at the same example points
+# (``torch.export`` cannot evaluate them on symbolic points); the algebra plain Python.
 EXPORTABLE = Compiler("exportable", ReplayedTerms, lambda module: module)

@@ -108,13 +108,14 @@ def validate(
             raise DataError(f"expected finite {label}, got a NaN or infinity in row {row + 1}")
     if Yvar is not None and (Yvar[observed] < 0).any():
         raise DataError("expected non-negative noise variances, got a negative one")
-    for name, column, seen in zip(output_names, Y.unbind(-1), observed.unbind(-1)):
+    for name, column, seen in zip(output_names, Y.unbind(-1), observed.unbind(-1), strict=True):
         values = column[seen]
         if values.numel() < 2:
             raise DataError(f"expected at least 2 observed rows of output {name!r}, "
                             f"got {values.numel()}")
         if bool((values == values[0]).all()):
-            raise DataError(f"expected output {name!r} to vary, got the constant {float(values[0])}")
+            raise DataError(
+                f"expected output {name!r} to vary, got the constant {float(values[0])}")
     return TrainingData(
         X.to(torch.float64),
         Y.to(torch.float64),

@@ -1,68 +1,87 @@
 """Model families and the one dispatch: which compiler handles which fitted model.
 
-A family is one module of the export package that compiles one kind of BoTorch model
-into the common TorchScript posterior (``forward``/``forward_noisy``: mean `q x m` and
-output-major covariance `(q*m) x (q*m)`; ``mean_var``/``mean_var_noisy``: mean and
-variance `q x m`). This module knows the families and picks one; nothing else branches
-on the model's class.
+A family is one module of the export package that compiles one kind of BoTorch model into
+a `export.engine.CompiledPosterior`; this module knows the families and picks one, and
+nothing else branches on the model's class. See docs/export.md, "Model families".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import torch
 from botorch.models import KroneckerMultiTaskGP, ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
-from torch import Tensor
+from torch import Tensor, nn
 
-from gp_serve.export import fully_bayesian, gate, kronecker, model_list, multitask, posterior
+from gp_serve.export import (
+    engine,
+    fully_bayesian,
+    gate,
+    kronecker,
+    model_list,
+    multitask,
+    posterior,
+)
+from gp_serve.export.compiler import Compiler
+
+M = TypeVar("M", bound=Model)
+M_contra = TypeVar("M_contra", bound=Model, contravariant=True)
+
+
+class Trace(Protocol[M_contra]):
+    """A family's compiler: ``trace(model, example_X)`` for TorchScript, or with
+    ``compiler=EXPORTABLE`` for ``torch.export`` (`export.compiler`)."""
+
+    def __call__(self, model: M_contra, example_X: Tensor, compiler: Compiler = ...
+                 ) -> nn.Module:
+        ...
 
 
 @dataclass(frozen=True)
-class Family:
+class Family(Generic[M]):
     """One kind of model the export handles.
 
     Attributes:
         name: The family's name (``--model`` on the command line).
         model_type: The BoTorch class (and its subclasses) it compiles.
-        trace: Compiles a fitted model, given a `q x d` example input.
+        trace: Compiles a fitted model, given a `q x d` example input (and a `Compiler`).
+        correlated_outputs: Whether the served covariance has non-zero cross-output blocks.
         training_inputs: The raw `N_k x d` training inputs (one per model part).
         training_tensors: The tensors the model was conditioned on (for a hash).
-        correlated_outputs: Whether the served covariance has non-zero cross-output blocks.
         eager_moments: The eager posterior the gate compares with (mean, variance and
             output-major covariance at `q x d` ``X``, with or without observation noise).
     """
 
     name: str
-    model_type: type
-    trace: Callable[[Model, Tensor], torch.jit.ScriptModule]
-    training_inputs: Callable[[Model], list[Tensor]]
-    training_tensors: Callable[[Model], list[Tensor]]
+    model_type: type[M]
+    trace: Trace[M]
     correlated_outputs: bool
-    eager_moments: Callable[[Model, Tensor, bool], dict[str, Tensor]] = gate.eager_moments
+    training_inputs: Callable[[M], list[Tensor]] = engine.training_inputs
+    training_tensors: Callable[[M], list[Tensor]] = engine.training_tensors
+    eager_moments: Callable[[M, Tensor, bool], dict[str, Tensor]] = gate.eager_moments
 
 
-FAMILIES = (
-    Family("single", SingleTaskGP, posterior.trace_single_task, posterior.training_inputs,
-           posterior.training_tensors, correlated_outputs=False),
-    Family("list", ModelListGP, model_list.trace_model_list, model_list.training_inputs,
-           model_list.training_tensors, correlated_outputs=False),
-    Family("multitask", MultiTaskGP, multitask.trace_multitask, multitask.training_inputs,
-           multitask.training_tensors, correlated_outputs=True),
+FAMILIES: tuple[Family[Any], ...] = (
+    Family("single", SingleTaskGP, posterior.trace_single_task, correlated_outputs=False),
+    Family("list", ModelListGP, model_list.trace_model_list, correlated_outputs=False,
+           training_inputs=model_list.training_inputs,
+           training_tensors=model_list.training_tensors),
+    Family("multitask", MultiTaskGP, multitask.trace_multitask, correlated_outputs=True,
+           training_inputs=multitask.training_inputs),
     # (the exact posterior: BoTorch's closed-form variance is off for unequal task noises)
     Family("kronecker", KroneckerMultiTaskGP, kronecker.trace_kronecker,
-           posterior.training_inputs, kronecker.training_tensors, correlated_outputs=True,
-           eager_moments=kronecker.eager_moments),
+           correlated_outputs=True, eager_moments=kronecker.eager_moments),
     # (its training data are a single-task model's: one batch of N points, not per sample)
     Family("saas", SaasFullyBayesianSingleTaskGP, fully_bayesian.trace_fully_bayesian,
-           posterior.training_inputs, posterior.training_tensors, correlated_outputs=False),
+           correlated_outputs=False),
 )
 
 
-def family_of(model: Model) -> Family:
+def family_of(model: Model) -> Family[Any]:
     """The family that compiles ``model``.
 
     Raises:
@@ -97,7 +116,8 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
     Raises:
         TypeError: If the model's class is not supported.
     """
-    return family_of(model).trace(model, example_X)
+    # (TORCHSCRIPT, the default compiler, finishes with torch.jit.script)
+    return cast(torch.jit.ScriptModule, family_of(model).trace(model, example_X))
 
 
 def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from botorch.fit import fit_gpytorch_mll
 import torch
-from botorch.models import (KroneckerMultiTaskGP, MixedSingleTaskGP, ModelListGP, MultiTaskGP,
-                            SingleTaskGP)
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import (
+    KroneckerMultiTaskGP,
+    MixedSingleTaskGP,
+    ModelListGP,
+    MultiTaskGP,
+    SingleTaskGP,
+)
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize

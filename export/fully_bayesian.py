@@ -1,28 +1,22 @@
 """The fully Bayesian family: ``SaasFullyBayesianSingleTaskGP`` (SAAS priors, MCMC samples).
 
-The fitted model is a batch of ``S`` GPs, one per MCMC sample of its hyperparameters;
-eager BoTorch's posterior is their equal-weight Gaussian mixture, whose moments it exposes
-as ``mixture_mean``, ``mixture_variance`` and ``mixture_covariance_matrix``. Here the ``S``
-per-sample posteriors are the single-task family's `ExactPosterior` over the sample batch
-(caches from eager; test points broadcast to the batch as GPyTorch broadcasts them), and
-the mixture moments are scripted with eager's formulas. The served artifact needs neither
-BoTorch nor the MCMC libraries (JAX, NumPyro, Pyro) the model was fitted with.
+The engine's `ExactPosterior` over the batch of ``S`` MCMC samples, and the moments of
+their equal-weight mixture scripted with eager's formulas (``mixture_mean``, ...); the
+artifact needs neither BoTorch nor the MCMC libraries. See docs/export.md, "Model families".
 """
 
 from __future__ import annotations
-
-from typing import Tuple
 
 import torch
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from torch import Tensor, nn
 
-from gp_serve.export import posterior as single_task
+from gp_serve.export import engine
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 from gp_serve.export.prior_terms import trace_prior_terms
 
 
-class MixturePosterior(nn.Module):
+class MixturePosterior(engine.CompiledPosterior):
     """The moments of the equal-weight mixture of ``S`` single-output GP posteriors."""
 
     def __init__(self, samples: nn.Module, num_samples: int) -> None:
@@ -35,32 +29,18 @@ class MixturePosterior(nn.Module):
         self.samples = samples
         self.num_samples = num_samples
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Mixture mean `q x 1` and covariance `q x q`."""
-        return self._mean_covariance(X, False)
-
-    @torch.jit.export
-    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        return self._mean_covariance(X, True)
-
-    @torch.jit.export
-    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Mixture mean and variance, both `q x 1`."""
-        return self._mean_variance(*self.samples.mean_var(X))
-
-    @torch.jit.export
-    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        return self._mean_variance(*self.samples.mean_var_noisy(X))
-
-    def _mean_variance(self, means: Tensor, variances: Tensor) -> Tuple[Tensor, Tensor]:
-        """From per-sample `q x S` moments, as ``GaussianMixturePosterior`` does."""
+    def _marginal(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        """Mixture mean and variance, both `q x 1`, from the per-sample `q x S` moments as
+        ``GaussianMixturePosterior`` computes them."""
+        means, variances = self.samples.mean_var_noisy(X) if noisy else self.samples.mean_var(X)
         s = self.num_samples
         t1 = variances.sum(dim=-1) / s
         t2 = means.pow(2).sum(dim=-1) / s
         t3 = -(means.sum(dim=-1) / s).pow(2)
         return means.mean(dim=-1).unsqueeze(-1), (t1 + t2 + t3).unsqueeze(-1)
 
-    def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+    def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        """Mixture mean `q x 1` and covariance `q x q`."""
         means, blocks = self.samples.blocks(X, noisy)  # q x S, S x q x q
         mean = means.mean(dim=-1)
         t1 = blocks.sum(dim=0) / self.num_samples
@@ -83,6 +63,7 @@ def trace_fully_bayesian(
     Returns:
         A ScriptModule with the four methods (one output: mean `q x 1`, covariance `q x q`).
     """
+    engine.check_model(model, example_X)
     if model.num_outputs != 1:
         raise ValueError(f"expected a single-output fully Bayesian model, got "
                          f"{model.num_outputs} outputs")
@@ -94,12 +75,12 @@ def trace_fully_bayesian(
         raise ValueError("expected a fitted fully Bayesian model (a batch of MCMC samples), "
                          f"got batch shape {tuple(batch)}: fit it or load its samples first")
     num_samples = batch[0]
-    frozen = single_task.frozen_copy(model)
+    frozen = engine.frozen_copy(model)
     example_X = example_X.detach().to(torch.float64)
-    y_mean, y_std = single_task._outcome_scale(frozen)  # (one output: shared by the samples)
-    prior = trace_prior_terms(frozen, single_task._tracing_points(example_X, frozen),
-                              batch=num_samples, compiler=compiler)
-    samples = single_task.exact_posterior(
-        frozen, prior, example_X, single_task._observation_noise(frozen),
+    y_mean, y_std = engine.outcome_scale(frozen)  # (one output: shared by the samples)
+    points = engine.tracing_points(example_X, frozen.train_inputs[0].size(-2))
+    prior = trace_prior_terms(frozen, points, batch=num_samples, compiler=compiler)
+    samples = engine.exact_posterior(
+        frozen, prior, example_X, engine.observation_noise(frozen),
         y_mean.expand(num_samples).clone(), y_std.expand(num_samples).clone())
     return compiler.finish(MixturePosterior(compiler.finish(samples), num_samples))

@@ -1,15 +1,22 @@
-"""The exactness gate: a compiled posterior must equal eager BoTorch before it ships."""
+"""The exactness gate: a compiled posterior must equal eager BoTorch before it ships.
+
+Every method of every format is compared with the eager posterior at fresh seeded points;
+see docs/export.md, "Design: the corrected posterior".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from botorch.models.model import Model
 from torch import Tensor
 
+from gp_serve.export.interface import method_name
 from gp_serve.handler import gp_artifact
+from gp_serve.handler.gp_formats import PosteriorModule
 
 TOLERANCE = 1e-8
 GATE_SIZES = (1, 2, 7, 64, 257)
@@ -84,7 +91,8 @@ def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
     (``mixture_mean``, ``mixture_variance``, ``mixture_covariance_matrix``).
     """
     with torch.no_grad():
-        eager = model.posterior(X, observation_noise=noisy)
+        # (a GPyTorchPosterior, or a GaussianMixturePosterior with the mixture's moments)
+        eager: Any = model.posterior(X, observation_noise=noisy)
         if hasattr(eager, "mixture_mean"):
             moments = {"mean": eager.mixture_mean, "variance": eager.mixture_variance,
                        "covariance": eager.mixture_covariance_matrix}
@@ -102,7 +110,7 @@ def variance_of(covariance: Tensor, q: int) -> Tensor:
 
 
 def check(
-    module: torch.jit.ScriptModule,
+    module: PosteriorModule,
     model: Model,
     bounds: Tensor,
     sizes: tuple[int, ...] = GATE_SIZES,
@@ -112,7 +120,8 @@ def check(
     """Compare every method of ``module`` with the eager posterior (``reference``).
 
     Args:
-        module: The compiled posterior (ideally as loaded back from disk).
+        module: The compiled posterior in any format (ideally as loaded back from disk:
+            a ScriptModule, or ``gp_formats``' pt2 and ONNX posteriors).
         model: The fitted model it was compiled from.
         bounds: `d x 2` input bounds for the fresh test points.
         sizes: Numbers of points to check.
@@ -130,17 +139,17 @@ def check(
     for q in sizes:
         X = sample_points(bounds, q, GATE_SEED + q)
         for noisy in (False, True):
-            suffix = "_noisy" if noisy else ""
+            joint, marginal = method_name("full", noisy), method_name("diag", noisy)
             expected = reference(model, X, noisy)
             with torch.no_grad():
-                mean, covariance = getattr(module, "forward" + suffix)(X)
-                mv_mean, variance = getattr(module, "mean_var" + suffix)(X)
+                mean, covariance = getattr(module, joint)(X)
+                mv_mean, variance = getattr(module, marginal)(X)
             pairs = {
-                ("forward" + suffix, "mean"): mean,
-                ("forward" + suffix, "covariance"): covariance,
-                ("forward" + suffix, "variance"): variance_of(covariance, q),
-                ("mean_var" + suffix, "mean"): mv_mean,
-                ("mean_var" + suffix, "variance"): variance,
+                (joint, "mean"): mean,
+                (joint, "covariance"): covariance,
+                (joint, "variance"): variance_of(covariance, q),
+                (marginal, "mean"): mv_mean,
+                (marginal, "variance"): variance,
             }
             for (method, quantity), actual in pairs.items():
                 error = relative_error(actual, expected[quantity])

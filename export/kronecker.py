@@ -1,31 +1,11 @@
 """The Kronecker multi-task family: ``KroneckerMultiTaskGP`` (all outputs at the same points).
 
-The model's prior over outputs ``t`` at points ``x`` is ``K_x(x, x') K_T[t, t']`` with a
-learned task covariance ``K_T`` (`m x m`) and observation noise ``I_N (x) S`` with a task
-noise covariance ``S`` (`m x m`). Its exact posterior at `q` test points is, output-major
-(row ``t*q + i``), with ``A = K_XX (x) K_T + I_N (x) S``::
-
-    mean  = mu(x*) + K_*X alpha K_T                      (alpha = A^-1 (y - mu(X)), `N x m`)
-    cov   = K_T (x) K_**  -  (K_T (x) K_*X) A^-1 (K_T (x) K_X*)
-
-which is what GPyTorch's exact prediction (``model(x)``) computes and the joint
-covariance BoTorch's ``MultitaskGPPosterior`` draws its samples from. ``A^-1`` is never
-formed: with ``S = L L^T``, ``K_XX = U diag(l) U^T`` and ``L^-1 K_T L^-T = V diag(s) V^T``,
-``A^-1 = (I (x) L^-T V) (U (x) I) D (U (x) I)^T (I (x) V^T L^-1)`` with the `N x m` weights
-``D[a, b] = 1 / (l_a s_b + 1)`` (all in ``(0, 1]``: the whitened form is well conditioned).
-The eigendecompositions are computed once at export; at prediction the cost is that of a
-single-output GP per task eigenvector, `O(m q^2 N)` for the covariance.
-
-BoTorch's own ``posterior`` for this class is not used as the reference: its closed-form
-variance treats the task noise as diagonal in the task covariance's eigenbasis, which holds
-only when every task has the same noise (otherwise it differs from its own samples by tens
-of percent), and BoTorch 0.12's posterior mean ignores an input transform's effect on its
-cached training terms. See docs/export.md, "Kronecker multi-task GP".
+Served as the model's exact joint posterior (the one BoTorch samples from), not BoTorch's
+closed-form ``posterior``, which is off for unequal task noises. See docs/export.md,
+"Kronecker multi-task GP: which "eager" is served".
 """
 
 from __future__ import annotations
-
-from typing import Tuple
 
 import gpytorch
 import torch
@@ -33,55 +13,29 @@ from botorch.models import KroneckerMultiTaskGP
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal
 from gpytorch.likelihoods import MultitaskGaussianLikelihood
-from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
-from gp_serve.export import posterior as single_task
+from gp_serve.export import engine
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.prior_terms import trace_prior_terms
 
 
-class KroneckerPriorTerms(nn.Module):
-    """Input transform, prior mean and data-kernel blocks of a ``KroneckerMultiTaskGP``.
-
-    The model is held outside the module tree, so tracing bakes its fitted
-    hyperparameters and transformed training inputs in as constants.
-    """
-
-    def __init__(self, model: KroneckerMultiTaskGP) -> None:
-        super().__init__()
-        self.__dict__["_model"] = model
-        self._train_x: Tensor = model.train_inputs[0].detach()
-
-    def inputs(self, X: Tensor) -> Tensor:
-        """`q x d` raw points to the model's `q x d` test inputs."""
-        return self._model.transform_inputs(X)
-
-    def prior_mean(self, x: Tensor) -> Tensor:
-        """Prior mean, `q x m`."""
-        return self._model.mean_module(x)
-
-    def cross(self, x: Tensor) -> Tensor:
-        """Data kernel between test and training points, `q x N`."""
-        return self._kernel(x, self._train_x)
-
-    def test_test(self, x: Tensor) -> Tensor:
-        """Data kernel among the test points, `q x q`."""
-        return self._kernel(x, x)
-
-    def diag(self, x: Tensor) -> Tensor:
-        """Diagonal of the test data kernel, `q`."""
-        return self._model.covar_module.data_covar_module(x, x, diag=True)
-
-    def _kernel(self, x1: Tensor, x2: Tensor) -> Tensor:
-        with lazily_evaluate_kernels(False):
-            return self._model.covar_module.data_covar_module(x1, x2).to_dense()
-
-
-class KroneckerPosterior(nn.Module):
+class KroneckerPosterior(engine.CompiledPosterior):
     """Exact posterior of a ``KroneckerMultiTaskGP`` with ``m`` outputs, for TorchScript.
 
-    Covariances are output-major (entry ``t*q + i`` is output ``t`` at point ``i``), with
-    non-zero cross-output blocks.
+    The prior over outputs ``t`` at points ``x`` is ``K_x(x, x') K_T[t, t']`` (task
+    covariance ``K_T``, `m x m`) with observation noise ``I_N (x) S`` (task noise ``S``,
+    `m x m`). With ``A = K_XX (x) K_T + I_N (x) S``, the posterior at `q` points is,
+    output-major (row ``t*q + i``, non-zero cross-output blocks)::
+
+        mean  = mu(x*) + K_*X alpha K_T                  (alpha = A^-1 (y - mu(X)), `N x m`)
+        cov   = K_T (x) K_**  -  (K_T (x) K_*X) A^-1 (K_T (x) K_X*)
+
+    as GPyTorch's exact prediction (``model(x)``) computes it. ``A^-1`` is never formed:
+    with ``S = L L^T``, ``K_XX = U diag(l) U^T`` and ``L^-1 K_T L^-T = V diag(s) V^T``,
+    ``A^-1 = (I (x) L^-T V) (U (x) I) D (U (x) I)^T (I (x) V^T L^-1)`` with `N x m` weights
+    ``D[a, b] = 1 / (l_a s_b + 1)`` in ``(0, 1]``. The eigendecompositions are computed once
+    at export; prediction costs one single-output GP per task eigenvector, `O(m q^2 N)`.
     """
 
     def __init__(
@@ -99,7 +53,8 @@ class KroneckerPosterior(nn.Module):
     ) -> None:
         """
         Args:
-            prior: The traced `KroneckerPriorTerms` of the model.
+            prior: The traced prior terms of the model's data kernel
+                (``export.prior_terms.PriorTerms``, unbatched).
             alpha: `N x m`, ``A^-1 (y - mu(X))`` in the model's interleaved order.
             task_covar: `m x m`, the task covariance ``K_T``.
             eigvecs: `N x N`, ``U`` (eigenvectors of the training data kernel).
@@ -119,30 +74,11 @@ class KroneckerPosterior(nn.Module):
         self.num_outputs = y_mean.numel()
         self.min_variance = min_variance
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean `q x m` and output-major covariance `(q*m) x (q*m)` at `q x d` ``X``."""
-        return self._mean_covariance(X, False)
-
-    @torch.jit.export
-    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """As `forward`, with observation noise (``observation_noise=True``)."""
-        return self._mean_covariance(X, True)
-
-    @torch.jit.export
-    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean and variance, both `q x m` (`O(q (N + m))` memory)."""
-        return self._mean_variance(X, False)
-
-    @torch.jit.export
-    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """As `mean_var`, with observation noise (``observation_noise=True``)."""
-        return self._mean_variance(X, True)
-
     def _mean(self, x: Tensor, cross: Tensor) -> Tensor:
         latent = self.prior.prior_mean(x) + (cross @ self.alpha) @ self.task_covar
         return self.y_mean + self.y_std * latent
 
-    def _mean_covariance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+    def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
         x = self.prior.inputs(X)
         q = x.size(-2)
         m = self.num_outputs
@@ -163,7 +99,8 @@ class KroneckerPosterior(nn.Module):
         covar = (scale.unsqueeze(-1) * covar) * scale
         return self._mean(x, cross), covar
 
-    def _mean_variance(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
+    def _marginal(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        """Mean and variance, `q x m` each (`O(q (N + m))` memory)."""
         x = self.prior.inputs(X)
         cross = self.prior.cross(x)
         root = cross @ self.eigvecs
@@ -184,43 +121,14 @@ def _kron(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat([torch.cat([a[s, t] * b for t in range(m)], dim=1) for s in range(m)], dim=0)
 
 
-def _check_model(model: KroneckerMultiTaskGP, example_X: Tensor) -> None:
-    train_x = model.train_inputs[0]
-    if train_x.dtype != torch.float64:
-        raise ValueError(f"expected a float64 model, got {train_x.dtype}")
-    if train_x.dim() != 2:
-        raise ValueError(
-            "expected a model without batch dimensions (train_X of shape N x d), "
-            f"got train inputs of shape {tuple(train_x.shape)}"
-        )
-    if not isinstance(model.likelihood, MultitaskGaussianLikelihood):
-        raise ValueError(
-            f"expected a MultitaskGaussianLikelihood, got {type(model.likelihood).__name__}")
-    d = train_x.size(-1)
-    if example_X.dim() != 2 or example_X.size(-1) != d or example_X.size(0) < 1:
-        raise ValueError(
-            f"expected example_X of shape q x {d} with q >= 1, got {tuple(example_X.shape)}")
-
-
 def task_noise(model: KroneckerMultiTaskGP) -> Tensor:
     """The `m x m` noise covariance of one point's ``m`` observations (``S``)."""
     shape = torch.Size([1, model.num_outputs])
     return model.likelihood._shaped_noise_covar(shape).to_dense().detach()
 
 
-def _trace_terms(model: KroneckerMultiTaskGP, example_X: Tensor, compiler: Compiler
-                 ) -> nn.Module:
-    terms = KroneckerPriorTerms(model)
-    points = single_task._tracing_points(example_X, model)
-    x = terms.inputs(points)
-    methods = {name: x for name in ("prior_mean", "cross", "test_test", "diag")}
-    methods["inputs"] = points
-    # (see export.prior_terms.trace_prior_terms: the same reasons)
-    return compiler.terms(terms, methods, lambda: trace_mode(True))
-
-
 def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> KroneckerPosterior:
-    """The caches of a frozen model, computed once (see the module docstring)."""
+    """The caches of a frozen model, computed once (see `KroneckerPosterior`)."""
     with torch.no_grad():
         train_x = frozen.train_inputs[0]
         n, m = train_x.size(-2), frozen.num_outputs
@@ -239,7 +147,7 @@ def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> Krone
         # A^-1 vec(R) = vec(U ((U^T R L^-T V) * D) (L^-T V)^T)
         inner = (eigvecs.t() @ residual @ whitening) * weights
         alpha = eigvecs @ inner @ whitening.t()
-        y_mean, y_std = single_task._outcome_scale(frozen)
+        y_mean, y_std = engine.outcome_scale(frozen)
     return KroneckerPosterior(
         prior=prior,
         alpha=alpha.reshape(n, m),
@@ -268,14 +176,20 @@ def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor,
         compiler: See `export.compiler`.
 
     Returns:
-        A ScriptModule (or eager module) with ``forward``/``forward_noisy`` (mean `q x m`, output-major
-        covariance `(q*m) x (q*m)`) and ``mean_var``/``mean_var_noisy`` (`q x m` each).
+        A ScriptModule (or eager module) with ``forward``/``forward_noisy`` (mean `q x m`,
+        output-major covariance `(q*m) x (q*m)`) and ``mean_var``/``mean_var_noisy``
+        (`q x m` each).
     """
-    _check_model(model, example_X)
-    frozen = single_task.frozen_copy(model)
-    posterior = kronecker_posterior(
-        frozen, _trace_terms(frozen, example_X.detach().double(), compiler))
-    return compiler.finish(posterior)
+    engine.check_model(model, example_X)
+    if not isinstance(model.likelihood, MultitaskGaussianLikelihood):
+        raise ValueError(
+            f"expected a MultitaskGaussianLikelihood, got {type(model.likelihood).__name__}")
+    frozen = engine.frozen_copy(model)
+    points = engine.tracing_points(example_X.detach().double(), frozen.train_inputs[0].size(-2))
+    # (one batch: the data kernel's, shared by the outputs)
+    prior = trace_prior_terms(frozen, points, batch=1,
+                              kernel=frozen.covar_module.data_covar_module, compiler=compiler)
+    return compiler.finish(kronecker_posterior(frozen, prior))
 
 
 def output_major(covariance: Tensor, q: int, m: int) -> Tensor:
@@ -304,8 +218,3 @@ def eager_moments(model: KroneckerMultiTaskGP, X: Tensor, noisy: bool) -> dict[s
         covariance = posterior.distribution.covariance_matrix
         return {"mean": posterior.mean, "variance": posterior.variance,
                 "covariance": output_major(covariance, q, m)}
-
-
-def training_tensors(model: KroneckerMultiTaskGP) -> list[Tensor]:
-    """The tensors the model was conditioned on (for a hash of the training data)."""
-    return [model.train_inputs[0], model.train_targets]

@@ -1,29 +1,28 @@
 """The model-list family: a ``ModelListGP`` of single-output ``SingleTaskGP`` models.
 
-Each output has its own model and its own training points (outputs measured at different
-points, or with missing values). Eager BoTorch's posterior stacks the models' posteriors
-(``MultitaskMultivariateNormal.from_independent_mvns``): means side by side, covariance
-block-diagonal and output-major. Here each model is compiled by the single-task family
-(`export.posterior`) and the stacking is scripted, in the same layout. Outputs are
-independent given the data: the cross-output blocks are zero.
+Each model (its own training points) is compiled by the single-task family and their
+posteriors stacked as eager's ``from_independent_mvns`` stacks them: block-diagonal and
+output-major. See docs/export.md, "Model families".
 """
 
 from __future__ import annotations
-
-from typing import List, Tuple
 
 import torch
 from botorch.models import ModelListGP, SingleTaskGP
 from torch import Tensor, nn
 
-from gp_serve.export import posterior as single_task
+from gp_serve.export import engine
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.posterior import trace_single_task
 
 
-class ModelListPosterior(nn.Module):
-    """The stacked posterior of ``m`` compiled single-output posteriors, for TorchScript."""
+class ModelListPosterior(engine.CompiledPosterior):
+    """The stacked posterior of ``m`` compiled single-output posteriors, for TorchScript.
 
-    def __init__(self, parts: List[nn.Module]) -> None:
+    Outputs are independent given the data: the cross-output blocks are zero.
+    """
+
+    def __init__(self, parts: list[nn.Module]) -> None:
         """
         Args:
             parts: One compiled posterior per output (`trace_single_task`), in order.
@@ -31,37 +30,18 @@ class ModelListPosterior(nn.Module):
         super().__init__()
         self.parts = nn.ModuleList(parts)
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean `q x m` and block-diagonal covariance `(q*m) x (q*m)`."""
-        return self._joint(X, False)
-
-    @torch.jit.export
-    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """As `forward`, with each model's observation noise."""
-        return self._joint(X, True)
-
-    @torch.jit.export
-    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean and variance, both `q x m`."""
-        return self._marginal(X, False)
-
-    @torch.jit.export
-    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """As `mean_var`, with each model's observation noise."""
-        return self._marginal(X, True)
-
-    def _joint(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
-        means: List[Tensor] = []
-        covariances: List[Tensor] = []
+    def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        means: list[Tensor] = []
+        covariances: list[Tensor] = []
         for part in self.parts:
             mean, covariance = part.forward_noisy(X) if noisy else part(X)
             means.append(mean)
             covariances.append(covariance)
-        return torch.cat(means, dim=-1), single_task.block_diagonal(covariances)
+        return torch.cat(means, dim=-1), engine.block_diagonal(covariances)
 
-    def _marginal(self, X: Tensor, noisy: bool) -> Tuple[Tensor, Tensor]:
-        means: List[Tensor] = []
-        variances: List[Tensor] = []
+    def _marginal(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        means: list[Tensor] = []
+        variances: list[Tensor] = []
         for part in self.parts:
             mean, variance = part.mean_var_noisy(X) if noisy else part.mean_var(X)
             means.append(mean)
@@ -69,7 +49,9 @@ class ModelListPosterior(nn.Module):
         return torch.cat(means, dim=-1), torch.cat(variances, dim=-1)
 
 
-def _check_model(model: ModelListGP) -> None:
+def _check_parts(model: ModelListGP) -> None:
+    """Refuse parts other than single-output ``SingleTaskGP`` models on the same ``d``
+    inputs (each part is then checked as the single-task family checks it)."""
     dims = set()
     for k, part in enumerate(model.models):
         if not isinstance(part, SingleTaskGP):
@@ -90,11 +72,12 @@ def _check_model(model: ModelListGP) -> None:
 
 def training_inputs(model: ModelListGP) -> list[Tensor]:
     """Each model's raw `N_k x d` training inputs."""
-    return [x for part in model.models for x in single_task.training_inputs(part)]
+    return [x for part in model.models for x in engine.training_inputs(part)]
 
 
 def training_tensors(model: ModelListGP) -> list[Tensor]:
-    return [t for part in model.models for t in single_task.training_tensors(part)]
+    """Each model's training tensors, in order (for a hash of the training data)."""
+    return [t for part in model.models for t in engine.training_tensors(part)]
 
 
 def trace_model_list(model: ModelListGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
@@ -110,6 +93,6 @@ def trace_model_list(model: ModelListGP, example_X: Tensor, compiler: Compiler =
     Returns:
         A ScriptModule (or eager module) with the four methods of `ModelListPosterior`.
     """
-    _check_model(model)
-    parts = [single_task.trace_single_task(part, example_X, compiler) for part in model.models]
+    _check_parts(model)
+    parts = [trace_single_task(part, example_X, compiler) for part in model.models]
     return compiler.finish(ModelListPosterior(parts))

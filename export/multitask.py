@@ -1,39 +1,35 @@
 """The multi-task family: ``MultiTaskGP`` (ICM: the task index is an input column).
 
-Eager BoTorch predicts ``m`` output tasks at `q x d` points by appending each task's index
-to every point (task-major: row ``t*q + i`` is task ``t`` at point ``i``) and taking the
-posterior of that one-output GP over the `(q*m)` rows; the covariance over those rows is
-already output-major, with non-zero cross-task blocks. Here that latent posterior is the
-single-task family's `ExactPosterior` (caches from eager, the rest scripted) over prior
-terms traced from the model's own ``forward``: its lazily evaluated kernel sliced as
-GPyTorch's exact prediction slices it, so that kernel structures that differ between
-BoTorch versions (a product kernel on 0.18, a data kernel times a task kernel on 0.12)
-are followed as they are.
+The engine's `ExactPosterior` over task-major rows (row ``t*q + i`` is task ``t`` at point
+``i``, as eager appends the task column), with prior terms traced from the model's own
+lazily evaluated ``forward``. See docs/export.md, the multi-task paragraph that closes
+"Kronecker multi-task GP".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Tuple
 
 import torch
 from botorch.models import MultiTaskGP
-from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.assorted import _make_X_full
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from linear_operator.operators import InterpolatedLinearOperator
 from torch import Tensor, nn
 
-from gp_serve.export import posterior as single_task
+from gp_serve.export import engine
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 
 
 class MultiTaskPriorTerms(nn.Module):
     """Task-expanded inputs, prior mean and kernel blocks of a fitted ``MultiTaskGP``.
 
-    ``x`` below is the transformed, task-expanded test input, `(q*m) x (d+1)`.
+    ``x`` below is the transformed, task-expanded test input, `(q*m) x (d+1)`. The kernel is
+    sliced as GPyTorch's exact prediction slices it, so that kernel structures that differ
+    between BoTorch versions (a product kernel on 0.18, a data kernel times a task kernel
+    on 0.12) are followed as they are.
     """
 
     def __init__(self, model: MultiTaskGP) -> None:
@@ -119,10 +115,16 @@ def _trace_terms(model: MultiTaskGP, example_X: Tensor, compiler: Compiler) -> n
     return compiler.terms(terms, methods, _settings)
 
 
-class MultiTaskPosterior(nn.Module):
-    """The posterior of ``m`` output tasks: the latent posterior over task-major rows."""
+class MultiTaskPosterior(engine.CompiledPosterior):
+    """The posterior of ``m`` output tasks: the latent posterior over task-major rows (its
+    covariance is already output-major, with non-zero cross-task blocks)."""
 
     def __init__(self, latent: nn.Module, num_outputs: int) -> None:
+        """
+        Args:
+            latent: The compiled `ExactPosterior` of the one-output GP over `(q*m)` rows.
+            num_outputs: ``m``, the model's output tasks.
+        """
         super().__init__()
         self.latent = latent
         self.num_outputs = num_outputs
@@ -131,28 +133,16 @@ class MultiTaskPosterior(nn.Module):
         """Task-major `(q*m) x 1` values to `q x m`."""
         return values.reshape(self.num_outputs, -1).transpose(0, 1)
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        """Posterior mean `q x m` and output-major covariance `(q*m) x (q*m)`."""
-        mean, covariance = self.latent(X)
+    def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        mean, covariance = self.latent.forward_noisy(X) if noisy else self.latent(X)
         return self._by_output(mean), covariance
 
-    @torch.jit.export
-    def forward_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        mean, covariance = self.latent.forward_noisy(X)
-        return self._by_output(mean), covariance
-
-    @torch.jit.export
-    def mean_var(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        mean, variance = self.latent.mean_var(X)
-        return self._by_output(mean), self._by_output(variance)
-
-    @torch.jit.export
-    def mean_var_noisy(self, X: Tensor) -> Tuple[Tensor, Tensor]:
-        mean, variance = self.latent.mean_var_noisy(X)
+    def _marginal(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
+        mean, variance = self.latent.mean_var_noisy(X) if noisy else self.latent.mean_var(X)
         return self._by_output(mean), self._by_output(variance)
 
 
-def _noise(model: MultiTaskGP) -> Tuple[Tensor, int]:
+def _noise(model: MultiTaskGP) -> tuple[Tensor, int]:
     """Observation noise as eager adds it, and the number of per-task values (or 0)."""
     likelihood = model.likelihood
     tasks = model._map_tasks(torch.tensor(model._output_tasks, dtype=torch.long)).tolist()
@@ -173,31 +163,11 @@ def _noise(model: MultiTaskGP) -> Tuple[Tensor, int]:
     )
 
 
-def _outcome_scale(model: MultiTaskGP) -> Tuple[Tensor, Tensor]:
-    transform = getattr(model, "outcome_transform", None)
-    dtype = model.train_inputs[0].dtype
-    if transform is None:
-        return torch.zeros(1, dtype=dtype), torch.ones(1, dtype=dtype)
-    if type(transform) is not Standardize or transform._m != 1:
-        raise ValueError(
-            "expected a Standardize(m=1) outcome transform or none, got "
-            f"{type(transform).__name__}"
-        )
-    return transform.means.detach().reshape(1), transform.stdvs.detach().reshape(1)
-
-
 def training_inputs(model: MultiTaskGP) -> list[Tensor]:
-    """The raw training inputs without the task column, `N x d`."""
-    train_x = model.train_inputs[0]
-    transform = getattr(model, "input_transform", None)
-    with torch.no_grad():
-        raw = train_x if transform is None else transform.untransform(train_x)
+    """The raw training inputs without the task column, `N x d`, as a one-item list."""
+    raw = engine.training_inputs(model)[0]
     keep = [j for j in range(raw.size(-1)) if j != model._task_feature]
     return [raw[..., keep]]
-
-
-def training_tensors(model: MultiTaskGP) -> list[Tensor]:
-    return [model.train_inputs[0], model.train_targets]
 
 
 def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
@@ -214,24 +184,16 @@ def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = 
         A ScriptModule with the four methods; outputs are the model's output tasks,
         in order.
     """
-    train_x = model.train_inputs[0]
-    if train_x.dtype != torch.float64 or train_x.dim() != 2:
-        raise ValueError("expected a float64 MultiTaskGP without batch dimensions, got "
-                         f"{train_x.dtype} train inputs of shape {tuple(train_x.shape)}")
-    d = model.num_non_task_features
-    if example_X.dim() != 2 or example_X.size(-1) != d:
-        raise ValueError(f"expected example_X of shape q x {d} (no task column), "
-                         f"got {tuple(example_X.shape)}")
-    frozen = single_task.frozen_copy(model)
+    engine.check_model(model, example_X, num_inputs=model.num_non_task_features,
+                       example_note="(no task column)")
+    frozen = engine.frozen_copy(model)
     # The task column is ours (`_make_X_full`: every output task), valid by construction;
     # BoTorch's check of it is data-dependent, which torch.export cannot follow.
     frozen._validate_task_values = False
     example_X = example_X.detach().to(torch.float64)
     noise, noise_tasks = _noise(frozen)
-    y_mean, y_std = _outcome_scale(frozen)
-    steps = torch.arange(3, dtype=torch.float64).unsqueeze(-1)
-    tracing_X = example_X[:1] + 0.1 * steps + 0.01 * steps.square()
-    latent = single_task.exact_posterior(
-        frozen, _trace_terms(frozen, tracing_X, compiler), example_X, noise, y_mean, y_std,
-        noise_tasks)
+    y_mean, y_std = engine.outcome_scale(frozen, num_outputs=1)
+    latent = engine.exact_posterior(
+        frozen, _trace_terms(frozen, engine.tracing_points(example_X), compiler), example_X,
+        noise, y_mean, y_std, noise_tasks)
     return compiler.finish(MultiTaskPosterior(compiler.finish(latent), len(frozen._output_tasks)))

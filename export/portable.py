@@ -1,21 +1,8 @@
 """Portable posteriors: ``torch.export`` programs, an AOTInductor package and an ONNX graph.
 
-TorchScript is deprecated (torch 2.13 warns on ``torch.jit``; 2.14 with a FutureWarning).
-BoTorch's own posterior does not pass ``torch.export`` (GPyTorch's ``torch.equal`` is
-data-dependent), but gp-serve's posterior is plain tensor algebra over precomputed
-caches with the model's own modules at the leaves (`export.compiler.EXPORTABLE`), so it
-exports with a dynamic number of points:
-
-- ``posterior.pt2``: one ``torch.export`` program per method (`METHODS`), each compiled by
-  AOTInductor into a shared library, packaged as the models of one ``.pt2`` named after
-  the methods. It loads with ``torch._inductor.package.load_package(path, method)`` in
-  Python and ``torch::inductor::AOTIModelPackageLoader(path, method)`` in C++.
-- ``posterior.onnx``: one graph (float64) computing every method's outputs from input
-  ``X``; the outputs are named in the contract (``gp_artifact.ONNX_OUTPUTS``) and a method
-  is the subgraph of its outputs (onnxruntime runs every node of a graph it is given).
-
-Both are checked by the same exactness gate as the TorchScript file before they are
-written (`export.artifact`).
+``posterior.pt2`` holds one AOTInductor-compiled program per method; ``posterior.onnx`` one
+float64 graph with every method's outputs (named in ``gp_artifact.ONNX_OUTPUTS``). Both are
+gated like the TorchScript file: see docs/formats.md, "How the posterior exports".
 """
 
 from __future__ import annotations
@@ -25,7 +12,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from typing import Tuple
+from typing import Any
 
 import torch
 from botorch.models.model import Model
@@ -33,6 +20,7 @@ from gpytorch.models import ExactGP
 from torch import Tensor, nn
 
 from gp_serve.export.compiler import EXPORTABLE, cdist_written_out
+from gp_serve.export.engine import CompiledPosterior
 from gp_serve.export.families import family_of
 from gp_serve.handler import gp_artifact
 
@@ -48,23 +36,23 @@ class PortableExportError(RuntimeError):
 class _Method(nn.Module):
     """One method of a posterior as a module's ``forward`` (one program per method)."""
 
-    def __init__(self, posterior: nn.Module, method: str) -> None:
+    def __init__(self, posterior: CompiledPosterior, method: str) -> None:
         super().__init__()
         self.posterior = posterior
         self.method = method
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, X: Tensor) -> tuple[Tensor, Tensor]:
         return getattr(self.posterior, self.method)(X)
 
 
 class _AllOutputs(nn.Module):
     """Every method's outputs at once, in the order of ``gp_artifact.ONNX_OUTPUT_NAMES``."""
 
-    def __init__(self, posterior: nn.Module) -> None:
+    def __init__(self, posterior: CompiledPosterior) -> None:
         super().__init__()
         self.posterior = posterior
 
-    def forward(self, X: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         _, covariance = self.posterior.forward(X)
         _, covariance_noisy = self.posterior.forward_noisy(X)
         mean, variance = self.posterior.mean_var(X)
@@ -72,7 +60,7 @@ class _AllOutputs(nn.Module):
         return mean, covariance, covariance_noisy, variance, variance_noisy
 
 
-def exportable_posterior(model: Model, example_X: Tensor) -> nn.Module:
+def exportable_posterior(model: Model, example_X: Tensor) -> CompiledPosterior:
     """The eager posterior module of ``model`` that ``torch.export`` can export.
 
     Raises:
@@ -90,10 +78,12 @@ def exportable_posterior(model: Model, example_X: Tensor) -> nn.Module:
             "while N + q <= max_eager_kernel_size and another above, which one graph for "
             "any number of points cannot reproduce; export torchscript only"
         )
-    return family_of(model).trace(model, example_X, EXPORTABLE)
+    posterior = family_of(model).trace(model, example_X, EXPORTABLE)
+    assert isinstance(posterior, CompiledPosterior)  # (EXPORTABLE's finish keeps it eager)
+    return posterior
 
 
-def export_programs(posterior: nn.Module, example_X: Tensor
+def export_programs(posterior: CompiledPosterior, example_X: Tensor
                     ) -> dict[str, torch.export.ExportedProgram]:
     """One ``torch.export`` program per method, for `q x d` inputs with any ``q >= 1``.
 
@@ -130,7 +120,7 @@ def _quiet(*names: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -144,7 +134,7 @@ def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.
     """
     from torch._inductor.package import package_aoti
 
-    files = {}
+    files: dict[str, Any] = {}  # (each method's packaged files)
     for method, program in programs.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -156,7 +146,7 @@ def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.
     package_aoti(os.fspath(path), files)
 
 
-def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike) -> None:
+def write_onnx(posterior: CompiledPosterior, example_X: Tensor, path: str | os.PathLike) -> None:
     """Write every method's outputs as one float64 ONNX graph with input ``X``.
 
     Args:
@@ -170,6 +160,7 @@ def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike)
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, (example_X,), dynamo=True,
                                          opset_version=ONNX_OPSET, verbose=False)
+        assert onnx_program is not None  # (None only without dynamo=True)
         graph = onnx_program.model.graph
         outputs = list(graph.outputs)
         names = {*gp_artifact.ONNX_OUTPUT_NAMES, gp_artifact.ONNX_INPUT}
@@ -177,7 +168,7 @@ def write_onnx(posterior: nn.Module, example_X: Tensor, path: str | os.PathLike)
             for value in node.outputs:
                 if value.name in names and value not in outputs:
                     value.name = f"{value.name}_intermediate"
-        for value, name in zip(outputs, gp_artifact.ONNX_OUTPUT_NAMES):
+        for value, name in zip(outputs, gp_artifact.ONNX_OUTPUT_NAMES, strict=True):
             value.name = name
         graph.inputs[0].name = gp_artifact.ONNX_INPUT
         onnx_program.save(os.fspath(path))
