@@ -1,1 +1,1 @@
-"""Serving benchmarks (see workers_batching.py)."""
+"""The benchmarks (``make bench``, ``python -m benchmarks.<name>``); docs/benchmarks.md."""

@@ -1,20 +1,9 @@
-"""Eager GPyTorch: an m-output posterior assembled by ``from_batch_mvn`` vs ``from_independent_mvns``.
+"""Eager GPyTorch: an m-output posterior assembled by ``from_batch_mvn`` vs
+``from_independent_mvns`` (BoTorch issue #2591; the ``batch_mvn`` section, ``make bench``).
 
     .venv/bin/python -m benchmarks.batch_mvn --out benchmarks/results/raw [--quick]
 
-BoTorch issue #2591: a multi-output ``SingleTaskGP``'s posterior is a batch of m
-independent q-point MVNs (batch dimension 0 = the output) that BoTorch assembles into one
-``MultitaskMultivariateNormal``: eagerly with ``from_independent_mvns`` (one
-``MultivariateNormal`` per output, indexed out of the batch), while tracing with
-``from_batch_mvn(mvn, task_dim=0)`` (the fix of #2592). For q in {1, 10, 100, 1000} and m in
-{1, 2, 4, 8}, this times (median) building each from the same batch MVN and reading its
-``.mean``, ``.variance`` and dense ``.covariance_matrix``, and compares the two
-covariances in one layout: ``from_batch_mvn``'s is interleaved (point-major, row
-``i*m + t``), ``from_independent_mvns``'s is output-major (``t*q + i``; ``_interleaved``
-False). The batch MVN's numbers are a real posterior (an unfitted m-output
-``SingleTaskGP``, N=50, d=6, float64), wrapped afresh as a dense-covariance batch MVN for
-every call, so only the assembly and its dense reads are timed. Writes
-``<out>/batch_mvn.json``. ``--quick``: q in {1, 10}, m in {1, 2}.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,8 +16,8 @@ import torch
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from torch import Tensor
 
-from benchmarks.inprocess import (Timing, single_task_model, test_points, time_calls,
-                                  write_section)
+from benchmarks.inprocess import Timing, single_task_model, test_points, time_calls
+from benchmarks.sections import write_section
 from gp_serve.export.gate import relative_error
 from gp_serve.export.kronecker import output_major
 
@@ -125,7 +114,7 @@ def run(q_sizes: tuple[int, ...], m_sizes: tuple[int, ...]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw"))
     parser.add_argument("--quick", action="store_true", help="a tiny sweep (smoke test)")
     args = parser.parse_args(argv)

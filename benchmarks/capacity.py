@@ -1,15 +1,9 @@
-"""Capacity for scale-out: requests per second of one TorchServe worker on one core.
+"""Capacity for scale-out: requests per second of one TorchServe worker on one core, and the
+KServe replicas they imply (the ``capacity`` section, ``make bench``).
 
     .venv/bin/python -m benchmarks.capacity --out benchmarks/results/raw [--seconds 8] [--quick]
 
-One TorchServe serving the exported model (``build/model``) with ONE worker and one torch
-thread, on free loopback ports; ``CLIENTS`` loopback clients keep it saturated with fixed
-requests (q = 1, 100, 1000; diag and full) for ``--seconds`` each. The worker process uses
-one core; the frontend and the load generator share the other of this 2-core machine, so
-the figures are per worker and per core. From them, the replicas (2 workers on 2 cores
-each, as ``deploy/kserve/inferenceservice.yaml`` sizes a pod) needed for 1,000 and 10,000
-requests per second at a 70% utilisation target (Knative's ``target-utilization-percentage``).
-Written as the ``capacity`` section of the benchmark report (``benchmarks/report.py``).
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,18 +13,15 @@ import json
 import math
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import requests
 import torch
-import yaml
 
+from benchmarks.servers import archive_with
+from benchmarks.sections import write_section
 from gp_serve.handler import gp_artifact
-from gp_serve.serving.archive import MODEL_CONFIG, build_archive
-from gp_serve.serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
-from gp_serve.serving.properties import DEFAULT_CONFIG
+from gp_serve.serving.load import closed_loop
+from gp_serve.serving.local_server import BENCHMARK_SETTINGS, served
 
 CLIENTS = 4
 WORKLOADS = ((1, "diag"), (1, "full"), (100, "diag"), (100, "full"), (1000, "diag"),
@@ -40,33 +31,6 @@ UTILISATION = 0.7
 TARGETS = (1_000, 10_000)
 
 
-def _saturate(url: str, body: bytes, clients: int, seconds: float) -> tuple[int, list[float], int]:
-    """``clients`` threads posting ``body`` back to back; (answers, latencies, errors)."""
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def client() -> None:
-        session = requests.Session()
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            response = session.post(url, data=body, timeout=120,
-                                    headers={"Content-Type": "application/json"})
-            with lock:
-                if response.status_code == 200:
-                    latencies.append(time.monotonic() - started)
-                else:
-                    errors[0] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies), latencies, errors[0]
-
-
 def measure(model_dir: Path, seconds: float, workloads=WORKLOADS) -> dict:
     """Serve ``model_dir`` with one worker and measure every workload; the report section."""
     metadata = gp_artifact.load_metadata(model_dir)
@@ -74,37 +38,24 @@ def measure(model_dir: Path, seconds: float, workloads=WORKLOADS) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gp-capacity-") as tmp:
         root = Path(tmp)
-        config = yaml.safe_load(MODEL_CONFIG.read_text())
-        config.update(minWorkers=1, maxWorkers=1)
-        config["handler"]["torch_threads"] = 1
-        (root / "model-config.yaml").write_text(yaml.safe_dump(config))
-        (root / "store").mkdir()
-        build_archive(model_dir, root / "store", model_config=root / "model-config.yaml")
-        server = LocalTorchServe(write_config(DEFAULT_CONFIG, root / "config.properties",
-                                              str(root / "store"), **BENCHMARK_SETTINGS), root / "store", root / "logs")
-        server.start()
-        try:
-            server.wait_ready()
+        store = archive_with(model_dir, root, torch_threads=1, minWorkers=1, maxWorkers=1)
+        with served(store, root, **BENCHMARK_SETTINGS) as server:
             generator = torch.Generator().manual_seed(0)
             for q, mode in workloads:
                 unit = torch.rand(q, bounds.size(0), generator=generator, dtype=torch.float64)
                 X = bounds[:, 0] + unit * (bounds[:, 1] - bounds[:, 0])
                 body = json.dumps({"inputs": X.tolist(), "covariance": mode}).encode()
-                _saturate(server.predict_url, body, CLIENTS, min(2.0, seconds))  # warm-up
-                count, latencies, errors = _saturate(server.predict_url, body, CLIENTS, seconds)
-                rate = count / seconds
-                per_replica = rate * WORKERS_PER_REPLICA * UTILISATION
-                ordered = sorted(latencies)
+                closed_loop(server.predict_url, [body], CLIENTS, min(2.0, seconds))  # warm-up
+                load = closed_loop(server.predict_url, [body], CLIENTS, seconds)
+                per_replica = load.rate * WORKERS_PER_REPLICA * UTILISATION
                 rows.append([
-                    q, mode, 1, CLIENTS, round(rate, 1),
-                    round(statistics.median(ordered) * 1e3, 2),
-                    round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3, 2),
+                    q, mode, 1, CLIENTS, round(load.rate, 1),
+                    round(statistics.median(load.latencies) * 1e3, 2),
+                    round(load.percentile(99) * 1e3, 2),
                     *(math.ceil(target / per_replica) if per_replica > 0 else None
                       for target in TARGETS),
-                    errors,
+                    len(load.errors),
                 ])
-        finally:
-            server.stop()
     return {
         "section": "capacity",
         "title": "Capacity: one TorchServe worker on one core (for scale-out)",
@@ -135,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workloads = WORKLOADS[:2] if args.quick else WORKLOADS
     section = measure(args.model_dir, 2.0 if args.quick else args.seconds, workloads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "capacity.json").write_text(json.dumps(section, indent=1))
+    write_section(section, args.out)
     for row in section["rows"]:
         print(dict(zip(section["columns"], row)))
     return 0

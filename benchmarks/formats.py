@@ -1,34 +1,9 @@
-"""The three artifact formats side by side: TorchScript, AOTInductor (``.pt2``) and ONNX.
+"""The three artifact formats side by side: TorchScript, AOTInductor (``.pt2``) and ONNX (the
+``formats`` section, ``make bench``).
 
-    .venv/bin/python -m benchmarks.formats --out benchmarks/results/raw [--quick]
-    .venv/bin/python -m benchmarks.formats --out /tmp/raw --quick --artifact DIR  # smoke test
+    .venv/bin/python -m benchmarks.formats --out benchmarks/results/raw [--quick] [--artifact DIR]
 
-Builds a ``SingleTaskGP`` with m=2 outputs, d=6, N=1000 as `benchmarks.inprocess` builds its
-models (`single_task_model`: unfitted, seeded perturbed hyperparameters, ``Normalize``
-inputs, ``Standardize`` outcomes, float64) and exports it once with every format
-(`export.artifact.export_model`; the wall time is timed, each format's ``build_seconds``
-(export, compile and exactness gate) and ``max_relative_error`` vs eager come from
-``metadata.json``). Then, per format, loaded with `handler.gp_formats.load`:
-
-- a fresh process (`FRESH_CHILD`, `FRESH_REPEATS` times) imports torch and
-  ``handler.gp_formats``, then times only ``load`` and its first calls at q=1
-  (``forward``, then ``mean_var``);
-- in this process, one torch thread (``threads=1`` for onnxruntime), after the profiling
-  runs the handler gives TorchScript at load (`warm_up`, given to every format), the
-  per-call latency of ``forward`` (mean and full covariance) at q in {1, 100, 1000} and
-  ``mean_var`` (mean and variance only) at q in {1, 100, 1000, 100000}: each cell runs the
-  formats one after the other, `ROUNDS` times in a rotating order when a call is cheap
-  (`benchmarks.inprocess.time_calls` each time, the timed calls pooled), median and p90;
-- each format's worst relative error vs the TorchScript module on the same inputs
-  (`export.gate.relative_error`, over both outputs; a sanity check: every file passed the
-  export's gate vs eager BoTorch).
-
-Writes ``<out>/formats.json``: the per-call grid as ``columns``/``rows``, the per-format
-table (build, file size, fresh load, first calls, errors) under ``tables``, ``notes``,
-``versions`` and ``command``; ``benchmarks/report.py`` renders it. ``--quick``: N=100, one
-round and one fresh process per format. ``--artifact DIR``: measure an artifact already
-exported with every format instead of building and exporting one (its N, d and m, and its
-``build_seconds``).
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,7 +13,6 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -46,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +27,8 @@ import torch
 from torch import Tensor
 
 from benchmarks.inprocess import (MEMORY_CAP_BYTES, ONCE_ABOVE_S, estimate_bytes, log,
-                                  percentile, single_task_model, test_points, time_calls,
-                                  write_section)
+                                  percentile, single_task_model, test_points, time_calls)
+from benchmarks.sections import versions, write_section
 from gp_serve.export.gate import relative_error, sample_points
 from gp_serve.handler import gp_artifact, gp_formats
 
@@ -73,6 +46,8 @@ CELLS = (("forward", (1, 100, 1000)), ("mean_var", (1, 100, 1000, 100_000)))
 ROUNDS = 3
 ROUNDS_BELOW_S = 0.1
 FRESH_REPEATS = 3
+# Everything on the measured path, recorded in the section.
+VERSIONS = ("torch", "botorch", "gpytorch", "linear_operator", "onnx", "onnxruntime")
 QUICK = {"n": N_QUICK, "rounds": 1, "fresh_repeats": 1}
 # A format's cell predicted (linearly in q from its previous cell of the method) to take
 # over CELL_CAP_S, or over `MEMORY_CAP_BYTES` of tensors, is not run (null, noted).
@@ -275,17 +250,6 @@ def measure_grid(loaded: dict[str, Any], points: Callable[[int, int], Tensor], n
 
 # --- the run -----------------------------------------------------------------------
 
-def versions() -> dict[str, str]:
-    """Versions of everything on the measured path."""
-    found = {"python": platform.python_version()}
-    for name in ("torch", "botorch", "gpytorch", "linear_operator", "onnx", "onnxruntime"):
-        try:
-            found[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            found[name] = "missing"
-    return found
-
-
 def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -> dict:
     """Export (or take ``artifact``), measure everything; the section's JSON object."""
     torch.set_num_threads(1)
@@ -388,11 +352,11 @@ def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -
             "tables": [{"title": "Per format: build, size, fresh-process load and first "
                                  "calls, errors", "columns": FORMAT_COLUMNS,
                         "rows": format_rows}],
-            "notes": notes, "versions": versions()}
+            "notes": notes, "versions": versions(VERSIONS)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw"))
     parser.add_argument("--quick", action="store_true",
                         help=f"N={N_QUICK}, one round, one fresh process per format")

@@ -1,20 +1,9 @@
-"""The TorchServe frontend's memory at the configured worst case, for sizing its JVM limits.
+"""The TorchServe frontend's memory with every limit of ``config.properties`` reached at once,
+for sizing its JVM (``vmargs``; the ``frontend_memory`` section of ``make bench``).
 
     .venv/bin/python -m benchmarks.frontend_memory --model-dir build/model [--out DIR]
 
-Starts a TorchServe on free loopback ports with the repository's ``config.properties``
-(``job_queue_size``, ``vmargs``, body limits as set there) serving ``gp`` with the
-repository's ``model-config.yaml``, then, at once:
-
-- ``job_queue_size + 2`` clients each POST the largest JSON body under ``max_request_size``
-  (refused with 413 by the handler: the frontend still holds each body while it is queued);
-- two clients each ask for a full covariance at the handler's limit (the largest answers the
-  frontend carries);
-
-and samples the JVM's resident memory (psutil), its used heap (``jstat -gc``) and the
-workers' resident memory every 0.2 s. Prints the peak figures and whether the JVM survived (it runs with
-``-XX:+ExitOnOutOfMemoryError``: an exhausted heap or direct memory ends it). Not part of
-``make test``; its figures size ``vmargs`` in ``config.properties`` (docs/serving.md).
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -35,7 +24,7 @@ import requests
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.archive import build_archive
-from gp_serve.serving.local_server import LocalTorchServe, write_config
+from gp_serve.serving.local_server import served
 from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 
 
@@ -60,13 +49,8 @@ def measure(model_dir: Path, root: Path, **overrides: str) -> dict:
     properties = {**read_properties(DEFAULT_CONFIG), **overrides}
     queue = int(properties.get("job_queue_size", 100))
     max_request = int(properties["max_request_size"])
-    store = root / "store"
-    build_archive(model_dir, store)
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **overrides)
-    server = LocalTorchServe(config, store, root / "logs")
-    server.start()
-    try:
-        server.wait_ready()
+    build_archive(model_dir, root / "store")
+    with served(root / "store", root, **overrides) as server:
         java = psutil.Process(server.pid())
         metadata = server.metadata()
         full_points = metadata.document["serving"]["max_full_covariance_points"]
@@ -128,8 +112,6 @@ def measure(model_dir: Path, root: Path, **overrides: str) -> dict:
                               if "OutOfMemoryError:" in line
                               or "Terminating due to" in line][:3],
         }
-    finally:
-        server.stop()
 
 
 def section(figures: dict) -> dict:

@@ -1,38 +1,22 @@
-"""Traced (TorchScript) vs eager BoTorch posteriors, side by side in one process.
+"""Traced (TorchScript) vs eager BoTorch posteriors, side by side in one process, for every family
+(the ``inprocess`` section, ``make bench``).
 
     .venv/bin/python -m benchmarks.inprocess --out benchmarks/results/raw [--quick]
 
-For every model family the export supports (``single``: ``SingleTaskGP`` with m=2,
-``list``: ``ModelListGP`` of 2 ``SingleTaskGP``, ``multitask``: ``MultiTaskGP`` with 2
-tasks, ``kronecker``: ``KroneckerMultiTaskGP`` with m=2, ``saas`` where BoTorch can build
-it), N training points in {100, 1000, 5000} (d=6, float64, unfitted models with seeded
-perturbed hyperparameters, ``Normalize`` inputs and ``Standardize`` outcomes), and q test
-points, times two methods, traced and eager one after the other, one thread:
-
-- ``full``: ``module.forward(X)`` vs `export.families.eager_moments` (mean, variance and
-  the output-major covariance), q in {1, 10, 100, 1000};
-- ``diag``: ``module.mean_var(X)`` vs the eager mean and variance only (`eager_mean_var`),
-  q in {1, 10, 100, 1000, 100000}.
-
-Each cell: one warm-up call, then repeated calls (see `time_calls`); median and p99 in ms,
-the eager/traced ratio of the medians and the max relative error of traced vs eager (the
-gate's `export.gate.relative_error`, worst over the method's outputs). A cell predicted to
-exceed the time or memory caps (`estimate_seconds`, `estimate_bytes`) is not run and its
-reason is recorded in the notes. Writes ``<out>/inprocess.json`` (see `write_section`);
-``benchmarks/report.py`` renders it. ``--quick``: N=100, q in {1, 10}, two families.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +29,7 @@ from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal
 from torch import Tensor
 
+from benchmarks.sections import write_section
 from gp_serve.export.families import eager_moments, trace_posterior
 from gp_serve.export.gate import relative_error
 
@@ -371,9 +356,9 @@ def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
         eager_fn, traced_fn = eager_call(model, method), traced_call(module, method)
         for q in sizes:
             X = test_points(q, q)
-            t = _measure_side(lambda: traced_fn(X), traced_history, q, TRACED_CAP_S,  # noqa: B023
+            t = _measure_side(partial(traced_fn, X), traced_history, q, TRACED_CAP_S,
                               estimate_bytes("traced", method, q, n, m))
-            e = _measure_side(lambda: eager_fn(X), eager_history, q, EAGER_CAP_S,  # noqa: B023
+            e = _measure_side(partial(eager_fn, X), eager_history, q, EAGER_CAP_S,
                               estimate_bytes("eager", method, q, n, m))
             row: list = [family, n, q, method, None, None, None, None, None, None]
             if isinstance(e, Timing):
@@ -451,16 +436,8 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def write_section(section: dict, out: Path) -> Path:
-    """Write ``section`` to ``out/<section name>.json`` (the directory is created)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{section['section']}.json"
-    path.write_text(json.dumps(section, indent=1, allow_nan=False) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw"))
     parser.add_argument("--quick", action="store_true", help="a tiny sweep (smoke test)")
     args = parser.parse_args(argv)

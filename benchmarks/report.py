@@ -1,23 +1,15 @@
-"""Render the benchmarks' raw JSON sections as one Markdown report with PNG plots.
+"""Render the benchmarks' raw JSON sections as one Markdown report with PNG plots; imports no
+torch.
 
     .venv/bin/python -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results
 
-Reads every ``<raw>/*.json`` section (``{"section", "title", "columns", "rows", "notes"}``,
-optionally ``"versions": {name: version}``, ``"command"`` and ``"tables"``: more tables, each
-``{"title", "columns", "rows"}``), and writes
-``<out>/README.md``: a header stamped with the date (UTC), the git commit, the machine and
-the package versions, then one table per section (`SECTION_ORDER` first, any other after),
-its notes as bullets, and the plots (`plot_inprocess`, `plot_http_latency`) next to it.
-The ``formats`` section's main table shows its median and ratio columns only
-(`formats_shown`; its p90s and per-cell errors stay in the raw JSON).
-Pure: no torch import (versions come from the installed packages' metadata).
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import math
 import os
@@ -31,6 +23,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.sections import versions  # noqa: E402
 
 SECTION_ORDER = ("inprocess", "formats", "http_latency", "throughput", "csv_batch", "capacity",
                  "batch_mvn")
@@ -114,19 +108,9 @@ def machine() -> str:
     return f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {memory_text}"
 
 
-def package_version(name: str) -> str:
-    for candidate in (name, name.replace("_", "-")):
-        try:
-            return importlib.metadata.version(candidate)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "not installed"
-
-
-def versions(sections: list[dict]) -> dict[str, str]:
+def section_versions(sections: list[dict]) -> dict[str, str]:
     """Python's and `PACKAGES`' versions, then any a section lists under ``versions``."""
-    found = {"python": platform.python_version()}
-    found.update({name: package_version(name) for name in PACKAGES})
+    found = versions(PACKAGES)
     for section in sections:
         for name, version in section.get("versions", {}).items():
             found.setdefault(name, str(version))
@@ -264,7 +248,7 @@ def render(sections: list[dict], out: Path, command: str, root: Path) -> str:
              f"- commit: `{git_commit(root)}`",
              f"- machine: {machine()}",
              "- versions: " + ", ".join(f"{name} {version}" for name, version
-                                        in versions(sections).items()),
+                                        in section_versions(sections).items()),
              f"- command: `{command}`", "",
              "`make bench` runs:", "", "```",
              *BENCH_COMMANDS, "```", ""]
@@ -297,7 +281,7 @@ def render(sections: list[dict], out: Path, command: str, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raw", type=Path, default=Path("benchmarks/results/raw"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)

@@ -1,12 +1,9 @@
-"""Measure TorchServe workers x batching x torch threads for the GP handler.
+"""TorchServe workers x batching x torch threads for the GP handler: throughput and median
+latency of 8 concurrent clients per configuration, as a Markdown table.
 
     .venv/bin/python -m benchmarks.workers_batching [--model-dir build/model]
 
-For every configuration the model is archived with a modified copy of
-``handler/model-config.yaml`` and served by a real TorchServe on free loopback
-ports; 8 concurrent clients then send fixed workloads, several rounds each. The
-table gives, per configuration and workload, the median throughput and median
-latency over the rounds, and their ratios to the first configuration, side by side.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -15,17 +12,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
 import torch
-import yaml
 
-from gp_serve.serving.archive import MODEL_CONFIG, build_archive
-from gp_serve.serving.local_server import BENCHMARK_SETTINGS, LocalTorchServe, write_config
-from gp_serve.serving.properties import DEFAULT_CONFIG
+from benchmarks.servers import archive_with
+from gp_serve.serving.load import closed_loop
+from gp_serve.serving.local_server import BENCHMARK_SETTINGS, served
 
 # (workers, batchSize, torch threads per worker); the first is TorchServe's default
 # on this 2-core machine (a worker per core, no batching, torch's default threads).
@@ -35,50 +28,29 @@ WORKLOADS = {"q=1 diag": (1, "diag"), "q=64 full": (64, "full"), "q=2000 diag": 
 CLIENTS = 8
 
 
-def _session_post(url: str, bodies: list[str]) -> list[float]:
-    session = requests.Session()
-    latencies = []
-    for body in bodies:
-        start = time.perf_counter()
-        response = session.post(url, data=body, headers={"Content-Type": "application/json"},
-                                timeout=120)
-        latencies.append(time.perf_counter() - start)
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-    return latencies
-
-
-def run_round(url: str, q: int, mode: str, requests_per_client: int, seed: int) -> tuple[float, float]:
-    """One round: ``CLIENTS`` clients in parallel; returns (requests/s, median latency s)."""
+def run_round(url: str, q: int, mode: str, requests_per_client: int,
+              seed: int) -> tuple[float, float]:
+    """One round: ``CLIENTS`` clients in parallel, each sending its own ``requests_per_client``
+    bodies; returns (requests/s, median latency s)."""
     generator = torch.Generator().manual_seed(seed)
-    bodies = [
-        [json.dumps({"inputs": torch.rand(q, 2, generator=generator, dtype=torch.float64).tolist(),
-                     "covariance": mode}) for _ in range(requests_per_client)]
-        for _ in range(CLIENTS)
-    ]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        latencies = [t for result in pool.map(lambda b: _session_post(url, b), bodies) for t in result]
-    elapsed = time.perf_counter() - start
-    return len(latencies) / elapsed, statistics.median(latencies)
+    bodies = [json.dumps({"inputs": torch.rand(q, 2, generator=generator,
+                                               dtype=torch.float64).tolist(),
+                          "covariance": mode}).encode()
+              for _ in range(CLIENTS * requests_per_client)]
+    load = closed_loop(url, bodies, CLIENTS, requests=requests_per_client)
+    if load.errors:
+        raise RuntimeError(load.errors[0])
+    return load.rate, statistics.median(load.latencies)
 
 
 def measure(model_dir: Path, workdir: Path, config: tuple[int, int, int], rounds: int,
             requests_per_client: int) -> dict[str, tuple[float, float]]:
     """Serve ``model_dir`` with one configuration; median (req/s, latency) per workload."""
     workers, batch, threads = config
-    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
-    model_config.update(minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=5)
-    model_config["handler"]["torch_threads"] = threads
-    (workdir / "model_store").mkdir(parents=True)
-    (workdir / "model-config.yaml").write_text(yaml.safe_dump(model_config))
-    build_archive(model_dir, workdir / "model_store", model_config=workdir / "model-config.yaml")
-    config_path = write_config(DEFAULT_CONFIG, workdir / "config.properties",
-                               str(workdir / "model_store"), **BENCHMARK_SETTINGS)
-    server = LocalTorchServe(config_path, workdir / "model_store", workdir / "logs")
-    server.start()
-    try:
-        server.wait_ready()
+    workdir.mkdir(parents=True)
+    store = archive_with(model_dir, workdir, torch_threads=threads, minWorkers=workers,
+                         maxWorkers=workers, batchSize=batch, maxBatchDelay=5)
+    with served(store, workdir, **BENCHMARK_SETTINGS) as server:
         results = {}
         for name, (q, mode) in WORKLOADS.items():
             count = requests_per_client if q < 1000 else max(2, requests_per_client // 10)
@@ -88,13 +60,12 @@ def measure(model_dir: Path, workdir: Path, config: tuple[int, int, int], rounds
             results[name] = (statistics.median(r[0] for r in rounds_out),
                              statistics.median(r[1] for r in rounds_out))
         return results
-    finally:
-        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every configuration and print the table (Markdown)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.workers_batching", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.workers_batching",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="build/model", type=Path)
     parser.add_argument("--rounds", type=int, default=3)

@@ -1,14 +1,7 @@
-"""Run a local TorchServe for the GP models of a model store: start, wait until they answer, stop.
+"""A local TorchServe of a model store's GP models: start, wait until each answers, stop.
 
-    gp-serve serve|start|stop [--model-store model_store] [--models a,b] [--workdir logs]
-                              [--config config.properties]
-
-Used by the Make targets (``make serve|start|stop``: the store's ``gp``), the serving tests,
-the soak and the benchmarks. An instance serves every ``<name>.mar`` of its store under
-``<name>`` (or the ones ``--models`` names), and is ready once each of them answers a
-prediction. Every instance keeps its pid file, worker sockets and extracted archives in its
-own ``<workdir>/tmp`` and its logs in ``<workdir>``, so several instances (tests, benchmark,
-``make start``) never collide.
+``gp-serve serve|start|stop`` (`LocalTorchServe`), and `served` for the soak, the benchmarks
+and the tests; each instance keeps its files in its own workdir. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -23,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -432,6 +426,41 @@ class LocalTorchServe:
             ]
         lines.append(f"curl -s {self.metrics_url}/metrics | head")
         return "\n".join(lines)
+
+
+@contextmanager
+def served(store: str | os.PathLike, root: str | os.PathLike,
+           models: str | Sequence[str] | None = None, *, ready: bool | Sequence[str] = True,
+           config: str | os.PathLike = DEFAULT_CONFIG,
+           **overrides: str) -> Iterator[LocalTorchServe]:
+    """A `LocalTorchServe` of ``store``'s models on free loopback ports for the block: started,
+    ready, stopped on exit.
+
+    Args:
+        store: The model store (its ``.mar`` files already built).
+        root: Gets ``config.properties`` (``config`` with free 127.0.0.1 ports and
+            ``overrides``) and the workdir ``logs/`` (logs, pid file, sockets).
+        models: Which models to serve (`store_models`; default: every ``<name>.mar``).
+        ready: Wait until every model answers (True), the models named, or none (False).
+        config: The ``config.properties`` to start from.
+        overrides: ``config.properties`` keys to set.
+
+    Raises:
+        RuntimeError: If TorchServe fails to start or a model does not answer
+            (`LocalTorchServe.wait_ready`); it is stopped first.
+    """
+    root = Path(root)
+    properties = write_config(config, root / "config.properties", str(store), **overrides)
+    server = LocalTorchServe(properties, store, root / "logs", models)
+    try:
+        server.start()
+        if ready is True:
+            server.wait_models()
+        for name in ready if not isinstance(ready, bool) else ():
+            server.wait_ready(model=name)
+        yield server
+    finally:
+        server.stop()
 
 
 def _sample_points(metadata: gp_artifact.Metadata) -> list[list[float]]:

@@ -1,13 +1,7 @@
-"""Soak: many loopback clients of mixed sizes and modes against a real TorchServe, for a while.
+"""Soak: loopback clients of mixed sizes and modes against a fresh TorchServe for a while, every
+answer checked against the in-process module (``gp-serve soak``, ``make soak``).
 
-    gp-serve soak [--seconds 300] [--clients 16] [--model-dir build/model]
-
-(``make soak``.) Archives the exported model, serves it with a fresh TorchServe on free
-127.0.0.1 ports, warms it up, then lets ``--clients`` threads send a seeded mix of JSON
-(full, diag, none; q from 1 to 2000) and CSV requests for ``--seconds``. Every answer is
-checked against the in-process TorchScript module. Prints requests, errors, p50/p99
-latency and the workers' resident memory growth; exits 1 on any error, a worker restart
-or memory growth of 10% or more.
+Exits 1 on any error, a worker restart or worker memory growth of 10% or more; docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,18 +12,17 @@ import random
 import sys
 import tempfile
 import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import requests
 import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.archive import MODEL_NAME, build_archive
-from gp_serve.serving.local_server import LocalTorchServe, write_config
-from gp_serve.serving.properties import DEFAULT_CONFIG
+from gp_serve.serving.load import Answer, LoadResult, Request, closed_loop
+from gp_serve.serving.local_server import LocalTorchServe, served
 
 MAX_RSS_GROWTH = 0.10
 REQUEST_TIMEOUT_S = 60.0
@@ -38,45 +31,32 @@ MIX = [(40, 1, "diag"), (15, 1, "full"), (15, 10, "full"), (10, 100, "full"),
        (8, 100, "none"), (6, 500, "csv"), (4, 2000, "diag"), (2, 2000, "csv")]
 
 
-@dataclass
-class LoadResult:
-    """What a load run saw. ``errors`` holds one line per failed or wrong answer."""
-
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies) + len(self.errors)
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
+def mixed_requests(rng: random.Random, bounds: list[list[float]]) -> Iterator[Request]:
+    """Requests drawn from `MIX` without end, each with its points and mode as ``expected``."""
+    while True:
+        q, mode = rng.choices([(q, mode) for _, q, mode in MIX], [w for w, _, _ in MIX])[0]
+        X = torch.tensor([[rng.uniform(lo, hi) for lo, hi in bounds] for _ in range(q)],
+                         dtype=torch.float64)
+        if mode == "csv":
+            body = "".join(",".join(map(repr, row)) + "\n" for row in X.tolist())
+            yield Request(body.encode(), "text/csv", f"q={q} {mode}", (X, mode))
+        else:
+            yield Request(json.dumps({"inputs": X.tolist(), "covariance": mode}).encode(),
+                          note=f"q={q} {mode}", expected=(X, mode))
 
 
-def _request(rng: random.Random, bounds: list[list[float]]) -> tuple[torch.Tensor, str, bytes, str]:
-    q, mode = rng.choices([(q, mode) for _, q, mode in MIX], [w for w, _, _ in MIX])[0]
-    X = torch.tensor([[rng.uniform(lo, hi) for lo, hi in bounds] for _ in range(q)],
-                     dtype=torch.float64)
-    if mode == "csv":
-        return X, mode, "".join(",".join(map(repr, row)) + "\n" for row in X.tolist()).encode(), \
-            "text/csv"
-    return X, mode, json.dumps({"inputs": X.tolist(), "covariance": mode}).encode(), \
-        "application/json"
-
-
-def _wrong(response: requests.Response, X: torch.Tensor, mode: str, module) -> str | None:
+def wrong(answer: Answer, request: Request, module) -> str | None:
     """Why an answer differs from the module's, or None."""
+    X, mode = request.expected
     mean = module.mean_var(X)[0]
     if mode == "csv":
-        rows = response.text.splitlines()[1:]
+        rows = answer.text.splitlines()[1:]
         got = torch.tensor([[float(v) for v in row.split(",")[::2]] for row in rows],
                            dtype=torch.float64)
     else:
-        answer = response.json()
-        got = torch.tensor(answer["mean"], dtype=torch.float64)
-        if ("covariance" in answer) != (mode == "full"):
+        document = answer.json()
+        got = torch.tensor(document["mean"], dtype=torch.float64)
+        if ("covariance" in document) != (mode == "full"):
             return f"covariance {'missing' if mode == 'full' else 'sent'} for {mode}"
     if got.shape != mean.shape:
         return f"mean of shape {tuple(got.shape)}, expected {tuple(mean.shape)}"
@@ -89,35 +69,10 @@ def run_load(url: str, module, bounds: list[list[float]], clients: int, seconds:
              headers: dict[str, str] | None = None) -> LoadResult:
     """``clients`` threads sending the `MIX` to ``url`` for ``seconds`` (or until ``stop``),
     each request with ``headers`` (the inference key) besides its Content-Type."""
-    result, stop = LoadResult(), stop or threading.Event()
-    deadline = time.monotonic() + seconds
-
-    def client(index: int) -> None:
-        rng, session = random.Random(seed * 1000 + index), requests.Session()
-        while time.monotonic() < deadline and not stop.is_set():
-            X, mode, body, content_type = _request(rng, bounds)
-            started = time.monotonic()
-            try:
-                response = session.post(url, data=body, timeout=REQUEST_TIMEOUT_S,
-                                        headers={"Content-Type": content_type, **(headers or {})})
-                elapsed = time.monotonic() - started
-                problem = (f"HTTP {response.status_code}: {response.text[:200]}"
-                           if response.status_code != 200 else _wrong(response, X, mode, module))
-            except requests.RequestException as e:
-                elapsed, problem = time.monotonic() - started, f"{type(e).__name__}: {e}"
-            with result.lock:
-                if problem:
-                    result.errors.append(f"client {index}, q={X.size(0)} {mode}, "
-                                         f"after {elapsed:.1f}s: {problem}")
-                else:
-                    result.latencies.append(elapsed)
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return result
+    return closed_loop(
+        url, lambda index: mixed_requests(random.Random(seed * 1000 + index), bounds), clients,
+        seconds, lambda answer, request: wrong(answer, request, module), stop=stop,
+        headers=headers, timeout=REQUEST_TIMEOUT_S)
 
 
 def worker_memory(server: LocalTorchServe, model: str = MODEL_NAME) -> dict[int, int]:
@@ -164,12 +119,9 @@ def soak(server: LocalTorchServe, module, seconds: float, clients: int = 16,
     run_load(server.predict_url, module, bounds, clients, warmup, seed=1,
              headers=server.headers())
     before = worker_memory(server)
-    started = time.monotonic()
     load = run_load(server.predict_url, module, bounds, clients, seconds, seed=2,
                     headers=server.headers())
-    elapsed = time.monotonic() - started
-    after = worker_memory(server)
-    return SoakReport(load, elapsed, before, after)
+    return SoakReport(load, load.seconds, before, worker_memory(server))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,16 +141,10 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gp-soak-") as tmp:
         root = Path(tmp)
         build_archive(args.model_dir, root / "store")
-        config = write_config(DEFAULT_CONFIG, root / "config.properties", str(root / "store"))
-        server = LocalTorchServe(config, root / "store", root / "logs")
-        server.start()
-        try:
-            server.wait_ready()
+        with served(root / "store", root) as server:
             print(f"soaking {server.predict_url}: {args.clients} clients, {args.seconds:.0f} s "
                   "(after 10 s of warm-up)", flush=True)
             report = soak(server, module, args.seconds, args.clients)
-        finally:
-            server.stop()
     print(report.summary())
     return 0 if report.ok else 1
 

@@ -1,9 +1,7 @@
 """Serving fixtures: an exported model, its archives and a real TorchServe on loopback.
 
-The model is fitted here with BoTorch and exported with the ``export`` API (tests
-only; the handler never imports it). TorchServe runs on free 127.0.0.1 ports with
-a ``config.properties`` derived from the repository's, its model store, logs, pid
-file and sockets all under ``tmp_path_factory``.
+The model is fitted with BoTorch and exported here (tests only); TorchServe runs on free
+127.0.0.1 ports with its config, store and logs under ``tmp_path_factory`` (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -28,8 +26,7 @@ from gp_serve.export import export_model
 from gp_serve.export.data import default_data, validate
 from gp_serve.export.fit import MISSING_ALLOWED, fit_model
 from gp_serve.serving.archive import MODEL_CONFIG, build_archive
-from gp_serve.serving.local_server import LocalTorchServe, write_config
-from gp_serve.serving.properties import DEFAULT_CONFIG
+from gp_serve.serving.local_server import LocalTorchServe, served
 from tests.conftest import FORMAT_MODELS, REPO, archive_formats, write_model_config
 
 BATCH_MODEL = "gpbatch"
@@ -78,16 +75,9 @@ def own_server(artifact: Path, root: Path, model_config: Path = MODEL_CONFIG,
     """A TorchServe of a test module's own, on free loopback ports under ``root``, serving
     ``artifact`` as ``gp`` (with ``model_config``; ``properties`` override config keys);
     stopped on exit."""
-    store = root / "model_store"
-    build_archive(artifact, store, model_config=model_config)
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store), **properties)
-    server = LocalTorchServe(config, store, root / "logs")
-    server.start()
-    try:
-        server.wait_ready()
+    build_archive(artifact, root / "model_store", model_config=model_config)
+    with served(root / "model_store", root, **properties) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -159,24 +149,16 @@ def server(
     for name, family in family_exports.items():
         build_archive(family.directory, store, name, one_worker)
     archive_formats(portable_artifact.directory, store, root)
-    models = " ".join(f"{name}={name}.mar"
-                      for name in ["gp", BATCH_MODEL, *family_exports, *FORMAT_MODELS])
-
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
-
-    instance = LocalTorchServe(config, store, root / "logs", models=models)
+    models = ["gp", BATCH_MODEL, *family_exports, *FORMAT_MODELS]
     failed_before = request.session.testsfailed
-    try:
-        instance.start()
-        for name in ["gp", *family_exports, *FORMAT_MODELS]:
-            instance.wait_ready(model=name)
-        yield instance
-    finally:
-        instance.stop()
-        if request.session.testsfailed > failed_before:
-            capture = request.config.pluginmanager.getplugin("capturemanager")
-            with capture.global_and_fixture_disabled():
-                print("\nTorchServe logs (tests failed):\n" + instance.log_tail(80))
+    with served(store, root, models, ready=["gp", *family_exports, *FORMAT_MODELS]) as instance:
+        try:
+            yield instance
+        finally:
+            if request.session.testsfailed > failed_before:
+                capture = request.config.pluginmanager.getplugin("capturemanager")
+                with capture.global_and_fixture_disabled():
+                    print("\nTorchServe logs (tests failed):\n" + instance.log_tail(80))
 
 
 @pytest.fixture(scope="session")

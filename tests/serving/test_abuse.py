@@ -1,13 +1,7 @@
 """The abuse tier: hostile and maximal requests against a real TorchServe on loopback.
 
-Every body here is at most ``max_request_size``; none may get a 5xx, replace a worker or grow
-its memory without bound, and each refusal must come before the work it would cost. Most
-run on a server of their own (``abuse``: the default limits, but ``max_response_size`` and the
-handler's ``max_response_bytes`` lowered to `SMALL_RESPONSE`, so that the answer just under
-and just over it are cheap), so its worker pids and memory are this module's alone and no
-call here can change the session server. The concurrency check runs on the session server's
-``gp`` (two workers, the default limits). Figures are printed (``-s``) for the README's
-Reliability table.
+No body here (each at most ``max_request_size``) may get a 5xx, replace a worker or grow its
+memory without bound; most run on a server of their own (`abuse`). See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ import torch
 from gp_serve.handler import gp_artifact
 from gp_serve.handler.codecs import decode_request, v2
 from gp_serve.handler.codecs.budget import Budget, RequestError
+from gp_serve.serving.load import closed_loop
 from gp_serve.serving.local_server import LocalTorchServe
 from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
 from tests.conftest import write_model_config
@@ -270,18 +265,11 @@ def test_two_maximal_full_covariances_and_small_requests(server, exported: Expor
     X = torch.rand(limit, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     big = json.dumps({"inputs": X.tolist()}).encode()
     small = json.dumps({"inputs": [[0.5, 0.5]], "covariance": "diag"}).encode()
-    done = threading.Event()
-    latencies, failures = [], []
+    done, smalls = threading.Event(), []
 
     def small_client() -> None:
-        session = requests.Session()
-        while not done.is_set():
-            started = time.monotonic()
-            response = session.post(server.predict_url, data=small, timeout=120,
-                                    headers={"Content-Type": JSON, **server.headers()})
-            latencies.append(time.monotonic() - started)
-            if response.status_code != 200:
-                failures.append(response.status_code)
+        smalls.append(closed_loop(server.predict_url, [small], 1, stop=done,
+                                  headers=server.headers()))
 
     def big_request(_: int) -> tuple[int, float, int]:
         response, elapsed = post(server, big)
@@ -295,6 +283,7 @@ def test_two_maximal_full_covariances_and_small_requests(server, exported: Expor
     finally:
         done.set()
         thread.join(timeout=150)
+    latencies, failures = smalls[0].latencies, smalls[0].errors
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
     print(f"\n[abuse] 2 concurrent full covariances of {limit} points: "
           + ", ".join(f"HTTP {s} in {t:.1f} s ({n / 1e6:.0f} MB)" for s, t, n in bigs)

@@ -1,7 +1,7 @@
 """Faults against a real TorchServe: a worker killed under load, broken archives.
 
 Each server here is its own (free loopback ports, its own logs), so the session server's
-worker pids, which other tests compare, are untouched.
+worker pids are untouched (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.archive import build_archive
-from gp_serve.serving.local_server import MODEL_LOG, LocalTorchServe, load_errors, write_config
+from gp_serve.serving.local_server import (MODEL_LOG, LocalTorchServe, load_errors, served,
+                                           write_config)
 from gp_serve.serving.properties import DEFAULT_CONFIG
 from gp_serve.serving.soak import REQUEST_TIMEOUT_S, run_load
 from tests.conftest import REPO
@@ -31,17 +32,9 @@ from tests.serving.test_server import worker_pids
 PROMPT_S = 60  # "promptly": well under the 180 s the tools otherwise wait
 
 
-def serve(store: Path, root: Path, models: str = "gp=gp.mar") -> LocalTorchServe:
-    config = write_config(DEFAULT_CONFIG, root / "config.properties", str(store))
-    return LocalTorchServe(config, store, root / "logs", models=models)
-
-
 def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Path) -> None:
     build_archive(exported.directory, tmp_path / "store")
-    server = serve(tmp_path / "store", tmp_path)
-    server.start()
-    try:
-        server.wait_ready()
+    with served(tmp_path / "store", tmp_path) as server:
         module = torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
         before = worker_pids(server)
         stop, results = threading.Event(), []
@@ -82,8 +75,6 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         assert all('"message": "Worker died."' in error for error in result.errors), result.errors
         assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
                              headers=server.headers(), timeout=30).status_code == 200
-    finally:
-        server.stop()
 
 
 def broken_archive(good: Path, target: Path, how: str, other: bytes = b"") -> Path:
@@ -127,10 +118,7 @@ def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
     store.mkdir()
     for how in BROKEN:
         broken_archive(good_archive, store / f"{how}.mar", how, other_posterior)
-    models = " ".join(f"{how}={how}.mar" for how in BROKEN)
-    server = serve(store, tmp_path, models)
-    server.start()
-    try:
+    with served(store, tmp_path, list(BROKEN), ready=False) as server:
         deadline, lines = time.monotonic() + PROMPT_S, {}
         while time.monotonic() < deadline and len(lines) < len(BROKEN):
             lines = {}
@@ -152,8 +140,6 @@ def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
                                  json={"inputs": [[0.5, 0.5]]}, headers=server.headers(),
                                  timeout=30)
         assert response.status_code in (500, 503), response.text
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("action", ["start", "serve"])

@@ -1,9 +1,7 @@
 """Model updates against a real TorchServe: ``python -m serving.update`` under load.
 
-The module runs its own server (free loopback ports, its own store and logs) serving model A
-(the session's ``exported``) as ``gp`` 1.0, and drives it with concurrent clients that send
-the inference key and check every answer against A's and B's in-process TorchScript answers.
-The failed updates run first (each leaves A serving), then the update to B.
+A server of the module's own serves model A as ``gp`` 1.0 to clients that check every answer
+against A's and B's in-process answers; the failed updates run first, then the update to B.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving import update
+from gp_serve.serving.load import Answer, Request, closed_loop
 from gp_serve.serving.local_server import LocalTorchServe
 from tests.conftest import REPO, write_model_config
 from tests.serving.conftest import Exported, fit_branin_currin, own_server
@@ -63,7 +63,7 @@ def posterior(artifact: Exported):
 
 @dataclass
 class Clients:
-    """``count`` threads posting predictions (`MIX`) to ``/predictions/gp`` until stopped.
+    """``count`` clients posting predictions (`MIX`) to ``/predictions/gp`` until stopped.
 
     Each answer is labelled with the reference (``label -> (module, version)``) whose
     in-process mean and variance it equals (<= 1e-8 relative) and whose version it names;
@@ -80,18 +80,14 @@ class Clients:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
-        self.deadline = time.monotonic() + MAX_LOAD_S
         self.seen = [[] for _ in range(self.count)]
-        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
-                        for i in range(self.count)]
-        for thread in self.threads:
-            thread.start()
+        self.thread = threading.Thread(target=self._load, daemon=True)
+        self.thread.start()
 
     def finish(self) -> None:
         self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=REQUEST_TIMEOUT_S + 10)
-        assert not any(t.is_alive() for t in self.threads), "a client hung past its timeout"
+        self.thread.join(timeout=REQUEST_TIMEOUT_S + 10)
+        assert not self.thread.is_alive(), "a client hung past its timeout"
 
     @property
     def requests(self) -> int:
@@ -105,39 +101,34 @@ class Clients:
                 runs.append(label)
         return runs
 
-    def _client(self, index: int) -> None:
-        rng, session = random.Random(index), requests.Session()
-        headers = {**self.server.headers("inference"), "Content-Type": "application/json"}
-        pool = []
+    def _load(self) -> None:
+        result = closed_loop(self.server.predict_url, self._bodies, self.count, MAX_LOAD_S,
+                             self._check, requests=MAX_REQUESTS, stop=self.stop,
+                             headers=self.server.headers("inference"), pause_s=self.pause_s,
+                             timeout=REQUEST_TIMEOUT_S)
+        self.failures = result.errors
+
+    def _bodies(self, index: int) -> Iterator[Request]:
+        """Client ``index``'s requests: drawn from a pool of one body per `MIX` size, each with
+        every reference's answer."""
+        rng, pool = random.Random(index), []
         for q, _ in MIX:
             X = torch.tensor([[rng.uniform(lo, hi) for lo, hi in self.bounds] for _ in range(q)],
                              dtype=torch.float64)
             expected = {label: (tuple(t.detach() for t in module.mean_var(X)), version)
                         for label, (module, version) in self.references.items()}
-            pool.append((json.dumps({"inputs": X.tolist(), "covariance": "diag"}), expected))
+            pool.append(Request(json.dumps({"inputs": X.tolist(), "covariance": "diag"}).encode(),
+                                expected=expected))
         weights = [weight for _, weight in MIX]
-        for _ in range(MAX_REQUESTS):
-            if self.stop.wait(self.pause_s) or time.monotonic() > self.deadline:
-                return
-            body, expected = rng.choices(pool, weights)[0]
-            started = time.monotonic()
-            try:
-                response = session.post(self.server.predict_url, headers=headers, data=body,
-                                        timeout=REQUEST_TIMEOUT_S)
-            except requests.RequestException as e:
-                self.failures.append(f"client {index}: {type(e).__name__}: {e}")
-                continue
-            elapsed = time.monotonic() - started
-            if response.status_code != 200:
-                self.failures.append(f"client {index}: HTTP {response.status_code}: "
-                                     f"{response.text[:200]}")
-                continue
-            label = self._label(response.json(), expected)
-            if label is None:
-                self.failures.append(f"client {index}: an answer equal to no reference: "
-                                     f"{response.text[:200]}")
-                continue
-            self.seen[index].append((time.monotonic(), label, elapsed))
+        while True:
+            yield rng.choices(pool, weights)[0]
+
+    def _check(self, answer: Answer, request: Request) -> str | None:
+        label = self._label(answer.json(), request.expected)
+        if label is None:
+            return f"an answer equal to no reference: {answer.text[:200]}"
+        self.seen[answer.client].append((answer.arrived, label, answer.elapsed))
+        return None
 
     @staticmethod
     def _label(answer: dict, expected: dict) -> str | None:
