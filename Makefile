@@ -95,7 +95,7 @@ test-fast: install
 ## test: lint, then the whole suite (pinned stack), then the export tests on BoTorch 0.12.0 and
 ## on torch 2.15.0
 test: lint install-compat install-onnx-example install-torch215
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=25 tests
 	$(COMPAT_VENV)/bin/python -m pytest tests/export
 	$(TORCH215_VENV)/bin/python -m pytest tests/export
 

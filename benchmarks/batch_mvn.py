@@ -25,8 +25,16 @@ Q_SIZES = (1, 10, 100, 1000)
 M_SIZES = (1, 2, 4, 8)
 QUICK = {"q": (1, 10), "m": (1, 2)}
 N_TRAIN = 50
-COLUMNS = ["q", "m", "from_batch_mvn ms", "from_independent_mvns ms", "ratio",
-           "layout batch", "layout independent", "max rel diff"]
+COLUMNS = [
+    "q",
+    "m",
+    "from_batch_mvn ms",
+    "from_independent_mvns ms",
+    "ratio",
+    "layout batch",
+    "layout independent",
+    "max rel diff",
+]
 
 
 def layout(mvn: MultitaskMultivariateNormal) -> str:
@@ -48,10 +56,15 @@ def posterior_batch(m: int, q: int) -> tuple[Tensor, Tensor]:
 
 def by_batch(mean: Tensor, covariance: Tensor) -> dict[str, Tensor | str]:
     """``from_batch_mvn(batch, task_dim=0)`` and its mean, variance, dense covariance."""
-    mtmvn = MultitaskMultivariateNormal.from_batch_mvn(MultivariateNormal(mean, covariance),
-                                                       task_dim=0)
-    return {"mean": mtmvn.mean, "variance": mtmvn.variance,
-            "covariance": mtmvn.covariance_matrix, "layout": layout(mtmvn)}
+    mtmvn = MultitaskMultivariateNormal.from_batch_mvn(
+        MultivariateNormal(mean, covariance), task_dim=0
+    )
+    return {
+        "mean": mtmvn.mean,
+        "variance": mtmvn.variance,
+        "covariance": mtmvn.covariance_matrix,
+        "layout": layout(mtmvn),
+    }
 
 
 def by_independent(mean: Tensor, covariance: Tensor) -> dict[str, Tensor | str]:
@@ -59,11 +72,16 @@ def by_independent(mean: Tensor, covariance: Tensor) -> dict[str, Tensor | str]:
     ``from_independent_mvns``; its mean, variance and dense covariance."""
     batch = MultivariateNormal(mean, covariance)
     mean_x, covar_x = batch.mean, batch.lazy_covariance_matrix
-    mvns = [MultivariateNormal(mean_x.select(dim=0, index=t), covar_x[t])
-            for t in range(mean.size(0))]
+    mvns = [
+        MultivariateNormal(mean_x.select(dim=0, index=t), covar_x[t]) for t in range(mean.size(0))
+    ]
     mtmvn = MultitaskMultivariateNormal.from_independent_mvns(mvns=mvns)
-    return {"mean": mtmvn.mean, "variance": mtmvn.variance,
-            "covariance": mtmvn.covariance_matrix, "layout": layout(mtmvn)}
+    return {
+        "mean": mtmvn.mean,
+        "variance": mtmvn.variance,
+        "covariance": mtmvn.covariance_matrix,
+        "layout": layout(mtmvn),
+    }
 
 
 def to_output_major(result: dict, q: int, m: int) -> Tensor:
@@ -75,10 +93,11 @@ def to_output_major(result: dict, q: int, m: int) -> Tensor:
 
 def compare(batch: dict, independent: dict, q: int, m: int) -> float:
     """Max relative difference of mean, variance and (same-layout) covariance."""
-    return max(relative_error(batch["mean"], independent["mean"]),
-               relative_error(batch["variance"], independent["variance"]),
-               relative_error(to_output_major(batch, q, m),
-                              to_output_major(independent, q, m)))
+    return max(
+        relative_error(batch["mean"], independent["mean"]),
+        relative_error(batch["variance"], independent["variance"]),
+        relative_error(to_output_major(batch, q, m), to_output_major(independent, q, m)),
+    )
 
 
 def run(q_sizes: tuple[int, ...], m_sizes: tuple[int, ...]) -> dict:
@@ -105,12 +124,18 @@ def run(q_sizes: tuple[int, ...], m_sizes: tuple[int, ...]) -> dict:
                 row[7] = compare(batch.result, independent.result, q, m)
             rows.append(row)
     if 1 in m_sizes:
-        notes.append("m=1: from_independent_mvns raises ValueError (it needs at least 2 "
-                     "MVNs); BoTorch does not assemble a one-output posterior.")
-    return {"section": "batch_mvn",
-            "title": "MultitaskMultivariateNormal.from_batch_mvn(task_dim=0) vs "
-                     "from_independent_mvns, eager (BoTorch issue #2591)",
-            "columns": COLUMNS, "rows": rows, "notes": notes}
+        notes.append(
+            "m=1: from_independent_mvns raises ValueError (it needs at least 2 "
+            "MVNs); BoTorch does not assemble a one-output posterior."
+        )
+    return {
+        "section": "batch_mvn",
+        "title": "MultitaskMultivariateNormal.from_batch_mvn(task_dim=0) vs "
+        "from_independent_mvns, eager (BoTorch issue #2591)",
+        "columns": COLUMNS,
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = (QUICK["q"], QUICK["m"]) if args.quick else (Q_SIZES, M_SIZES)
     section = run(*sizes)
-    section["command"] = " ".join(["python -m benchmarks.batch_mvn", *(
-        sys.argv[1:] if argv is None else argv)])
+    section["command"] = " ".join(
+        ["python -m benchmarks.batch_mvn", *(sys.argv[1:] if argv is None else argv)]
+    )
     print(write_section(section, args.out))
 
 

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.servers import archive_with
 from benchmarks.sections import write_section
+from benchmarks.servers import archive_with
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.load import closed_loop
 from gp_serve.serving.local_server import BENCHMARK_SETTINGS, served
 
 CLIENTS = 4
-WORKLOADS = ((1, "diag"), (1, "full"), (100, "diag"), (100, "full"), (1000, "diag"),
-             (1000, "full"))
+WORKLOADS = ((1, "diag"), (1, "full"), (100, "diag"), (100, "full"), (1000, "diag"), (1000, "full"))
 WORKERS_PER_REPLICA = 2
 UTILISATION = 0.7
 TARGETS = (1_000, 10_000)
@@ -48,20 +47,37 @@ def measure(model_dir: Path, seconds: float, workloads=WORKLOADS) -> dict:
                 closed_loop(server.predict_url, [body], CLIENTS, min(2.0, seconds))  # warm-up
                 load = closed_loop(server.predict_url, [body], CLIENTS, seconds)
                 per_replica = load.rate * WORKERS_PER_REPLICA * UTILISATION
-                rows.append([
-                    q, mode, 1, CLIENTS, round(load.rate, 1),
-                    round(statistics.median(load.latencies) * 1e3, 2),
-                    round(load.percentile(99) * 1e3, 2),
-                    *(math.ceil(target / per_replica) if per_replica > 0 else None
-                      for target in TARGETS),
-                    len(load.errors),
-                ])
+                rows.append(
+                    [
+                        q,
+                        mode,
+                        1,
+                        CLIENTS,
+                        round(load.rate, 1),
+                        round(statistics.median(load.latencies) * 1e3, 2),
+                        round(load.percentile(99) * 1e3, 2),
+                        *(
+                            math.ceil(target / per_replica) if per_replica > 0 else None
+                            for target in TARGETS
+                        ),
+                        len(load.errors),
+                    ]
+                )
     return {
         "section": "capacity",
         "title": "Capacity: one TorchServe worker on one core (for scale-out)",
-        "columns": ["q", "covariance", "workers", "clients", "req/s per worker-core",
-                    "p50 ms", "p99 ms", "replicas for 1,000 req/s",
-                    "replicas for 10,000 req/s", "errors"],
+        "columns": [
+            "q",
+            "covariance",
+            "workers",
+            "clients",
+            "req/s per worker-core",
+            "p50 ms",
+            "p99 ms",
+            "replicas for 1,000 req/s",
+            "replicas for 10,000 req/s",
+            "errors",
+        ],
         "rows": rows,
         "notes": [
             f"{CLIENTS} loopback clients keep one worker (1 torch thread) saturated for "
@@ -77,8 +93,9 @@ def measure(model_dir: Path, seconds: float, workloads=WORKLOADS) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.capacity", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("build/model"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -88,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     section = measure(args.model_dir, 2.0 if args.quick else args.seconds, workloads)
     write_section(section, args.out)
     for row in section["rows"]:
-        print(dict(zip(section["columns"], row)))
+        print(dict(zip(section["columns"], row, strict=True)))
     return 0
 
 

@@ -26,8 +26,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmarks.inprocess import (MEMORY_CAP_BYTES, ONCE_ABOVE_S, estimate_bytes, log,
-                                  percentile, single_task_model, test_points, time_calls)
+from benchmarks.inprocess import (
+    MEMORY_CAP_BYTES,
+    ONCE_ABOVE_S,
+    estimate_bytes,
+    log,
+    percentile,
+    single_task_model,
+    test_points,
+    time_calls,
+)
 from benchmarks.sections import versions, write_section
 from gp_serve.export.gate import relative_error, sample_points
 from gp_serve.handler import gp_artifact, gp_formats
@@ -55,13 +63,24 @@ CELL_CAP_S = 60.0
 FRESH_TIMEOUT_S = 300
 WARM_UP_SIZES = (1, 1, 2, 2, 3)
 
-COLUMNS = ["method", "q",
-           *(f"{fmt} {stat}" for fmt in FORMATS for stat in ("median ms", "p90 ms")),
-           *(f"{fmt}/{REFERENCE}" for fmt in FORMATS if fmt != REFERENCE),
-           *(f"{fmt} max rel error" for fmt in FORMATS if fmt != REFERENCE)]
-FORMAT_COLUMNS = ["format", "file", "build s", "file MB", "fresh load s",
-                  "first forward ms (q=1)", "first mean_var ms (q=1)", "gate max rel error",
-                  f"max rel error vs {REFERENCE}"]
+COLUMNS = [
+    "method",
+    "q",
+    *(f"{fmt} {stat}" for fmt in FORMATS for stat in ("median ms", "p90 ms")),
+    *(f"{fmt}/{REFERENCE}" for fmt in FORMATS if fmt != REFERENCE),
+    *(f"{fmt} max rel error" for fmt in FORMATS if fmt != REFERENCE),
+]
+FORMAT_COLUMNS = [
+    "format",
+    "file",
+    "build s",
+    "file MB",
+    "fresh load s",
+    "first forward ms (q=1)",
+    "first mean_var ms (q=1)",
+    "gate max rel error",
+    f"max rel error vs {REFERENCE}",
+]
 
 # Run as ``python -c FRESH_CHILD directory fmt d X_json`` from the repository root: prints
 # one JSON line with the import, load and first-call seconds.
@@ -91,6 +110,7 @@ print(json.dumps({"import_s": imported, "load_s": load, "first_forward_s": forwa
 
 # --- the artifact ------------------------------------------------------------------
 
+
 def export_all(n: int, directory: Path) -> tuple[dict, dict[str, float]]:
     """Build `single_task_model` (N=``n``, m=`M`, d=6) and export it in every format.
 
@@ -115,6 +135,7 @@ def file_sizes(directory: Path) -> dict[str, int]:
 
 # --- fresh processes ---------------------------------------------------------------
 
+
 def fresh_load(directory: Path, fmt: str, d: int, X: Tensor) -> dict[str, float]:
     """One fresh process's import, load and first-call seconds (`FRESH_CHILD`).
 
@@ -122,13 +143,18 @@ def fresh_load(directory: Path, fmt: str, d: int, X: Tensor) -> dict[str, float]
         RuntimeError: If the child fails (with its stderr's tail).
     """
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_CHILD, str(directory), fmt, str(d),
-         json.dumps(X.tolist())],
-        cwd=REPO, capture_output=True, text=True, timeout=FRESH_TIMEOUT_S, check=False,
-        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        [sys.executable, "-c", FRESH_CHILD, str(directory), fmt, str(d), json.dumps(X.tolist())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=FRESH_TIMEOUT_S,
+        check=False,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"fresh {fmt} load failed ({result.returncode}): "
-                           f"{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"fresh {fmt} load failed ({result.returncode}): {result.stderr[-2000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -139,11 +165,14 @@ def fresh_loads(directory: Path, d: int, X: Tensor, repeats: int) -> dict[str, d
         for fmt in FORMATS:
             runs[fmt].append(fresh_load(directory, fmt, d, X))
             log(f"  fresh {fmt}: " + ", ".join(f"{k} {v:.3g}" for k, v in runs[fmt][-1].items()))
-    return {fmt: {key: statistics.median(run[key] for run in found) for key in found[0]}
-            for fmt, found in runs.items()}
+    return {
+        fmt: {key: statistics.median(run[key] for run in found) for key in found[0]}
+        for fmt, found in runs.items()
+    }
 
 
 # --- in-process calls ----------------------------------------------------------------
+
 
 def load_all(directory: Path, d: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Every format loaded in this process (one onnxruntime thread), and the load seconds."""
@@ -172,12 +201,13 @@ def method_call(posterior: Any, method: str, X: Tensor) -> Callable[[], tuple[Te
 
 def worst_error(actual: tuple[Tensor, Tensor], expected: tuple[Tensor, Tensor]) -> float | None:
     """The worst `relative_error` over both outputs (None if not finite or misshapen)."""
-    error = max(relative_error(a, e) for a, e in zip(actual, expected))
+    error = max(relative_error(a, e) for a, e in zip(actual, expected, strict=True))
     return error if math.isfinite(error) else None
 
 
-def measure_cell(loaded: dict[str, Any], method: str, X: Tensor, rounds: int
-                 ) -> dict[str, tuple[list[float], tuple[Tensor, Tensor]]]:
+def measure_cell(
+    loaded: dict[str, Any], method: str, X: Tensor, rounds: int
+) -> dict[str, tuple[list[float], tuple[Tensor, Tensor]]]:
     """Per format, the pooled timed seconds and the first warm-up's result.
 
     Round 1 runs every format once (`time_calls`); a further round (the order rotated)
@@ -187,7 +217,7 @@ def measure_cell(loaded: dict[str, Any], method: str, X: Tensor, rounds: int
     for r in range(rounds):
         if r and any(statistics.median(s) >= ROUNDS_BELOW_S for s, _ in found.values()):
             break
-        order = FORMATS[r % len(FORMATS):] + FORMATS[:r % len(FORMATS)]
+        order = FORMATS[r % len(FORMATS) :] + FORMATS[: r % len(FORMATS)]
         for fmt in order:
             timing = time_calls(method_call(loaded[fmt], method, X))
             if fmt in found:
@@ -198,8 +228,7 @@ def measure_cell(loaded: dict[str, Any], method: str, X: Tensor, rounds: int
 
 
 def _skip_reason(history: list[tuple[int, float]], q: int, n: int, method: str) -> str | None:
-    predicted_bytes = estimate_bytes("traced", "full" if method == "forward" else "diag",
-                                     q, n, M)
+    predicted_bytes = estimate_bytes("traced", "full" if method == "forward" else "diag", q, n, M)
     if predicted_bytes > MEMORY_CAP_BYTES:
         return f"skipped (est. {predicted_bytes / 2**30:.3g} GiB)"
     if history:
@@ -211,8 +240,13 @@ def _skip_reason(history: list[tuple[int, float]], q: int, n: int, method: str) 
     return None
 
 
-def measure_grid(loaded: dict[str, Any], points: Callable[[int, int], Tensor], n: int,
-                 rounds: int, skipped: list[str]) -> list[list]:
+def measure_grid(
+    loaded: dict[str, Any],
+    points: Callable[[int, int], Tensor],
+    n: int,
+    rounds: int,
+    skipped: list[str],
+) -> list[list]:
     """The per-call rows (`COLUMNS`), method by method and q by q."""
     rows = []
     for method, sizes in CELLS:
@@ -232,23 +266,31 @@ def measure_grid(loaded: dict[str, Any], points: Callable[[int, int], Tensor], n
             for fmt in FORMATS:
                 seconds, result = found[fmt]
                 at = COLUMNS.index(f"{fmt} median ms")
-                row[at:at + 2] = [medians[fmt] * 1e3, percentile(seconds, 90) * 1e3]
+                row[at : at + 2] = [medians[fmt] * 1e3, percentile(seconds, 90) * 1e3]
                 if fmt != REFERENCE:
                     row[COLUMNS.index(f"{fmt}/{REFERENCE}")] = medians[fmt] / medians[REFERENCE]
                     error = worst_error(result, reference)
                     row[COLUMNS.index(f"{fmt} max rel error")] = error
                     if error is None:
-                        skipped.append(f"{method} q={q} {fmt}: output not finite or of "
-                                       f"another shape than {REFERENCE}'s")
+                        skipped.append(
+                            f"{method} q={q} {fmt}: output not finite or of "
+                            f"another shape than {REFERENCE}'s"
+                        )
             rows.append(row)
-            log("  " + " ".join("-" if v is None else f"{v:.3g}" if isinstance(v, float)
-                                else str(v) for v in row))
+            log(
+                "  "
+                + " ".join(
+                    "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+                    for v in row
+                )
+            )
             del X, found, reference
             gc.collect()
     return rows
 
 
 # --- the run -----------------------------------------------------------------------
+
 
 def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -> dict:
     """Export (or take ``artifact``), measure everything; the section's JSON object."""
@@ -260,25 +302,32 @@ def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -
             directory = Path(tmp) / "model"
             log(f"exporting a SingleTaskGP (N={n}, d=6, m={M}) as {', '.join(FORMATS)}")
             meta, walls = export_all(n, directory)
-            setup.append(f"Model: benchmarks.inprocess.single_task_model(N={n}, m={M}), d=6 "
-                         f"(built in {walls['build']:.2f} s); export_model(formats="
-                         f"{list(FORMATS)}) took {walls['export']:.1f} s in all "
-                         "(tracing, compiling, writing and gating every format).")
+            setup.append(
+                f"Model: benchmarks.inprocess.single_task_model(N={n}, m={M}), d=6 "
+                f"(built in {walls['build']:.2f} s); export_model(formats="
+                f"{list(FORMATS)}) took {walls['export']:.1f} s in all "
+                "(tracing, compiling, writing and gating every format)."
+            )
             points = test_points  # (the unit cube widened by 10%, as inprocess)
         else:
             directory = artifact
             meta = json.loads((directory / gp_artifact.METADATA_FILE).read_text())
             missing = [fmt for fmt in FORMATS if fmt not in meta.get("formats", {})]
             if missing:
-                raise SystemExit(f"{directory}: not exported as {missing}; export it with "
-                                 f"formats={list(FORMATS)}")
-            setup.append(f"Model: the artifact {directory} ({meta['model_class']}, N="
-                         f"{meta['num_train']}, d={meta['num_inputs']}, m="
-                         f"{meta['num_outputs']}), exported beforehand.")
+                raise SystemExit(
+                    f"{directory}: not exported as {missing}; export it with "
+                    f"formats={list(FORMATS)}"
+                )
+            setup.append(
+                f"Model: the artifact {directory} ({meta['model_class']}, N="
+                f"{meta['num_train']}, d={meta['num_inputs']}, m="
+                f"{meta['num_outputs']}), exported beforehand."
+            )
             bounds = torch.tensor(meta["input_bounds"], dtype=torch.float64)
 
             def points(q: int, seed: int) -> Tensor:
                 return sample_points(bounds, q, 10_000 + seed)
+
         n, d = meta["num_train"], meta["num_inputs"]
         sizes = file_sizes(directory)
 
@@ -300,12 +349,20 @@ def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -
         if fmt != REFERENCE:
             errors = [row[COLUMNS.index(f"{fmt} max rel error")] for row in rows]
             worst[fmt] = max((e for e in errors if e is not None), default=None)
-    format_rows = [[fmt, gp_artifact.FORMAT_FILES[fmt],
-                    meta["formats"][fmt].get("build_seconds"), sizes[fmt] / 1e6,
-                    fresh[fmt]["load_s"], fresh[fmt]["first_forward_s"] * 1e3,
-                    fresh[fmt]["first_mean_var_s"] * 1e3,
-                    meta["formats"][fmt].get("max_relative_error"), worst.get(fmt)]
-                   for fmt in FORMATS]
+    format_rows = [
+        [
+            fmt,
+            gp_artifact.FORMAT_FILES[fmt],
+            meta["formats"][fmt].get("build_seconds"),
+            sizes[fmt] / 1e6,
+            fresh[fmt]["load_s"],
+            fresh[fmt]["first_forward_s"] * 1e3,
+            fresh[fmt]["first_mean_var_s"] * 1e3,
+            meta["formats"][fmt].get("max_relative_error"),
+            worst.get(fmt),
+        ]
+        for fmt in FORMATS
+    ]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     notes = [
         f"float64, d={d}, m={meta['num_outputs']}, N={n}; torch.set_num_threads(1), "
@@ -339,36 +396,53 @@ def run(n: int, rounds: int, fresh_repeats: int, artifact: Path | None = None) -
         "torch._inductor.package; onnx: onnx and onnxruntime) and, for onnx, checking the "
         "graph and extracting the four subgraphs. First forward and first mean_var: that "
         "process's first calls at q=1, forward first.",
-        "Loads in this (warm) process: " + ", ".join(
-            f"{fmt} {inprocess_load[fmt]:.2f} s" for fmt in FORMATS) + ".",
+        "Loads in this (warm) process: "
+        + ", ".join(f"{fmt} {inprocess_load[fmt]:.2f} s" for fmt in FORMATS)
+        + ".",
         *skipped,
-        f"peak RSS of this process {peak_mb:.0f} MB; wall time {wall:.1f} s (without "
-        "the imports)",
+        f"peak RSS of this process {peak_mb:.0f} MB; wall time {wall:.1f} s (without the imports)",
     ]
-    return {"section": "formats",
-            "title": "Artifact formats: TorchScript vs AOTInductor (.pt2) vs ONNX, in "
-                     "process, one thread",
-            "columns": COLUMNS, "rows": rows,
-            "tables": [{"title": "Per format: build, size, fresh-process load and first "
-                                 "calls, errors", "columns": FORMAT_COLUMNS,
-                        "rows": format_rows}],
-            "notes": notes, "versions": versions(VERSIONS)}
+    return {
+        "section": "formats",
+        "title": "Artifact formats: TorchScript vs AOTInductor (.pt2) vs ONNX, in "
+        "process, one thread",
+        "columns": COLUMNS,
+        "rows": rows,
+        "tables": [
+            {
+                "title": "Per format: build, size, fresh-process load and first calls, errors",
+                "columns": FORMAT_COLUMNS,
+                "rows": format_rows,
+            }
+        ],
+        "notes": notes,
+        "versions": versions(VERSIONS),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw"))
-    parser.add_argument("--quick", action="store_true",
-                        help=f"N={N_QUICK}, one round, one fresh process per format")
-    parser.add_argument("--artifact", type=Path, default=None,
-                        help="an artifact exported with every format (skips the export)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"N={N_QUICK}, one round, one fresh process per format"
+    )
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="an artifact exported with every format (skips the export)",
+    )
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else {"n": N_FULL, "rounds": ROUNDS,
-                                     "fresh_repeats": FRESH_REPEATS}
-    section = run(plan["n"], plan["rounds"], plan["fresh_repeats"],
-                  args.artifact.resolve() if args.artifact else None)
-    section["command"] = " ".join(["python -m benchmarks.formats", *(
-        sys.argv[1:] if argv is None else argv)])
+    plan = QUICK if args.quick else {"n": N_FULL, "rounds": ROUNDS, "fresh_repeats": FRESH_REPEATS}
+    section = run(
+        plan["n"],
+        plan["rounds"],
+        plan["fresh_repeats"],
+        args.artifact.resolve() if args.artifact else None,
+    )
+    section["command"] = " ".join(
+        ["python -m benchmarks.formats", *(sys.argv[1:] if argv is None else argv)]
+    )
     print(write_section(section, args.out))
 
 

@@ -51,13 +51,30 @@ class Plan:
         return self.overrides.get((q, covariance), (self.requests[q], self.warmup[q]))
 
 
-FULL = Plan(sizes=(1, 10, 100, 1000), requests={1: 300, 10: 300, 100: 100, 1000: 30},
-            warmup={1: 20, 10: 20, 100: 20, 1000: 5}, rounds=3, clients=(1, 4, 16, 64),
-            seconds=5.0, csv_rows=(10**5, 10**6), peer_csv_rows=10**5, csv_sample=10**5,
-            stock_peer=True, overrides={(1000, "full"): (20, 2)})
-QUICK = Plan(sizes=(1, 10), requests={1: 40, 10: 40}, warmup={1: 5, 10: 5}, rounds=2,
-             clients=(1, 4), seconds=2.0, csv_rows=(10**3,), peer_csv_rows=10**3,
-             csv_sample=10**5)
+FULL = Plan(
+    sizes=(1, 10, 100, 1000),
+    requests={1: 300, 10: 300, 100: 100, 1000: 30},
+    warmup={1: 20, 10: 20, 100: 20, 1000: 5},
+    rounds=3,
+    clients=(1, 4, 16, 64),
+    seconds=5.0,
+    csv_rows=(10**5, 10**6),
+    peer_csv_rows=10**5,
+    csv_sample=10**5,
+    stock_peer=True,
+    overrides={(1000, "full"): (20, 2)},
+)
+QUICK = Plan(
+    sizes=(1, 10),
+    requests={1: 40, 10: 40},
+    warmup={1: 5, 10: 5},
+    rounds=2,
+    clients=(1, 4),
+    seconds=2.0,
+    csv_rows=(10**3,),
+    peer_csv_rows=10**3,
+    csv_sample=10**5,
+)
 
 
 # --- bodies and checks ---------------------------------------------------------------------
@@ -71,8 +88,9 @@ def random_points(bounds: list[list[float]], count: int, rng: np.random.Generato
 
 def json_body(points: np.ndarray, covariance: str) -> bytes:
     """A gp-serve JSON request (full float64 precision)."""
-    return json.dumps({"inputs": points.tolist(), "covariance": covariance,
-                       "observation_noise": False}).encode()
+    return json.dumps(
+        {"inputs": points.tolist(), "covariance": covariance, "observation_noise": False}
+    ).encode()
 
 
 def relative_error(got: Any, expected: Any) -> float:
@@ -87,12 +105,19 @@ def relative_error(got: Any, expected: Any) -> float:
 def _answer_error(gp: dict, other: dict) -> float:
     """The largest relative difference of ``other`` from ``gp`` over the posterior keys;
     inf if the keys or the layout differ."""
-    keys = ["model", "version", "outputs", "observation_noise", "covariance_layout",
-            "extrapolation"]
+    keys = [
+        "model",
+        "version",
+        "outputs",
+        "observation_noise",
+        "covariance_layout",
+        "extrapolation",
+    ]
     if set(gp) != set(other) or any(gp[k] != other[k] for k in keys):
         return float("inf")
-    return max(relative_error(other[k], gp[k])
-               for k in ("mean", "variance", "covariance") if k in gp)
+    return max(
+        relative_error(other[k], gp[k]) for k in ("mean", "variance", "covariance") if k in gp
+    )
 
 
 def agreement(gp_url: str, peer_url: str, module: Any, bounds: list[list[float]]) -> float:
@@ -150,8 +175,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-def measure_latency(urls: dict[str, str], bounds: list[list[float]], plan: Plan,
-                    log: Any = print) -> tuple[list[list[Any]], list[str]]:
+def measure_latency(
+    urls: dict[str, str], bounds: list[list[float]], plan: Plan, log: Any = print
+) -> tuple[list[list[Any]], list[str]]:
     """Sequential single-client latency per (q, covariance), servers interleaved.
 
     Args:
@@ -170,8 +196,10 @@ def measure_latency(urls: dict[str, str], bounds: list[list[float]], plan: Plan,
         for q in plan.sizes:
             for covariance in ("full", "diag"):
                 count, warmup = plan.counts(q, covariance)
-                bodies = [json_body(random_points(bounds, q, rng), covariance)
-                          for _ in range(count + warmup)]
+                bodies = [
+                    json_body(random_points(bounds, q, rng), covariance)
+                    for _ in range(count + warmup)
+                ]
                 reopen = json_body(random_points(bounds, 1, rng), covariance)
                 latencies: dict[str, list[float]] = {name: [] for name in urls}
                 failed: dict[str, int] = {name: 0 for name in urls}
@@ -181,7 +209,7 @@ def measure_latency(urls: dict[str, str], bounds: list[list[float]], plan: Plan,
                         connections[name].post(body)
                 blocks = np.array_split(np.arange(count), plan.rounds)
                 for r, block in enumerate(blocks):
-                    order = names[r % len(names):] + names[: r % len(names)]
+                    order = names[r % len(names) :] + names[: r % len(names)]
                     for name in order:
                         connection = connections[name]
                         connection.post(reopen)  # untimed: reopen an idle connection
@@ -194,23 +222,34 @@ def measure_latency(urls: dict[str, str], bounds: list[list[float]], plan: Plan,
                             else:
                                 failed[name] += 1
                                 if failed[name] == 1:
-                                    problems.append(f"q={q} {covariance} {name}: HTTP {status}: "
-                                                    f"{answer[:200]!r}")
+                                    problems.append(
+                                        f"q={q} {covariance} {name}: HTTP {status}: "
+                                        f"{answer[:200]!r}"
+                                    )
                 cells = {name: _percentiles(latencies[name]) for name in names}
-                row = [q, covariance, *cells["gp"], *cells["echo"], *cells["peer"],
-                       _ratio(cells["gp"][0], cells["echo"][0]),
-                       _ratio(cells["peer"][0], cells["gp"][0])]
+                row = [
+                    q,
+                    covariance,
+                    *cells["gp"],
+                    *cells["echo"],
+                    *cells["peer"],
+                    _ratio(cells["gp"][0], cells["echo"][0]),
+                    _ratio(cells["peer"][0], cells["gp"][0]),
+                ]
                 rows.append(row)
-                log(f"  latency q={q} {covariance}: gp p50 {row[2]} ms, echo {row[4]} ms, "
-                    f"peer {row[6]} ms")
+                log(
+                    f"  latency q={q} {covariance}: gp p50 {row[2]} ms, echo {row[4]} ms, "
+                    f"peer {row[6]} ms"
+                )
     finally:
         for connection in connections.values():
             connection.close()
     return rows, problems
 
 
-def measure_stock_peer(url: str, bounds: list[list[float]], count: int = 100,
-                       warmup: int = 10) -> tuple[float | None, float | None]:
+def measure_stock_peer(
+    url: str, bounds: list[list[float]], count: int = 100, warmup: int = 10
+) -> tuple[float | None, float | None]:
     """p50/p99 (ms) of sequential q=1 diag requests on one keep-alive connection."""
     rng = np.random.default_rng(SEED + 5)
     bodies = [json_body(random_points(bounds, 1, rng), "diag") for _ in range(count + warmup)]
@@ -239,8 +278,9 @@ def _noop(_: int = 0) -> int:
     return os.getpid()
 
 
-def measure_throughput(urls: dict[str, str], bounds: list[list[float]], plan: Plan,
-                       log: Any = print) -> tuple[list[list[Any]], list[str]]:
+def measure_throughput(
+    urls: dict[str, str], bounds: list[list[float]], plan: Plan, log: Any = print
+) -> tuple[list[list[Any]], list[str]]:
     """Closed-loop load from concurrent clients, gp and peer alternating per cell.
 
     Args:
@@ -267,19 +307,43 @@ def measure_throughput(urls: dict[str, str], bounds: list[list[float]], plan: Pl
                 cells: dict[str, tuple[float, float | None, float | None, int]] = {}
                 for name in names:
                     start_at = time.monotonic() + 0.5
-                    futures = [pool.submit(closed_loop, urls[name], bodies, threads, plan.seconds,
-                                           start_at=start_at, warm_up=True)
-                               for threads in client_layout(clients)]
+                    futures = [
+                        pool.submit(
+                            closed_loop,
+                            urls[name],
+                            bodies,
+                            threads,
+                            plan.seconds,
+                            start_at=start_at,
+                            warm_up=True,
+                        )
+                        for threads in client_layout(clients)
+                    ]
                     load = LoadResult.merge(future.result() for future in futures)
-                    problems += [f"{clients} clients {covariance} {name}: {error}"
-                                 for error in load.errors[:2]]
+                    problems += [
+                        f"{clients} clients {covariance} {name}: {error}"
+                        for error in load.errors[:2]
+                    ]
                     cells[name] = (load.rate, *_percentiles(load.latencies), len(load.errors))
                 gp, peer = cells["gp"], cells["peer"]
-                rows.append([clients, covariance, round(gp[0], 1), round(peer[0], 1),
-                             _ratio(gp[0], peer[0]), gp[1], gp[2], peer[1], peer[2],
-                             gp[3] + peer[3]])
-                log(f"  throughput {clients} clients q=1 {covariance}: gp {gp[0]:.0f} req/s, "
-                    f"peer {peer[0]:.0f} req/s, errors {gp[3] + peer[3]}")
+                rows.append(
+                    [
+                        clients,
+                        covariance,
+                        round(gp[0], 1),
+                        round(peer[0], 1),
+                        _ratio(gp[0], peer[0]),
+                        gp[1],
+                        gp[2],
+                        peer[1],
+                        peer[2],
+                        gp[3] + peer[3],
+                    ]
+                )
+                log(
+                    f"  throughput {clients} clients q=1 {covariance}: gp {gp[0]:.0f} req/s, "
+                    f"peer {peer[0]:.0f} req/s, errors {gp[3] + peer[3]}"
+                )
     return rows, problems
 
 
@@ -333,12 +397,16 @@ def write_points_csv(path: Path, points: np.ndarray, input_names: list[str]) -> 
         f.write(",".join(input_names) + "\n")
         step = 100_000
         for start in range(0, len(points), step):
-            f.write("".join(",".join(map(repr, row)) + "\n"
-                            for row in points[start:start + step].tolist()))
+            f.write(
+                "".join(
+                    ",".join(map(repr, row)) + "\n" for row in points[start : start + step].tolist()
+                )
+            )
 
 
-def check_scores(path: Path, points: np.ndarray, module: Any, sample: int,
-                 rng: np.random.Generator) -> tuple[bool, str]:
+def check_scores(
+    path: Path, points: np.ndarray, module: Any, sample: int, rng: np.random.Generator
+) -> tuple[bool, str]:
     """Compare a scored CSV (``mean_<out>,std_<out>`` columns) with ``module.mean_var``.
 
     Args:
@@ -355,8 +423,11 @@ def check_scores(path: Path, points: np.ndarray, module: Any, sample: int,
     scores = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     if scores.shape[0] != len(points):
         return False, f"FAILED: {scores.shape[0]} rows scored, expected {len(points)}"
-    rows = (np.sort(rng.choice(len(points), sample, replace=False)) if len(points) > sample
-            else np.arange(len(points)))
+    rows = (
+        np.sort(rng.choice(len(points), sample, replace=False))
+        if len(points) > sample
+        else np.arange(len(points))
+    )
     with torch.inference_mode():
         mean, variance = module.mean_var(torch.from_numpy(points[rows]))
     expected = torch.stack([mean, variance.sqrt()], -1).flatten(1).numpy()
@@ -367,9 +438,16 @@ def check_scores(path: Path, points: np.ndarray, module: Any, sample: int,
     return ok, f"{'ok' if ok else 'FAILED'}: max rel. error {error:.2g} ({where})"
 
 
-def measure_csv(server: LocalTorchServe, peer_url: str, module: Any, input_names: list[str],
-                bounds: list[list[float]], plan: Plan, workdir: Path,
-                log: Any = print) -> tuple[list[list[Any]], list[str], bool]:
+def measure_csv(
+    server: LocalTorchServe,
+    peer_url: str,
+    module: Any,
+    input_names: list[str],
+    bounds: list[list[float]],
+    plan: Plan,
+    workdir: Path,
+    log: Any = print,
+) -> tuple[list[list[Any]], list[str], bool]:
     """Score CSV files through gp (and the smaller one through the peer, for the notes).
 
     Returns:
@@ -391,10 +469,13 @@ def measure_csv(server: LocalTorchServe, peer_url: str, module: Any, input_names
         passed = passed and scored == count
         ok &= passed
         peak_mb = max(sampler.peak_kb.values()) / 1024
-        rows.append([count, chunk, round(seconds, 3), round(count / seconds, 1),
-                     round(peak_mb, 1), check])
-        log(f"  csv {count} rows: {seconds:.1f} s ({count / seconds:.0f} rows/s), worker peak "
-            f"RSS {peak_mb:.0f} MB, {check}")
+        rows.append(
+            [count, chunk, round(seconds, 3), round(count / seconds, 1), round(peak_mb, 1), check]
+        )
+        log(
+            f"  csv {count} rows: {seconds:.1f} s ({count / seconds:.0f} rows/s), worker peak "
+            f"RSS {peak_mb:.0f} MB, {check}"
+        )
         if count == plan.peer_csv_rows:
             peer_target = workdir / f"peer-scores-{count}.csv"
             started = time.perf_counter()
@@ -405,7 +486,8 @@ def measure_csv(server: LocalTorchServe, peer_url: str, module: Any, input_names
             notes.append(
                 f"Peer on the same {count} rows in chunks of {chunk}: {peer_seconds:.2f} s "
                 f"({count / peer_seconds:.0f} rows/s, gp/peer rows/s "
-                f"{peer_seconds / seconds:.2f}); answer check {peer_check}.")
+                f"{peer_seconds / seconds:.2f}); answer check {peer_check}."
+            )
             log(f"  csv {count} rows via the peer: {peer_seconds:.1f} s, {peer_check}")
         for path in (source, target):
             path.unlink(missing_ok=True)
@@ -419,5 +501,3 @@ def measure_csv(server: LocalTorchServe, peer_url: str, module: Any, input_names
     if len(plan.csv_rows) > 1:
         notes.append(f"The peer is timed on the {plan.peer_csv_rows}-row file only.")
     return rows, notes, ok
-
-

@@ -39,8 +39,7 @@ SIZES_N = (100, 1000, 5000)
 Q_BOTH = (1, 10, 100, 1000)
 Q_DIAG = Q_BOTH + (100_000,)
 FAMILY_NAMES = ("single", "list", "multitask", "kronecker", "saas")
-QUICK = {"families": ("single", "kronecker"), "sizes": (100,), "q_full": (1, 10),
-         "q_diag": (1, 10)}
+QUICK = {"families": ("single", "kronecker"), "sizes": (100,), "q_full": (1, 10), "q_diag": (1, 10)}
 # Caps: an eager cell predicted to take longer than EAGER_CAP_S (warm-up and repeats) is
 # skipped; a traced one longer than TRACED_CAP_S; any cell predicted to need more than
 # MEMORY_CAP_BYTES of tensors, too.
@@ -54,21 +53,33 @@ REPEAT_BUDGET_S = 0.3
 MAX_REPEATS = 30
 MIN_REPEATS = 3
 ONCE_ABOVE_S = 1.0
-COLUMNS = ["family", "N", "q", "method", "eager median ms", "eager p99 ms",
-           "traced median ms", "traced p99 ms", "eager/traced", "max rel error"]
-SAAS_NOTE = ("saas (SaasFullyBayesianSingleTaskGP): not measured: needs BoTorch's fully "
-             "Bayesian extra (JAX, NumPyro)")
+COLUMNS = [
+    "family",
+    "N",
+    "q",
+    "method",
+    "eager median ms",
+    "eager p99 ms",
+    "traced median ms",
+    "traced p99 ms",
+    "eager/traced",
+    "max rel error",
+]
+SAAS_NOTE = (
+    "saas (SaasFullyBayesianSingleTaskGP): not measured: needs BoTorch's fully "
+    "Bayesian extra (JAX, NumPyro)"
+)
 
 
 # --- models -------------------------------------------------------------------------
+
 
 def _perturbed(model: Model, generator: torch.Generator) -> Model:
     """``model`` in eval mode, its raw hyperparameters (not the noises) moved by N(0, 0.3²)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "raw_" in name and "noise" not in name:
-                param.add_(0.3 * torch.randn(param.shape, generator=generator,
-                                             dtype=param.dtype))
+                param.add_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
     model.eval()
     return model
 
@@ -82,8 +93,9 @@ def _smooth_data(n: int, m: int, generator: torch.Generator) -> tuple[Tensor, Te
 
 
 def _single(X: Tensor, Y: Tensor, generator: torch.Generator) -> SingleTaskGP:
-    model = SingleTaskGP(X, Y, input_transform=Normalize(D),
-                         outcome_transform=Standardize(Y.size(-1)))
+    model = SingleTaskGP(
+        X, Y, input_transform=Normalize(D), outcome_transform=Standardize(Y.size(-1))
+    )
     return _perturbed(model, generator)
 
 
@@ -110,14 +122,19 @@ def make_model(family: str, n: int, seed: int = 0) -> Model:
         X, Y = _smooth_data(n, M, generator)
         task = torch.randint(0, M, (n,), generator=generator)
         train_X = torch.cat([X, task.unsqueeze(-1).to(X)], dim=-1)
-        model = MultiTaskGP(train_X, Y[torch.arange(n), task].unsqueeze(-1), task_feature=-1,
-                            input_transform=Normalize(D + 1, indices=list(range(D))),
-                            outcome_transform=Standardize(1))
+        model = MultiTaskGP(
+            train_X,
+            Y[torch.arange(n), task].unsqueeze(-1),
+            task_feature=-1,
+            input_transform=Normalize(D + 1, indices=list(range(D))),
+            outcome_transform=Standardize(1),
+        )
         return _perturbed(model, generator)
     if family == "kronecker":
         X, Y = _smooth_data(n, M, generator)
-        model = KroneckerMultiTaskGP(X, Y, input_transform=Normalize(D),
-                                     outcome_transform=Standardize(M))
+        model = KroneckerMultiTaskGP(
+            X, Y, input_transform=Normalize(D), outcome_transform=Standardize(M)
+        )
         return _perturbed(model, generator)
     if family == "saas":
         return _saas(n, generator)
@@ -129,19 +146,22 @@ def _saas(n: int, generator: torch.Generator) -> Model:
     from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 
     X, Y = _smooth_data(n, 1, generator)
-    model = SaasFullyBayesianSingleTaskGP(X, Y, input_transform=Normalize(D),
-                                          outcome_transform=Standardize(1))
+    model = SaasFullyBayesianSingleTaskGP(
+        X, Y, input_transform=Normalize(D), outcome_transform=Standardize(1)
+    )
     samples = 4
 
     def draw(*shape: int, low: float, width: float) -> Tensor:
         return low + width * torch.rand(*shape, generator=generator, dtype=torch.float64)
 
-    model.load_mcmc_samples({
-        "lengthscale": draw(samples, 1, D, low=0.5, width=1.0),
-        "outputscale": draw(samples, low=0.5, width=1.0),
-        "mean": draw(samples, low=-0.1, width=0.2),
-        "noise": draw(samples, low=1e-3, width=1e-2),
-    })
+    model.load_mcmc_samples(
+        {
+            "lengthscale": draw(samples, 1, D, low=0.5, width=1.0),
+            "outputscale": draw(samples, low=0.5, width=1.0),
+            "mean": draw(samples, low=-0.1, width=0.2),
+            "noise": draw(samples, low=1e-3, width=1e-2),
+        }
+    )
     model.eval()
     return model
 
@@ -153,6 +173,7 @@ def test_points(q: int, seed: int) -> Tensor:
 
 
 # --- eager and traced calls ----------------------------------------------------------
+
 
 def eager_mean_var(model: Model, X: Tensor) -> dict[str, Tensor]:
     """The eager reference's `q x m` mean and variance only (no dense covariance).
@@ -166,8 +187,11 @@ def eager_mean_var(model: Model, X: Tensor) -> dict[str, Tensor]:
         if isinstance(model, KroneckerMultiTaskGP):
             model.eval()
             latent = model(model.transform_inputs(X))
-            posterior = GPyTorchPosterior(MultitaskMultivariateNormal(
-                latent.mean, latent.lazy_covariance_matrix, interleaved=True))
+            posterior = GPyTorchPosterior(
+                MultitaskMultivariateNormal(
+                    latent.mean, latent.lazy_covariance_matrix, interleaved=True
+                )
+            )
             transform = getattr(model, "outcome_transform", None)
             if transform is not None:
                 posterior = transform.untransform_posterior(posterior)
@@ -185,9 +209,11 @@ def eager_call(model: Model, method: str) -> Callable[[Tensor], dict[str, Tensor
     return lambda X: eager_mean_var(model, X)
 
 
-def traced_call(module: torch.jit.ScriptModule, method: str
-                ) -> Callable[[Tensor], dict[str, Tensor]]:
+def traced_call(
+    module: torch.jit.ScriptModule, method: str
+) -> Callable[[Tensor], dict[str, Tensor]]:
     """The traced side of ``method``: ``forward`` (mean, covariance) or ``mean_var``."""
+
     def full(X: Tensor) -> dict[str, Tensor]:
         mean, covariance = module(X)
         return {"mean": mean, "covariance": covariance}
@@ -215,6 +241,7 @@ def max_relative_error(traced: dict[str, Tensor], eager: dict[str, Tensor]) -> f
 
 
 # --- timing ------------------------------------------------------------------------
+
 
 @dataclass
 class Timing:
@@ -262,8 +289,9 @@ def time_calls(fn: Callable[[], Any]) -> Timing:
         if warm_up > ONCE_ABOVE_S:
             return Timing([warm_up], result)
         seconds: list[float] = []
-        while len(seconds) < MAX_REPEATS and (len(seconds) < MIN_REPEATS
-                                              or sum(seconds) < REPEAT_BUDGET_S):
+        while len(seconds) < MAX_REPEATS and (
+            len(seconds) < MIN_REPEATS or sum(seconds) < REPEAT_BUDGET_S
+        ):
             start = time.perf_counter()
             fn()
             seconds.append(time.perf_counter() - start)
@@ -307,6 +335,7 @@ def estimate_bytes(side: str, method: str, q: int, n: int, m: int) -> int:
 
 # --- the sweep ---------------------------------------------------------------------
 
+
 @dataclass
 class Sweep:
     """The rows and notes of the section being measured."""
@@ -316,8 +345,13 @@ class Sweep:
     skipped: list[str] = field(default_factory=list)
 
 
-def _measure_side(fn: Callable[[], Any], history: list[tuple[int, float]], q: int,
-                  cap_s: float, predicted_bytes: int) -> Timing | str:
+def _measure_side(
+    fn: Callable[[], Any],
+    history: list[tuple[int, float]],
+    q: int,
+    cap_s: float,
+    predicted_bytes: int,
+) -> Timing | str:
     """A side's `Timing`, or the reason it was not run."""
     if predicted_bytes > MEMORY_CAP_BYTES:
         return f"skipped (est. {predicted_bytes / 2**30:.3g} GiB)"
@@ -329,8 +363,9 @@ def _measure_side(fn: Callable[[], Any], history: list[tuple[int, float]], q: in
     return timing
 
 
-def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
-                  q_diag: tuple[int, ...]) -> None:
+def measure_model(
+    family: str, n: int, sweep: Sweep, q_full: tuple[int, ...], q_diag: tuple[int, ...]
+) -> None:
     """Build, trace and measure one family at one N, appending rows and notes."""
     start = time.perf_counter()
     model = make_model(family, n)
@@ -344,10 +379,14 @@ def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
     module = trace_posterior(model, test_points(4, 1))
     warm_up(module)
     traced = time.perf_counter() - start
-    log(f"{family} N={n}: build {built:.2f} s, first eager call {cached:.2f} s, "
-        f"trace {traced:.2f} s")
-    sweep.notes.append(f"setup {family} N={n}: build {built:.2f} s, first eager call "
-                       f"(caches) {cached:.2f} s, trace and profiling runs {traced:.2f} s")
+    log(
+        f"{family} N={n}: build {built:.2f} s, first eager call {cached:.2f} s, "
+        f"trace {traced:.2f} s"
+    )
+    sweep.notes.append(
+        f"setup {family} N={n}: build {built:.2f} s, first eager call "
+        f"(caches) {cached:.2f} s, trace and profiling runs {traced:.2f} s"
+    )
     first_eager: list[tuple[int, float]] = []
     for method, sizes in (("full", q_full), ("diag", q_diag)):
         # (diag's first eager estimate: full's smallest call, which it costs at least)
@@ -356,10 +395,20 @@ def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
         eager_fn, traced_fn = eager_call(model, method), traced_call(module, method)
         for q in sizes:
             X = test_points(q, q)
-            t = _measure_side(partial(traced_fn, X), traced_history, q, TRACED_CAP_S,
-                              estimate_bytes("traced", method, q, n, m))
-            e = _measure_side(partial(eager_fn, X), eager_history, q, EAGER_CAP_S,
-                              estimate_bytes("eager", method, q, n, m))
+            t = _measure_side(
+                partial(traced_fn, X),
+                traced_history,
+                q,
+                TRACED_CAP_S,
+                estimate_bytes("traced", method, q, n, m),
+            )
+            e = _measure_side(
+                partial(eager_fn, X),
+                eager_history,
+                q,
+                EAGER_CAP_S,
+                estimate_bytes("eager", method, q, n, m),
+            )
             row: list = [family, n, q, method, None, None, None, None, None, None]
             if isinstance(e, Timing):
                 row[4:6] = [e.median_ms, e.p99_ms]
@@ -374,13 +423,20 @@ def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
                 error = max_relative_error(t.result, e.result)
                 row[9] = error if math.isfinite(error) else None
                 if not math.isfinite(error):
-                    sweep.skipped.append(f"{family} N={n} q={q} {method}: traced output "
-                                         "not finite or of another shape than eager's")
+                    sweep.skipped.append(
+                        f"{family} N={n} q={q} {method}: traced output "
+                        "not finite or of another shape than eager's"
+                    )
             if not first_eager and isinstance(e, Timing):
                 first_eager.append((q, statistics.median(e.seconds)))
             sweep.rows.append(row)
-            log("  " + " ".join("-" if v is None else f"{v:.3g}" if isinstance(v, float)
-                                else str(v) for v in row))
+            log(
+                "  "
+                + " ".join(
+                    "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+                    for v in row
+                )
+            )
             del X, t, e
             gc.collect()
         del eager_fn, traced_fn
@@ -388,8 +444,12 @@ def measure_model(family: str, n: int, sweep: Sweep, q_full: tuple[int, ...],
     gc.collect()
 
 
-def run(families: tuple[str, ...], sizes: tuple[int, ...], q_full: tuple[int, ...],
-        q_diag: tuple[int, ...]) -> dict:
+def run(
+    families: tuple[str, ...],
+    sizes: tuple[int, ...],
+    q_full: tuple[int, ...],
+    q_diag: tuple[int, ...],
+) -> dict:
     """The whole sweep, as the section's JSON object."""
     torch.set_num_threads(1)
     sweep = Sweep()
@@ -426,9 +486,13 @@ def run(families: tuple[str, ...], sizes: tuple[int, ...], q_full: tuple[int, ..
         *sweep.skipped,
         f"sweep wall time {wall:.1f} s",
     ]
-    return {"section": "inprocess",
-            "title": "Traced (TorchScript) vs eager BoTorch posterior, in process, one thread",
-            "columns": COLUMNS, "rows": sweep.rows, "notes": notes}
+    return {
+        "section": "inprocess",
+        "title": "Traced (TorchScript) vs eager BoTorch posterior, in process, one thread",
+        "columns": COLUMNS,
+        "rows": sweep.rows,
+        "notes": notes,
+    }
 
 
 def log(line: str) -> None:
@@ -445,8 +509,9 @@ def main(argv: list[str] | None = None) -> None:
         section = run(QUICK["families"], QUICK["sizes"], QUICK["q_full"], QUICK["q_diag"])
     else:
         section = run(FAMILY_NAMES, SIZES_N, Q_BOTH, Q_DIAG)
-    section["command"] = " ".join(["python -m benchmarks.inprocess", *(
-        sys.argv[1:] if argv is None else argv)])
+    section["command"] = " ".join(
+        ["python -m benchmarks.inprocess", *(sys.argv[1:] if argv is None else argv)]
+    )
     print(write_section(section, args.out))
 
 

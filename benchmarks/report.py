@@ -26,8 +26,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.sections import versions  # noqa: E402
 
-SECTION_ORDER = ("inprocess", "formats", "http_latency", "throughput", "csv_batch", "capacity",
-                 "batch_mvn")
+SECTION_ORDER = (
+    "inprocess",
+    "formats",
+    "http_latency",
+    "throughput",
+    "csv_batch",
+    "capacity",
+    "batch_mvn",
+)
 PACKAGES = ("torch", "botorch", "gpytorch", "linear_operator", "torchserve", "matplotlib")
 BENCH_COMMANDS = (
     "python -m benchmarks.inprocess --out benchmarks/results/raw",
@@ -46,6 +53,7 @@ TABLE_KEYS = ("title", "columns", "rows")
 
 
 # --- loading ------------------------------------------------------------------------
+
 
 def load_sections(raw: Path) -> list[dict]:
     """Every section in ``raw``, in `SECTION_ORDER` and then by name.
@@ -67,8 +75,7 @@ def load_sections(raw: Path) -> list[dict]:
         for part in (section, *section.get("tables", [])):
             for row in part["rows"]:
                 if len(row) != len(part["columns"]):
-                    raise ValueError(f"{path}: row {row} does not match columns "
-                                     f"{part['columns']}")
+                    raise ValueError(f"{path}: row {row} does not match columns {part['columns']}")
         sections.append(section)
     rank = {name: i for i, name in enumerate(SECTION_ORDER)}
     return sorted(sections, key=lambda s: (rank.get(s["section"], len(rank)), s["section"]))
@@ -76,16 +83,26 @@ def load_sections(raw: Path) -> list[dict]:
 
 # --- the stamp ----------------------------------------------------------------------
 
+
 def git_commit(root: Path) -> str:
     """``git rev-parse --short HEAD``, with ``-dirty`` if tracked files outside
     ``benchmarks/results`` differ from it; ``unknown`` outside a repository."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                    ":(exclude)benchmarks/results")
+        dirty = git(
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)benchmarks/results",
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -100,10 +117,22 @@ def _read(path: str) -> str:
 
 def machine() -> str:
     """Platform, CPU model, cores and memory, in one line."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    memory = next((line.split()[1] for line in _read("/proc/meminfo").splitlines()
-                   if line.startswith("MemTotal:")), None)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    memory = next(
+        (
+            line.split()[1]
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        None,
+    )
     memory_text = f"{int(memory) / 2**20:.1f} GiB memory" if memory else "memory unknown"
     return f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {memory_text}"
 
@@ -118,6 +147,7 @@ def section_versions(sections: list[dict]) -> dict[str, str]:
 
 
 # --- tables -------------------------------------------------------------------------
+
 
 def fmt(value: object) -> str:
     """A cell: null as a dash, floats with 3 significant digits, the rest as text."""
@@ -153,8 +183,11 @@ def table(section: dict, shown: list[str] | None = None) -> list[str]:
 def formats_shown(columns: list[str]) -> list[str]:
     """The ``formats`` section's columns in the report: method, q, each format's median
     and each ratio to TorchScript, in the section's order."""
-    return [c for c in columns if c in ("method", "q") or c.endswith(" median ms")
-            or c.endswith("/torchscript")]
+    return [
+        c
+        for c in columns
+        if c in ("method", "q") or c.endswith(" median ms") or c.endswith("/torchscript")
+    ]
 
 
 # Sections whose main table shows a selection of its columns (the rest: raw JSON only).
@@ -162,6 +195,7 @@ SHOWN = {"formats": formats_shown}
 
 
 # --- plots --------------------------------------------------------------------------
+
 
 def _column(section: dict, name: str) -> int:
     return section["columns"].index(name)
@@ -174,20 +208,24 @@ def plot_inprocess(section: dict, path: Path) -> bool:
     Returns:
         Whether anything was plotted (and ``path`` written).
     """
-    family, n, q, method, ratio = (_column(section, c) for c in
-                                   ("family", "N", "q", "method", "eager/traced"))
+    family, n, q, method, ratio = (
+        _column(section, c) for c in ("family", "N", "q", "method", "eager/traced")
+    )
     sizes = {r[n] for r in section["rows"] if r[ratio] is not None}
     if not sizes:
         return False
     plot_n = PLOT_N if PLOT_N in sizes else max(sizes)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     plotted = False
-    for axis, name in zip(axes, ("full", "diag")):
-        rows = [r for r in section["rows"] if r[n] == plot_n and r[method] == name
-                and r[ratio] is not None]
+    for axis, name in zip(axes, ("full", "diag"), strict=True):
+        rows = [
+            r
+            for r in section["rows"]
+            if r[n] == plot_n and r[method] == name and r[ratio] is not None
+        ]
         for label in dict.fromkeys(r[family] for r in rows):
             points = sorted((r[q], r[ratio]) for r in rows if r[family] == label)
-            axis.plot(*zip(*points), marker="o", label=label)
+            axis.plot(*zip(*points, strict=True), marker="o", label=label)
             plotted = True
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -198,8 +236,9 @@ def plot_inprocess(section: dict, path: Path) -> bool:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(title="family")
     axes[0].set_ylabel("eager / traced (median time)")
-    figure.suptitle(f"Speed-up of the traced posterior over eager BoTorch, N={plot_n}, "
-                    "1 thread, float64")
+    figure.suptitle(
+        f"Speed-up of the traced posterior over eager BoTorch, N={plot_n}, 1 thread, float64"
+    )
     figure.tight_layout()
     if plotted:
         figure.savefig(path, dpi=DPI)
@@ -221,7 +260,7 @@ def plot_http_latency(section: dict, path: Path) -> bool:
         column = _column(section, f"{server} p50 ms")
         points = sorted((r[q], r[column]) for r in rows if r[column] is not None)
         if points:
-            axis.plot(*zip(*points), marker="o", label=server)
+            axis.plot(*zip(*points, strict=True), marker="o", label=server)
             plotted = True
     axis.set_xscale("log")
     axis.set_yscale("log")
@@ -239,27 +278,45 @@ def plot_http_latency(section: dict, path: Path) -> bool:
 
 # --- the report ---------------------------------------------------------------------
 
+
 def render(sections: list[dict], out: Path, command: str, root: Path) -> str:
     """The report's Markdown; the plots are written to ``out`` as a side effect."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# Benchmark results", "",
-             "Generated by `make bench`; do not edit (regenerate it).", "",
-             f"- date: {now}",
-             f"- commit: `{git_commit(root)}`",
-             f"- machine: {machine()}",
-             "- versions: " + ", ".join(f"{name} {version}" for name, version
-                                        in section_versions(sections).items()),
-             f"- command: `{command}`", "",
-             "`make bench` runs:", "", "```",
-             *BENCH_COMMANDS, "```", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `make bench`; do not edit (regenerate it).",
+        "",
+        f"- date: {now}",
+        f"- commit: `{git_commit(root)}`",
+        f"- machine: {machine()}",
+        "- versions: "
+        + ", ".join(f"{name} {version}" for name, version in section_versions(sections).items()),
+        f"- command: `{command}`",
+        "",
+        "`make bench` runs:",
+        "",
+        "```",
+        *BENCH_COMMANDS,
+        "```",
+        "",
+    ]
     names = [s["section"] for s in sections]
-    plots = {"inprocess": (INPROCESS_PLOT, plot_inprocess),
-             "http_latency": (HTTP_PLOT, plot_http_latency)}
+    plots = {
+        "inprocess": (INPROCESS_PLOT, plot_inprocess),
+        "http_latency": (HTTP_PLOT, plot_http_latency),
+    }
     for stale in (INPROCESS_PLOT, HTTP_PLOT):
         (out / stale).unlink(missing_ok=True)
     for section in sections:
-        lines += [f"## {section['title']}", "", f"Section `{section['section']}`"
-                  + (f", `{section['command']}`" if section.get("command") else "") + ".", ""]
+        lines += [
+            f"## {section['title']}",
+            "",
+            f"Section `{section['section']}`"
+            + (f", `{section['command']}`" if section.get("command") else "")
+            + ".",
+            "",
+        ]
         shown = SHOWN.get(section["section"])
         lines += table(section, shown(section["columns"]) if shown else None) + [""]
         for extra in section.get("tables", []):
@@ -275,8 +332,11 @@ def render(sections: list[dict], out: Path, command: str, root: Path) -> str:
     missing = [name for name in ("inprocess", "http_latency") if name not in names]
     if missing:
         lines += ["## Not in this report", ""]
-        lines += [f"- section `{name}`: no `{name}.json` in the raw directory, so no table "
-                  f"and no `{plots[name][0]}`." for name in missing] + [""]
+        lines += [
+            f"- section `{name}`: no `{name}.json` in the raw directory, so no table "
+            f"and no `{plots[name][0]}`."
+            for name in missing
+        ] + [""]
     return "\n".join(lines)
 
 
@@ -288,7 +348,8 @@ def main(argv: list[str] | None = None) -> Path:
     sections = load_sections(args.raw)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.report " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     path = args.out / "README.md"
     path.write_text(render(sections, args.out, command, Path(__file__).resolve().parent))
     print(path)

@@ -36,8 +36,9 @@ def model_settings() -> dict[str, Any]:
     return settings
 
 
-def archive_with(model_dir: Path, root: Path, torch_threads: int | None = None,
-                 **settings: Any) -> Path:
+def archive_with(
+    model_dir: Path, root: Path, torch_threads: int | None = None, **settings: Any
+) -> Path:
     """``model_dir`` archived as ``gp`` into ``<root>/store``, with the repository's
     ``model-config.yaml`` but ``settings`` (workers, batching) and the handler's
     ``torch_threads``; returns the store."""
@@ -56,17 +57,29 @@ def build_echo_archive(store: Path, workdir: Path) -> Path:
     config = workdir / "echo-model-config.yaml"
     config.write_text(yaml.safe_dump(model_settings()))
     subprocess.run(
-        [str(Path(sys.executable).with_name("torch-model-archiver")),
-         "--model-name", ECHO_MODEL, "--version", "1.0", "--force",
-         "--handler", str(ECHO_HANDLER), "--config-file", str(config),
-         "--export-path", str(store)],
-        check=True, timeout=300,
+        [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name",
+            ECHO_MODEL,
+            "--version",
+            "1.0",
+            "--force",
+            "--handler",
+            str(ECHO_HANDLER),
+            "--config-file",
+            str(config),
+            "--export-path",
+            str(store),
+        ],
+        check=True,
+        timeout=300,
     )
     return store / f"{ECHO_MODEL}.mar"
 
 
-def wait_answer(url: str, body: bytes, timeout: float, what: str,
-                process: subprocess.Popen | None = None) -> None:
+def wait_answer(
+    url: str, body: bytes, timeout: float, what: str, process: subprocess.Popen | None = None
+) -> None:
     """Wait until ``url`` answers ``body`` with HTTP 200.
 
     Raises:
@@ -118,14 +131,28 @@ class Peer:
 
     def start(self) -> None:
         """Launch ``uvicorn benchmarks.peer.app:app --host 127.0.0.1 --workers N``."""
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
-            GP_PEER_STOCK_UVICORN="1" if self.stock else "0")
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            GP_PEER_STOCK_UVICORN="1" if self.stock else "0",
+        )
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("uvicorn")), PEER_APP, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", str(self.workers)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(Path(sys.executable).with_name("uvicorn")),
+                    PEER_APP,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_ready(self, body: bytes, timeout: float = READY_TIMEOUT_S) -> None:

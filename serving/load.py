@@ -35,12 +35,15 @@ class Connection:
             timeout: Socket timeout in seconds.
         """
         parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ValueError(f"expected an http://host:port/path URL, got {url!r}")
         self.host, self.port, self.path = parts.hostname, parts.port, parts.path
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes, content_type: str = JSON_TYPE,
-             headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    def post(
+        self, body: bytes, content_type: str = JSON_TYPE, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
         """POST ``body``; reconnects and sends it once more if the server had closed the idle
         connection.
 
@@ -52,12 +55,15 @@ class Connection:
         """
         for attempt in (0, 1):
             reused = self._conn is not None
-            if not reused:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            connection = self._conn or http.client.HTTPConnection(
+                self.host, self.port, timeout=self.timeout
+            )
+            self._conn = connection
             try:
-                self._conn.request("POST", self.path, body,
-                                   {"Content-Type": content_type, **(headers or {})})
-                response = self._conn.getresponse()
+                connection.request(
+                    "POST", self.path, body, {"Content-Type": content_type, **(headers or {})}
+                )
+                response = connection.getresponse()
                 return response.status, response.read()
             except (OSError, http.client.HTTPException) as e:
                 self.close()
@@ -199,7 +205,9 @@ def closed_loop(
     def client(index: int) -> None:
         connection = Connection(url, timeout)
         stream = _stream(bodies, index, clients)
-        latencies, statuses, errors = [], Counter(), []
+        latencies: list[float] = []
+        statuses: Counter[int] = Counter()
+        errors: list[str] = []
         try:
             first = next(stream, None) if warm_up else None
             if first is not None:
@@ -210,13 +218,15 @@ def closed_loop(
                     connection.close()
             time.sleep(max(0.0, start - time.monotonic()))
             for _ in range(requests) if requests is not None else itertools.count():
-                if (stop.wait(pause_s) if pause_s else stop.is_set()) \
-                        or time.monotonic() >= deadline:
+                if (
+                    stop.wait(pause_s) if pause_s else stop.is_set()
+                ) or time.monotonic() >= deadline:
                     break
                 request = next(stream, None)
                 if request is None:
                     break
                 started = time.monotonic()
+                problem: str | None
                 try:
                     status, body = connection.post(request.data, request.content_type, headers)
                 except (OSError, http.client.HTTPException) as e:
@@ -226,13 +236,18 @@ def closed_loop(
                     arrived = time.monotonic()
                     answer = Answer(status, body, index, arrived - started, arrived)
                     statuses[status] += 1
-                    problem = (f"HTTP {status}: {answer.text[:200]}" if status != 200
-                               else _checked(check, answer, request))
+                    problem = (
+                        f"HTTP {status}: {answer.text[:200]}"
+                        if status != 200
+                        else _checked(check, answer, request)
+                    )
                     if problem is None and answer.arrived <= deadline:
                         latencies.append(answer.elapsed)
                 if problem is not None:
-                    errors.append(f"client {index}{', ' + request.note if request.note else ''}"
-                                  f", after {time.monotonic() - started:.1f}s: {problem}")
+                    errors.append(
+                        f"client {index}{', ' + request.note if request.note else ''}"
+                        f", after {time.monotonic() - started:.1f}s: {problem}"
+                    )
         finally:
             connection.close()
             with lock:
@@ -250,8 +265,9 @@ def closed_loop(
     return result
 
 
-def _stream(bodies: Sequence[Body] | Callable[[int], Iterable[Body]], index: int,
-            clients: int) -> Iterator[Request]:
+def _stream(
+    bodies: Sequence[Body] | Callable[[int], Iterable[Body]], index: int, clients: int
+) -> Iterator[Request]:
     """Client ``index``'s requests (`closed_loop`'s ``bodies``)."""
     if callable(bodies):
         items: Iterable[Body] = bodies(index)

@@ -25,8 +25,14 @@ import requests
 from gp_serve.handler import gp_artifact
 from gp_serve.serving import auth
 from gp_serve.serving.archive import MODEL_NAME
-from gp_serve.serving.properties import (DEFAULT_CONFIG, ConfigError, address, allowed_store_urls,
-                                         read_properties, write_properties)
+from gp_serve.serving.properties import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    address,
+    allowed_store_urls,
+    read_properties,
+    write_properties,
+)
 
 READY_TIMEOUT_S = 180.0
 # A benchmark's throwaway loopback server runs without token authorization, so that its load
@@ -44,8 +50,9 @@ class StoreError(ValueError):
     """The model store holds no archive to serve, or not one that was asked for."""
 
 
-def store_models(store: str | os.PathLike,
-                 models: str | Sequence[str] | None = None) -> dict[str, str]:
+def store_models(
+    store: str | os.PathLike, models: str | Sequence[str] | None = None
+) -> dict[str, str]:
     """The models to serve from ``store``: each name and its archive's file name.
 
     Args:
@@ -62,13 +69,17 @@ def store_models(store: str | os.PathLike,
     store = Path(store)
     archives = sorted(p.name for p in store.glob(f"*{ARCHIVE_SUFFIX}") if p.is_file())
     if models is None:
-        chosen = {name[:-len(ARCHIVE_SUFFIX)]: name for name in archives
-                  if "." not in name[:-len(ARCHIVE_SUFFIX)]}
+        chosen = {
+            name[: -len(ARCHIVE_SUFFIX)]: name
+            for name in archives
+            if "." not in name[: -len(ARCHIVE_SUFFIX)]
+        }
         if not chosen:
             raise StoreError(
                 f"{store}: expected model archives (<name>{ARCHIVE_SUFFIX}), got "
                 f"{archives or 'none'}; build one with `gp-serve archive` (make archive)"
-                + (", or name a versioned one with --models" if archives else ""))
+                + (", or name a versioned one with --models" if archives else "")
+            )
         return chosen
     entries = re.split(r"[,\s]+", models.strip()) if isinstance(models, str) else list(models)
     chosen = {}
@@ -76,16 +87,19 @@ def store_models(store: str | os.PathLike,
         name, _, archive = entry.partition("=")
         archive = archive or f"{name}{ARCHIVE_SUFFIX}"
         if archive not in archives:
-            raise StoreError(f"model {name!r}: expected {store / archive}, got no such file "
-                             f"(archives there: {archives or 'none'})")
+            raise StoreError(
+                f"model {name!r}: expected {store / archive}, got no such file "
+                f"(archives there: {archives or 'none'})"
+            )
         chosen[name] = archive
     if not chosen:
         raise StoreError(f"models: expected model names, got {models!r}")
     return chosen
 
 
-def describe_model(management_url: str, model: str, headers: dict[str, str],
-                   timeout: float) -> list[dict]:
+def describe_model(
+    management_url: str, model: str, headers: dict[str, str], timeout: float
+) -> list[dict]:
     """The management API's describe of ``model`` (``GET /models/<model>?customized=true``),
     each entry's ``customizedMetadata`` (the handler's JSON) decoded.
 
@@ -94,8 +108,12 @@ def describe_model(management_url: str, model: str, headers: dict[str, str],
         requests.RequestException: If it does not answer.
         ValueError: If the answer is not a JSON list of model objects (the message quotes it).
     """
-    response = requests.get(f"{management_url}/models/{model}", params={"customized": "true"},
-                            headers=headers, timeout=timeout)
+    response = requests.get(
+        f"{management_url}/models/{model}",
+        params={"customized": "true"},
+        headers=headers,
+        timeout=timeout,
+    )
     response.raise_for_status()
     try:
         answer = response.json()
@@ -121,8 +139,9 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_config(base: str | os.PathLike, target: str | os.PathLike, model_store: str,
-                 **overrides: str) -> Path:
+def write_config(
+    base: str | os.PathLike, target: str | os.PathLike, model_store: str, **overrides: str
+) -> Path:
     """Copy ``base`` (config.properties) to ``target`` with free loopback ports.
 
     Args:
@@ -162,8 +181,9 @@ def read_log(log: Path, offset: int = 0) -> str:
 def load_errors(log: Path, offset: int = 0) -> list[str]:
     """Lines of a TorchServe model log (from byte ``offset``) saying a model failed to load."""
     marker = gp_artifact.LOAD_ERROR_MARKER
-    return [line[line.index(marker):] for line in read_log(log, offset).splitlines()
-            if marker in line]
+    return [
+        line[line.index(marker) :] for line in read_log(log, offset).splitlines() if marker in line
+    ]
 
 
 class LocalTorchServe:
@@ -199,8 +219,9 @@ class LocalTorchServe:
         properties = read_properties(config)
         # What it runs with: ``config`` with the store and the only URLs it may register from
         # anchored to this instance's absolute model store.
-        properties.update(model_store=str(self.model_store),
-                          allowed_urls=allowed_store_urls(self.model_store))
+        properties.update(
+            model_store=str(self.model_store), allowed_urls=allowed_store_urls(self.model_store)
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = write_properties(properties, self.workdir / CONFIG_FILE)
         self.token_auth = auth.enabled(properties)
@@ -229,8 +250,9 @@ class LocalTorchServe:
         Raises:
             StoreError: If it is not started and the store holds none to serve.
         """
-        return list(self.served if self.served is not None
-                    else store_models(self.model_store, self.models))
+        return list(
+            self.served if self.served is not None else store_models(self.model_store, self.models)
+        )
 
     def prediction_url(self, model: str = MODEL_NAME) -> str:
         """The prediction endpoint of ``model``."""
@@ -246,17 +268,28 @@ class LocalTorchServe:
         tmp.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(
-            TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(self.workdir),
+            TMPDIR=str(tmp),
+            TEMP=str(tmp),
+            LOG_LOCATION=str(self.workdir),
             METRICS_LOCATION=str(self.workdir),
         )
         return env
 
     def _command(self, *flags: str) -> list[str]:
         torchserve = str(Path(sys.executable).with_name("torchserve"))
+        served = (
+            self.served if self.served is not None else store_models(self.model_store, self.models)
+        )
         return [
-            torchserve, *flags, "--ncs", "--model-store", str(self.model_store),
-            "--models", *(f"{name}={archive}" for name, archive in self.served.items()),
-            "--ts-config", str(self.config),
+            torchserve,
+            *flags,
+            "--ncs",
+            "--model-store",
+            str(self.model_store),
+            "--models",
+            *(f"{name}={archive}" for name, archive in served.items()),
+            "--ts-config",
+            str(self.config),
         ]
 
     def start(self, foreground: bool = False) -> None:
@@ -279,17 +312,26 @@ class LocalTorchServe:
         with open(self.workdir / "torchserve.out", "ab") as out:
             if foreground:
                 self.process = subprocess.Popen(
-                    self._command("--foreground", "--start"), cwd=self.workdir, env=env,
-                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    self._command("--foreground", "--start"),
+                    cwd=self.workdir,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
                 return
             result = subprocess.run(
-                self._command("--start"), cwd=self.workdir, env=env, stdout=out,
-                stderr=subprocess.STDOUT, check=False,
+                self._command("--start"),
+                cwd=self.workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
             )
         if result.returncode != 0:
-            raise RuntimeError(f"torchserve --start failed (exit {result.returncode})\n"
-                               + self.log_tail())
+            raise RuntimeError(
+                f"torchserve --start failed (exit {result.returncode})\n" + self.log_tail()
+            )
 
     def pid(self) -> int | None:
         """The Java frontend's pid from this instance's pid file, if it is running."""
@@ -303,14 +345,14 @@ class LocalTorchServe:
 
     def metadata(self, model: str = MODEL_NAME) -> gp_artifact.Metadata:
         """The served model's metadata (its describe answer), validated."""
-        answer = describe_model(self.management_url, model, self.headers("management"),
-                                timeout=10)
+        answer = describe_model(self.management_url, model, self.headers("management"), timeout=10)
         return gp_artifact.validate(answer[0]["customizedMetadata"])
 
     def worker_pids(self, model: str = MODEL_NAME) -> list[int]:
         """The pids of ``model``'s worker processes (management API), sorted."""
-        response = requests.get(f"{self.management_url}/models/{model}",
-                                headers=self.headers("management"), timeout=10)
+        response = requests.get(
+            f"{self.management_url}/models/{model}", headers=self.headers("management"), timeout=10
+        )
         response.raise_for_status()
         return sorted(worker["pid"] for worker in response.json()[0]["workers"])
 
@@ -344,18 +386,24 @@ class LocalTorchServe:
                 break
             try:
                 response = requests.post(
-                    url, json={"inputs": [self.metadata(model).centre()]},
-                    headers=self.headers(), timeout=10,
+                    url,
+                    json={"inputs": [self.metadata(model).centre()]},
+                    headers=self.headers(),
+                    timeout=10,
                 )
                 if response.status_code == 200:
                     return response.json()
                 error = f"HTTP {response.status_code}: {response.text[:300]}"
-            except (requests.RequestException, auth.AuthError, KeyError, ValueError,
-                    IndexError) as e:
+            except (
+                requests.RequestException,
+                auth.AuthError,
+                KeyError,
+                ValueError,
+                IndexError,
+            ) as e:
                 error = f"{type(e).__name__}: {e}"
             time.sleep(0.5)
-        raise RuntimeError(f"the model did not answer at {url}: {error}\n"
-                           + self.log_tail())
+        raise RuntimeError(f"the model did not answer at {url}: {error}\n" + self.log_tail())
 
     def wait_models(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until every model it serves answers (`wait_ready`), within ``timeout`` seconds
@@ -372,7 +420,10 @@ class LocalTorchServe:
         """Stop this instance (``torchserve --stop`` on its own pid file) and wait."""
         subprocess.run(
             [str(Path(sys.executable).with_name("torchserve")), "--stop", "--foreground"],
-            cwd=self.workdir, env=self._env(), stdout=subprocess.DEVNULL, check=False,
+            cwd=self.workdir,
+            env=self._env(),
+            stdout=subprocess.DEVNULL,
+            check=False,
         )
         if self.process is not None:
             try:
@@ -395,8 +446,11 @@ class LocalTorchServe:
         """Ready-to-paste commands for each model it serves (which must answer: the sample
         points come from each model's metadata)."""
         command = _gp_serve_command()
-        workdir = ("" if _short(self.workdir) == auth.DEFAULT_WORKDIR
-                   else f" --workdir {shlex.quote(_short(self.workdir))}")
+        workdir = (
+            ""
+            if _short(self.workdir) == auth.DEFAULT_WORKDIR
+            else f" --workdir {shlex.quote(_short(self.workdir))}"
+        )
         json_type = "-H 'Content-Type: application/json'"
         lines = []
         token = management = ""
@@ -408,9 +462,9 @@ class LocalTorchServe:
             metadata = self.metadata(name)
             url = self.prediction_url(name)
             points = _sample_points(metadata)
-            instance = dict(zip(metadata.input_names, points[0]))
-            csv = "".join(f"{','.join(map(str, row))}\\n"
-                          for row in [metadata.input_names, *points])
+            instance = dict(zip(metadata.input_names, points[0], strict=True))
+            rows = [",".join(metadata.input_names), *(",".join(map(str, p)) for p in points)]
+            csv = "".join(f"{row}\\n" for row in rows)
             post = f"curl -s {url}{token} {json_type} -d"
             lines += [
                 f"# {name}: inputs {', '.join(metadata.input_names)}; outputs "
@@ -429,10 +483,15 @@ class LocalTorchServe:
 
 
 @contextmanager
-def served(store: str | os.PathLike, root: str | os.PathLike,
-           models: str | Sequence[str] | None = None, *, ready: bool | Sequence[str] = True,
-           config: str | os.PathLike = DEFAULT_CONFIG,
-           **overrides: str) -> Iterator[LocalTorchServe]:
+def served(
+    store: str | os.PathLike,
+    root: str | os.PathLike,
+    models: str | Sequence[str] | None = None,
+    *,
+    ready: bool | Sequence[str] = True,
+    config: str | os.PathLike = DEFAULT_CONFIG,
+    **overrides: str,
+) -> Iterator[LocalTorchServe]:
     """A `LocalTorchServe` of ``store``'s models on free loopback ports for the block: started,
     ready, stopped on exit.
 
@@ -466,8 +525,10 @@ def served(store: str | os.PathLike, root: str | os.PathLike,
 def _sample_points(metadata: gp_artifact.Metadata) -> list[list[float]]:
     """Two points inside the training box (a quarter and three quarters along each input),
     to 3 significant digits."""
-    return [[float(f"{lower + share * (upper - lower):.3g}")
-             for lower, upper in metadata.input_bounds] for share in (0.25, 0.75)]
+    return [
+        [float(f"{lower + share * (upper - lower):.3g}") for lower, upper in metadata.input_bounds]
+        for share in (0.25, 0.75)
+    ]
 
 
 def _body(**document) -> str:
@@ -497,9 +558,12 @@ def _serve(server: LocalTorchServe) -> int:
     code = 1
     try:
         server.wait_models()
-        print(f"TorchServe is serving {_serving(server)} (logs in {server.workdir}). "
-              f"Try:\n\n{server.examples()}\n\nCtrl-C stops it.", flush=True)
-        code = server.process.wait()
+        print(
+            f"TorchServe is serving {_serving(server)} (logs in {server.workdir}). "
+            f"Try:\n\n{server.examples()}\n\nCtrl-C stops it.",
+            flush=True,
+        )
+        code = server.process.wait() if server.process is not None else 1
     except KeyboardInterrupt:
         print("\nStopping TorchServe ...", flush=True)
         code = 0
@@ -513,8 +577,11 @@ def _serve(server: LocalTorchServe) -> int:
 
 def _start(server: LocalTorchServe) -> int:
     if server.pid() is not None:
-        print(f"error: TorchServe is already running (pid {server.pid()}); "
-              "run `gp-serve stop` (make stop) first", file=sys.stderr)
+        print(
+            f"error: TorchServe is already running (pid {server.pid()}); "
+            "run `gp-serve stop` (make stop) first",
+            file=sys.stderr,
+        )
         return 1
     try:
         server.start()
@@ -523,24 +590,36 @@ def _start(server: LocalTorchServe) -> int:
         print(f"error: {e}", file=sys.stderr)
         server.stop()
         return 1
-    print(f"TorchServe is serving {_serving(server)} (pid {server.pid()}, logs in "
-          f"{server.workdir}). Try:\n\n{server.examples()}\n")
+    print(
+        f"TorchServe is serving {_serving(server)} (pid {server.pid()}, logs in "
+        f"{server.workdir}). Try:\n\n{server.examples()}\n"
+    )
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The serve, start and stop commands' options (``gp-serve serve|start|stop``)."""
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
-                        help="the TorchServe config to run with (default: the repository's "
-                        "config.properties)")
-    parser.add_argument("--model-store", default="model_store",
-                        help="the folder of model archives (default: model_store)")
-    parser.add_argument("--models", default=None,
-                        help="comma-separated names of the models to serve, each from "
-                        "<store>/<name>.mar (default: every <name>.mar in the store)")
-    parser.add_argument("--workdir", default=auth.DEFAULT_WORKDIR,
-                        help="where its logs, keys and pid file go (default: "
-                        f"{auth.DEFAULT_WORKDIR})")
+    parser.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        help="the TorchServe config to run with (default: the repository's config.properties)",
+    )
+    parser.add_argument(
+        "--model-store",
+        default="model_store",
+        help="the folder of model archives (default: model_store)",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated names of the models to serve, each from "
+        "<store>/<name>.mar (default: every <name>.mar in the store)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=auth.DEFAULT_WORKDIR,
+        help=f"where its logs, keys and pid file go (default: {auth.DEFAULT_WORKDIR})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -570,9 +649,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m gp_serve.serving.local_server {serve,start,stop}`` (``gp-serve serve``)."""
-    parser = argparse.ArgumentParser(prog="python -m gp_serve.serving.local_server",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gp_serve.serving.local_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("action", choices=["serve", "start", "stop"])
     add_arguments(parser)
     return run(parser.parse_args(argv))

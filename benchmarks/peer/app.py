@@ -60,7 +60,6 @@ COVARIANCE_LAYOUT = "output-major"
 CSV_CHUNK_ROWS = 1000
 
 
-
 def _restore_tcp_nodelay() -> None:
     """Set ``TCP_NODELAY`` on every accepted TCP socket, whatever its ``proto`` says."""
 
@@ -96,15 +95,20 @@ class PredictBody(BaseModel):
 
 
 def _error(message: str, status: int = 400) -> Response:
-    return Response(json.dumps({"error": message, "code": status}), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps({"error": message, "code": status}),
+        status_code=status,
+        media_type="application/json",
+    )
 
 
 def _points(rows: list[list[float]] | np.ndarray) -> torch.Tensor:
     X = torch.as_tensor(np.asarray(rows, dtype=np.float64))
     if X.dim() != 2 or X.size(0) == 0 or X.size(1) != len(INPUT_NAMES):
-        raise ValueError(f"expected a non-empty list of points of {len(INPUT_NAMES)} numbers "
-                         f"({INPUT_NAMES}), got shape {tuple(X.shape)}")
+        raise ValueError(
+            f"expected a non-empty list of points of {len(INPUT_NAMES)} numbers "
+            f"({INPUT_NAMES}), got shape {tuple(X.shape)}"
+        )
     return X
 
 

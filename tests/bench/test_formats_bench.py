@@ -16,9 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import report
 from benchmarks.formats import CELLS, COLUMNS, FORMAT_COLUMNS, FORMATS
 from tests.conftest import REPO, PortableArtifact
+
+pytestmark = pytest.mark.slow
 
 KEYS = {"section", "title", "columns", "rows", "tables", "notes", "versions", "command"}
 TOL = 1e-8  # (each file passed the export's gate at 1e-8 vs eager)
@@ -27,9 +31,22 @@ TOL = 1e-8  # (each file passed the export's gate at 1e-8 vs eager)
 def test_quick_formats_bench(portable_artifact: PortableArtifact, tmp_path: Path) -> None:
     out = tmp_path / "raw"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.formats", "--quick", "--out", str(out),
-         "--artifact", str(portable_artifact.directory)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.formats",
+            "--quick",
+            "--out",
+            str(out),
+            "--artifact",
+            str(portable_artifact.directory),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
 
     section = json.loads((out / "formats.json").read_text())
@@ -41,10 +58,11 @@ def test_quick_formats_bench(portable_artifact: PortableArtifact, tmp_path: Path
     assert section["command"].startswith("python -m benchmarks.formats")
 
     assert {(row[0], row[1]) for row in section["rows"]} == {
-        (method, q) for method, sizes in CELLS for q in sizes}
+        (method, q) for method, sizes in CELLS for q in sizes
+    }
     assert len(section["rows"]) == sum(len(sizes) for _, sizes in CELLS)
     for row in section["rows"]:
-        cells = dict(zip(COLUMNS, row))
+        cells = dict(zip(COLUMNS, row, strict=True))
         for fmt in FORMATS:
             for stat in ("median ms", "p90 ms"):
                 assert isinstance(cells[f"{fmt} {stat}"], float), row
@@ -57,16 +75,23 @@ def test_quick_formats_bench(portable_artifact: PortableArtifact, tmp_path: Path
     assert table["columns"] == FORMAT_COLUMNS
     assert [row[0] for row in table["rows"]] == list(FORMATS)
     for row in table["rows"]:
-        cells = dict(zip(FORMAT_COLUMNS, row))
-        for column in ("build s", "file MB", "fresh load s", "first forward ms (q=1)",
-                       "first mean_var ms (q=1)"):
+        cells = dict(zip(FORMAT_COLUMNS, row, strict=True))
+        for column in (
+            "build s",
+            "file MB",
+            "fresh load s",
+            "first forward ms (q=1)",
+            "first mean_var ms (q=1)",
+        ):
             assert cells[column] > 0, (column, row)
         assert cells["gate max rel error"] <= TOL, row
 
     readme = report.main(["--raw", str(out), "--out", str(tmp_path / "results")]).read_text()
     assert f"## {section['title']}" in readme
-    assert ("| method | q | torchscript median ms | pt2 median ms | onnx median ms | "
-            "pt2/torchscript | onnx/torchscript |") in readme
+    assert (
+        "| method | q | torchscript median ms | pt2 median ms | onnx median ms | "
+        "pt2/torchscript | onnx/torchscript |"
+    ) in readme
     assert "| format | file | build s | file MB | fresh load s |" in readme
     assert "python -m benchmarks.formats --out benchmarks/results/raw" in readme
     assert "onnxruntime " in readme  # (the section's versions in the header)

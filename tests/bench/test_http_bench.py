@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.http import CSV_COLUMNS, LATENCY_COLUMNS, THROUGHPUT_COLUMNS
 from gp_serve.export import export_model
 from gp_serve.export.artifact import data_bounds
@@ -25,8 +27,13 @@ from gp_serve.export.data import default_data
 from gp_serve.export.fit import fit_model
 from tests.conftest import REPO
 
-SECTIONS = {"http_latency": LATENCY_COLUMNS, "throughput": THROUGHPUT_COLUMNS,
-            "csv_batch": CSV_COLUMNS}
+pytestmark = pytest.mark.server
+
+SECTIONS = {
+    "http_latency": LATENCY_COLUMNS,
+    "throughput": THROUGHPUT_COLUMNS,
+    "csv_batch": CSV_COLUMNS,
+}
 KEYS = {"section", "title", "columns", "rows", "notes", "versions"}
 AGREEMENT = re.compile(r"agreement: peer vs gp max relative difference (\S+) ")
 
@@ -40,17 +47,34 @@ def _agreement(notes: list[str]) -> float:
 def test_quick_http_bench(tmp_path: Path) -> None:
     data = default_data()
     model_dir = tmp_path / "model"
-    export_model(fit_model(data, "single"), model_dir, input_names=data.input_names,
-                 output_names=data.output_names, input_bounds=data_bounds(data.X),
-                 data_sha256=data.sha256())
+    export_model(
+        fit_model(data, "single"),
+        model_dir,
+        input_names=data.input_names,
+        output_names=data.output_names,
+        input_bounds=data_bounds(data.X),
+        data_sha256=data.sha256(),
+    )
     out = tmp_path / "raw"
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.http", "--quick", "--out", str(out),
-         "--model-dir", str(model_dir)],
-        cwd=REPO, env=dict(os.environ, TMPDIR=str(work)), capture_output=True, text=True,
-        timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.http",
+            "--quick",
+            "--out",
+            str(out),
+            "--model-dir",
+            str(model_dir),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, TMPDIR=str(work)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
 
@@ -68,14 +92,16 @@ def test_quick_http_bench(tmp_path: Path) -> None:
 
     latency = documents["http_latency"]
     assert {(row[0], row[1]) for row in latency["rows"]} == {
-        (q, covariance) for q in (1, 10) for covariance in ("full", "diag")}
+        (q, covariance) for q in (1, 10) for covariance in ("full", "diag")
+    }
     for row in latency["rows"]:
         assert all(isinstance(cell, float) and cell > 0 for cell in row[2:]), row
     assert _agreement(latency["notes"]) <= 1e-6
 
     throughput = documents["throughput"]
     assert {(row[0], row[1]) for row in throughput["rows"]} == {
-        (clients, covariance) for clients in (1, 4) for covariance in ("diag", "full")}
+        (clients, covariance) for clients in (1, 4) for covariance in ("diag", "full")
+    }
     for row in throughput["rows"]:
         assert row[-1] == 0, row  # errors
         assert all(isinstance(cell, float) and cell > 0 for cell in row[2:-1]), row

@@ -15,14 +15,44 @@ import torch
 
 from benchmarks import batch_mvn, inprocess, report
 
+pytestmark = pytest.mark.slow
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TOL = 1e-8
-INPROCESS_COLUMNS = ["family", "N", "q", "method", "eager median ms", "eager p99 ms",
-                     "traced median ms", "traced p99 ms", "eager/traced", "max rel error"]
-BATCH_COLUMNS = ["q", "m", "from_batch_mvn ms", "from_independent_mvns ms", "ratio",
-                 "layout batch", "layout independent", "max rel diff"]
-HTTP_COLUMNS = ["q", "covariance", "gp p50 ms", "gp p99 ms", "echo p50 ms", "echo p99 ms",
-                "peer p50 ms", "peer p99 ms", "gp/echo p50", "peer/gp p50"]
+INPROCESS_COLUMNS = [
+    "family",
+    "N",
+    "q",
+    "method",
+    "eager median ms",
+    "eager p99 ms",
+    "traced median ms",
+    "traced p99 ms",
+    "eager/traced",
+    "max rel error",
+]
+BATCH_COLUMNS = [
+    "q",
+    "m",
+    "from_batch_mvn ms",
+    "from_independent_mvns ms",
+    "ratio",
+    "layout batch",
+    "layout independent",
+    "max rel diff",
+]
+HTTP_COLUMNS = [
+    "q",
+    "covariance",
+    "gp p50 ms",
+    "gp p99 ms",
+    "echo p50 ms",
+    "echo p99 ms",
+    "peer p50 ms",
+    "peer p99 ms",
+    "gp/echo p50",
+    "peer/gp p50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +98,48 @@ def test_batch_mvn_layouts_agree(raw: Path) -> None:
 
 
 def test_report_renders_tables_and_plots(raw: Path, tmp_path: Path) -> None:
-    rows = [[q, covariance, 2.0 + q / 100, 3.0 + q / 100, 1.0, 1.5, 4.0 + q / 50, 5.0 + q / 50,
-             2.0, 1.9] for q in (1, 10, 100) for covariance in ("full", "none")]
-    (raw / "http_latency.json").write_text(json.dumps({
-        "section": "http_latency", "title": "Synthetic HTTP latency", "columns": HTTP_COLUMNS,
-        "rows": rows, "notes": ["synthetic"], "versions": {"fastapi": "0.0-test"}}))
+    rows = [
+        [
+            q,
+            covariance,
+            2.0 + q / 100,
+            3.0 + q / 100,
+            1.0,
+            1.5,
+            4.0 + q / 50,
+            5.0 + q / 50,
+            2.0,
+            1.9,
+        ]
+        for q in (1, 10, 100)
+        for covariance in ("full", "none")
+    ]
+    (raw / "http_latency.json").write_text(
+        json.dumps(
+            {
+                "section": "http_latency",
+                "title": "Synthetic HTTP latency",
+                "columns": HTTP_COLUMNS,
+                "rows": rows,
+                "notes": ["synthetic"],
+                "versions": {"fastapi": "0.0-test"},
+            }
+        )
+    )
     out = tmp_path / "results"
     report.main(["--raw", str(raw), "--out", str(out)])
     readme = (out / "README.md").read_text()
-    for heading in ("| family | N | q | method |", "| q | m | from_batch_mvn ms |",
-                    "| q | covariance | gp p50 ms |"):
+    for heading in (
+        "| family | N | q | method |",
+        "| q | m | from_batch_mvn ms |",
+        "| q | covariance | gp p50 ms |",
+    ):
         assert heading in readme
-    assert readme.index("| family | N |") < readme.index("| q | covariance |") \
-        < readme.index("| q | m |")  # the fixed section order
+    assert (
+        readme.index("| family | N |")
+        < readme.index("| q | covariance |")
+        < readme.index("| q | m |")
+    )  # the fixed section order
     assert "fastapi 0.0-test" in readme and "commit: `" in readme and "UTC" in readme
     for png in ("inprocess_speedup.png", "http_latency.png"):
         assert f"]({png})" in readme

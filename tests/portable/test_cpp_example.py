@@ -21,6 +21,8 @@ import torch
 from gp_serve.export import families, gate
 from gp_serve.handler import gp_artifact
 
+pytestmark = pytest.mark.slow
+
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 # Each method's name for its second output in the program's JSON.
 SECOND = {

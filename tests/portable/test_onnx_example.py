@@ -24,6 +24,8 @@ from gp_serve.export import families, gate
 from gp_serve.handler import gp_artifact
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 SCORE = REPO / "examples" / "onnx" / "score.py"
 VENV_PYTHON = REPO / ".venv-onnx" / "bin" / "python"
 # Each method's command line and the name of its second output in the JSON.

@@ -6,45 +6,40 @@ The model is fitted with BoTorch and exported here (tests only); TorchServe runs
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.models.model import Model
-from botorch.models.transforms.input import Normalize
-from botorch.test_functions.multi_objective import BraninCurrin
-from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from gp_serve.handler import gp_artifact
-from gp_serve.export import export_model
-from gp_serve.export.data import default_data, validate
-from gp_serve.export.fit import MISSING_ALLOWED, fit_model
 from gp_serve.serving.archive import MODEL_CONFIG, build_archive
 from gp_serve.serving.local_server import LocalTorchServe, served
-from tests.conftest import FORMAT_MODELS, REPO, archive_formats, write_model_config
+from tests.conftest import FORMAT_MODELS, archive_formats, write_model_config
+
+if TYPE_CHECKING:  # (BoTorch is imported by the fixtures that fit: the codec tests need none)
+    from botorch.models.model import Model
 
 BATCH_MODEL = "gpbatch"
 BATCH_SIZE = 4
-# Served model name -> the export family fitted for it (besides the single-task "gp").
-FAMILY_MODELS = {"gplist": "list", "gpmultitask": "multitask", "gpkronecker": "kronecker",
-                 "gpsaas": "saas"}
-# BoTorch 0.13+ builds SAAS models only with its fully Bayesian extra (JAX, NumPyro), which
-# the pinned stack leaves out: that model is exported by BoTorch 0.12.0 in the compatibility
-# venv (`make install-compat`) and served here, which also shows the artifact is portable.
-COMPAT_PYTHON = REPO / ".venv-botorch012" / "bin" / "python"
+# Served model name -> the export family fitted for it (besides the single-task "gp"); the
+# SAAS model (NUTS in JAX/NumPyro: BoTorch's fully Bayesian extra, in .venv's lock) is fitted
+# to the first output only.
+FAMILY_MODELS = {
+    "gplist": "list",
+    "gpmultitask": "multitask",
+    "gpkronecker": "kronecker",
+    "gpsaas": "saas",
+}
 
 
 @dataclass(frozen=True)
 class Exported:
     """A fitted model and its exported artifact."""
 
-    model: Model | None  # None: exported by another BoTorch (see COMPAT_PYTHON)
+    model: Model
     directory: Path
     input_names: list[str]
     output_names: list[str]
@@ -53,6 +48,15 @@ class Exported:
 def fit_branin_currin(directory: Path, seed: int = 7, points: int = 40) -> Exported:
     """BraninCurrin (negated, ``points`` seeded points) fitted as a SingleTaskGP and exported
     to ``directory`` (inputs ``x1, x2``, outputs ``branin, currin``)."""
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.input import Normalize
+    from botorch.test_functions.multi_objective import BraninCurrin
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from gp_serve.export import export_model
+
     torch.manual_seed(seed)
     problem = BraninCurrin(negate=True).to(torch.float64)
     train_X = torch.rand(points, 2, dtype=torch.float64)
@@ -70,8 +74,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
 
 @contextmanager
-def own_server(artifact: Path, root: Path, model_config: Path = MODEL_CONFIG,
-               **properties: str) -> Iterator[LocalTorchServe]:
+def own_server(
+    artifact: Path, root: Path, model_config: Path = MODEL_CONFIG, **properties: str
+) -> Iterator[LocalTorchServe]:
     """A TorchServe of a test module's own, on free loopback ports under ``root``, serving
     ``artifact`` as ``gp`` (with ``model_config``; ``properties`` override config keys);
     stopped on exit."""
@@ -85,41 +90,28 @@ def family_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Export
     """The default data (BraninCurrin, 64 points), with each output missing at some rows
     for the families that allow it, fitted as each other family (`FAMILY_MODELS`) and
     exported."""
+    from gp_serve.export import export_model
+    from gp_serve.export.data import default_data, validate
+    from gp_serve.export.fit import MISSING_ALLOWED, fit_model
+
     complete = default_data()
     Y = complete.Y.clone()
     Y[::5, 0] = float("nan")
     Y[2::7, 1] = float("nan")
-    missing = validate(complete.X, Y, None, complete.input_names, complete.output_names,
-                       allow_missing=True)
+    missing = validate(
+        complete.X, Y, None, complete.input_names, complete.output_names, allow_missing=True
+    )
+    first = validate(
+        complete.X, complete.Y[:, :1], None, complete.input_names, complete.output_names[:1]
+    )
     exports = {}
     for name, family in FAMILY_MODELS.items():
-        data = missing if family in MISSING_ALLOWED else complete
-        if family == "saas":
-            exports[name] = _export_saas_with_botorch_012(data, tmp_path_factory.mktemp(name))
-            continue
+        data = first if family == "saas" else missing if family in MISSING_ALLOWED else complete
         model = fit_model(data, family)
         directory = tmp_path_factory.mktemp(name)
-        export_model(model, directory, input_names=data.input_names,
-                     output_names=data.output_names)
+        export_model(model, directory, input_names=data.input_names, output_names=data.output_names)
         exports[name] = Exported(model, directory, data.input_names, data.output_names)
     return exports
-
-
-def _export_saas_with_botorch_012(data, root: Path) -> Exported:
-    """The first output as a SAAS GP, fitted (NUTS) and exported by BoTorch 0.12.0."""
-    if not COMPAT_PYTHON.exists():
-        pytest.fail(f"{COMPAT_PYTHON} is missing: run `make install-compat` (make test does)")
-    rows = [",".join(data.input_names + [data.output_names[0]])]
-    seen = ~data.Y[:, 0].isnan()
-    rows += [",".join(map(repr, [*x, y]))
-             for x, y in zip(data.X[seen].tolist(), data.Y[seen, 0].tolist())]
-    (root / "train.csv").write_text("\n".join(rows) + "\n")
-    subprocess.run(
-        [str(COMPAT_PYTHON), "-m", "export", "--data", str(root / "train.csv"),
-         "--outputs", data.output_names[0], "--model", "saas", "--out", str(root / "model")],
-        cwd=REPO, check=True, timeout=900, capture_output=True,
-    )
-    return Exported(None, root / "model", data.input_names, data.output_names[:1])
 
 
 @pytest.fixture(scope="session")
@@ -141,11 +133,17 @@ def server(
     store = root / "model_store"
     store.mkdir()
     build_archive(exported.directory, store)
-    batch_config = write_model_config(root / "model-config-batch.yaml", minWorkers=1,
-                                      maxWorkers=1, batchSize=BATCH_SIZE, maxBatchDelay=2000)
+    batch_config = write_model_config(
+        root / "model-config-batch.yaml",
+        minWorkers=1,
+        maxWorkers=1,
+        batchSize=BATCH_SIZE,
+        maxBatchDelay=2000,
+    )
     build_archive(exported.directory, store, BATCH_MODEL, batch_config)
-    one_worker = write_model_config(root / "model-config-one-worker.yaml", minWorkers=1,
-                                    maxWorkers=1)
+    one_worker = write_model_config(
+        root / "model-config-one-worker.yaml", minWorkers=1, maxWorkers=1
+    )
     for name, family in family_exports.items():
         build_archive(family.directory, store, name, one_worker)
     archive_formats(portable_artifact.directory, store, root)
@@ -164,6 +162,8 @@ def server(
 @pytest.fixture(scope="session")
 def other_posterior(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A valid ``posterior.pt`` of another two-input, two-output model."""
+    import torch
+
     from gp_serve.export.families import trace_posterior
     from gp_serve.export.torchscript import quiet_torchscript
     from tests.export.conftest import make_model

@@ -21,13 +21,20 @@ import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.archive import build_archive
-from gp_serve.serving.local_server import (MODEL_LOG, LocalTorchServe, load_errors, served,
-                                           write_config)
+from gp_serve.serving.local_server import (
+    MODEL_LOG,
+    LocalTorchServe,
+    load_errors,
+    served,
+    write_config,
+)
 from gp_serve.serving.properties import DEFAULT_CONFIG
 from gp_serve.serving.soak import REQUEST_TIMEOUT_S, run_load
 from tests.conftest import REPO
 from tests.serving.conftest import Exported
 from tests.serving.test_server import worker_pids
+
+pytestmark = pytest.mark.server
 
 PROMPT_S = 60  # "promptly": well under the 180 s the tools otherwise wait
 
@@ -38,9 +45,20 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         module = torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
         before = worker_pids(server)
         stop, results = threading.Event(), []
-        load = threading.Thread(target=lambda: results.append(run_load(
-            server.predict_url, module, server.metadata().input_bounds, clients=8,
-            seconds=120, seed=5, stop=stop, headers=server.headers())))
+        load = threading.Thread(
+            target=lambda: results.append(
+                run_load(
+                    server.predict_url,
+                    module,
+                    server.metadata().input_bounds,
+                    clients=8,
+                    seconds=120,
+                    seed=5,
+                    stop=stop,
+                    headers=server.headers(),
+                )
+            )
+        )
         load.start()
         time.sleep(3)
         killed = before[0]
@@ -49,14 +67,21 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         replaced = None
         while time.monotonic() - killed_at < 90:
             try:
-                described = requests.get(f"{server.management_url}/models/gp", timeout=10,
-                                         headers=server.headers("management")).json()
+                described = requests.get(
+                    f"{server.management_url}/models/gp",
+                    timeout=10,
+                    headers=server.headers("management"),
+                ).json()
             except requests.ConnectionError:  # (the poll itself, on a loaded 2-core machine)
                 time.sleep(0.2)
                 continue
             workers = described[0]["workers"]
             pids = sorted(w["pid"] for w in workers)
-            if killed not in pids and len(pids) == 2 and all(w["status"] == "READY" for w in workers):
+            if (
+                killed not in pids
+                and len(pids) == 2
+                and all(w["status"] == "READY" for w in workers)
+            ):
                 replaced = time.monotonic() - killed_at
                 break
             time.sleep(0.2)
@@ -65,16 +90,25 @@ def test_a_worker_killed_under_load_is_replaced(exported: Exported, tmp_path: Pa
         load.join(timeout=REQUEST_TIMEOUT_S + 30)
         assert not load.is_alive(), "a request hung past its timeout"
         result = results[0]
-        print(f"\n[faults] SIGKILL of worker {killed} under 8 clients: replaced after "
-              f"{replaced:.1f}s; {result.requests} requests, {len(result.errors)} lost: "
-              f"{result.errors}")
+        print(
+            f"\n[faults] SIGKILL of worker {killed} under 8 clients: replaced after "
+            f"{replaced:.1f}s; {result.requests} requests, {len(result.errors)} lost: "
+            f"{result.errors}"
+        )
         assert replaced is not None, f"worker {killed} not replaced in 90 s"
         # At most the request the killed worker was computing (batchSize 1) is lost, with
         # an answer (a 5xx from the frontend), never a hang.
         assert len(result.errors) <= 1, result.errors
         assert all('"message": "Worker died."' in error for error in result.errors), result.errors
-        assert requests.post(server.predict_url, json={"inputs": [[0.5, 0.5]]},
-                             headers=server.headers(), timeout=30).status_code == 200
+        assert (
+            requests.post(
+                server.predict_url,
+                json={"inputs": [[0.5, 0.5]]},
+                headers=server.headers(),
+                timeout=30,
+            ).status_code
+            == 200
+        )
 
 
 def broken_archive(good: Path, target: Path, how: str, other: bytes = b"") -> Path:
@@ -96,12 +130,12 @@ def broken_archive(good: Path, target: Path, how: str, other: bytes = b"") -> Pa
 # archive variant -> what its one log line says
 BROKEN = {
     "posterior-truncated": "posterior.pt: truncated or corrupt: expected a complete "
-                           "TorchScript archive (BadZipFile: File is not a zip file); "
-                           "re-export the model",
+    "TorchScript archive (BadZipFile: File is not a zip file); "
+    "re-export the model",
     "posterior-missing": "posterior.pt: missing; re-export the model",
     "metadata-truncated": "metadata.json: truncated or malformed JSON (",
     "metadata-missing": "metadata.json: cannot read (No such file or directory); re-export "
-                        "the model",
+    "the model",
     "posterior-swapped": "posterior.pt: SHA-256 ",  # (then: differs from metadata.json's ...)
 }
 
@@ -111,9 +145,9 @@ def good_archive(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -
     return build_archive(exported.directory, tmp_path_factory.mktemp("good"))
 
 
-def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
-                                                          other_posterior: bytes,
-                                                          tmp_path: Path) -> None:
+def test_broken_archives_fail_to_load_with_one_clear_line(
+    good_archive: Path, other_posterior: bytes, tmp_path: Path
+) -> None:
     store = tmp_path / "store"
     store.mkdir()
     for how in BROKEN:
@@ -131,14 +165,20 @@ def test_broken_archives_fail_to_load_with_one_clear_line(good_archive: Path,
                 assert line.startswith(f"{gp_artifact.LOAD_ERROR_MARKER} '{how}': ")
                 assert BROKEN[how] in line, line
                 if how == "posterior-swapped":
-                    assert line.endswith("differs from metadata.json's " + line.split(
-                        "differs from metadata.json's ")[-1]) and line.endswith(
-                        ": the file was changed after export; re-export the model"), line
+                    assert line.endswith(
+                        "differs from metadata.json's "
+                        + line.split("differs from metadata.json's ")[-1]
+                    ) and line.endswith(
+                        ": the file was changed after export; re-export the model"
+                    ), line
         # The frontend keeps answering for a model it cannot load (a 5xx: the server's
         # side is broken, not the request), at once rather than after a timeout.
-        response = requests.post(f"{server.inference_url}/predictions/posterior-missing",
-                                 json={"inputs": [[0.5, 0.5]]}, headers=server.headers(),
-                                 timeout=30)
+        response = requests.post(
+            f"{server.inference_url}/predictions/posterior-missing",
+            json={"inputs": [[0.5, 0.5]]},
+            headers=server.headers(),
+            timeout=30,
+        )
         assert response.status_code in (500, 503), response.text
 
 
@@ -153,18 +193,37 @@ def test_make_start_and_serve_report_a_broken_archive_promptly(
     config = write_config(DEFAULT_CONFIG, tmp_path / "config.properties", str(store))
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "serving.local_server", action, "--config", str(config),
-         "--model-store", str(store), "--workdir", str(tmp_path / "logs")],
-        cwd=REPO, capture_output=True, text=True, timeout=PROMPT_S + 60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "serving.local_server",
+            action,
+            "--config",
+            str(config),
+            "--model-store",
+            str(store),
+            "--workdir",
+            str(tmp_path / "logs"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PROMPT_S + 60,
+        check=False,
     )
     elapsed = time.monotonic() - started
-    print(f"\n[faults] {action} with a truncated posterior.pt: exit {run.returncode} "
-          f"after {elapsed:.1f}s")
+    print(
+        f"\n[faults] {action} with a truncated posterior.pt: exit {run.returncode} "
+        f"after {elapsed:.1f}s"
+    )
     assert run.returncode == 1, run.stdout + run.stderr
-    assert run.stderr.startswith(
-        f"error: {gp_artifact.LOAD_ERROR_MARKER} 'gp': "), run.stderr[:2000]
+    assert run.stderr.startswith(f"error: {gp_artifact.LOAD_ERROR_MARKER} 'gp': "), run.stderr[
+        :2000
+    ]
     assert BROKEN["posterior-truncated"] in run.stderr.splitlines()[0]
     assert elapsed < PROMPT_S
     # and it stopped the server it started
-    assert not (tmp_path / "logs" / "tmp" / ".model_server.pid").exists() or \
-        LocalTorchServe(config, store, tmp_path / "logs").pid() is None
+    assert (
+        not (tmp_path / "logs" / "tmp" / ".model_server.pid").exists()
+        or LocalTorchServe(config, store, tmp_path / "logs").pid() is None
+    )

@@ -22,6 +22,8 @@ from gp_serve.serving.archive import MODEL_CONFIG, build_archive
 from tests.serving.conftest import FORMAT_MODELS, Exported
 from tests.serving.test_handler import FakeContext
 
+pytestmark = pytest.mark.server
+
 TOLERANCE = 1e-8
 
 

@@ -35,6 +35,8 @@ from tests.conftest import write_model_config
 from tests.export.conftest import make_model
 from tests.serving.conftest import Exported
 
+pytestmark = pytest.mark.server
+
 GP_SERVE = Path(sys.executable).with_name("gp-serve")
 TOLERANCE = 1e-8
 

@@ -22,6 +22,8 @@ from gp_serve.serving.local_server import LocalTorchServe
 from tests.serving.cases import BAD_REQUESTS, JSON
 from tests.serving.conftest import BATCH_MODEL, BATCH_SIZE, Exported
 
+pytestmark = pytest.mark.server
+
 TOLERANCE = 1e-9
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving.soak import MAX_RSS_GROWTH, soak
 from tests.serving.conftest import Exported
+
+pytestmark = pytest.mark.server
 
 
 def test_soak_60_seconds(server, exported: Exported) -> None:

@@ -29,6 +29,8 @@ from gp_serve.serving.local_server import LocalTorchServe
 from tests.conftest import REPO, write_model_config
 from tests.serving.conftest import Exported, fit_branin_currin, own_server
 
+pytestmark = pytest.mark.server
+
 CLIENTS = 8
 LOAD_BEFORE_S = 3.0  # load before the update starts, and after it ends
 MAX_LOAD_S = 150.0  # the clients stop by then whatever happens
@@ -102,10 +104,18 @@ class Clients:
         return runs
 
     def _load(self) -> None:
-        result = closed_loop(self.server.predict_url, self._bodies, self.count, MAX_LOAD_S,
-                             self._check, requests=MAX_REQUESTS, stop=self.stop,
-                             headers=self.server.headers("inference"), pause_s=self.pause_s,
-                             timeout=REQUEST_TIMEOUT_S)
+        result = closed_loop(
+            self.server.predict_url,
+            self._bodies,
+            self.count,
+            MAX_LOAD_S,
+            self._check,
+            requests=MAX_REQUESTS,
+            stop=self.stop,
+            headers=self.server.headers("inference"),
+            pause_s=self.pause_s,
+            timeout=REQUEST_TIMEOUT_S,
+        )
         self.failures = result.errors
 
     def _bodies(self, index: int) -> Iterator[Request]:
@@ -113,12 +123,20 @@ class Clients:
         every reference's answer."""
         rng, pool = random.Random(index), []
         for q, _ in MIX:
-            X = torch.tensor([[rng.uniform(lo, hi) for lo, hi in self.bounds] for _ in range(q)],
-                             dtype=torch.float64)
-            expected = {label: (tuple(t.detach() for t in module.mean_var(X)), version)
-                        for label, (module, version) in self.references.items()}
-            pool.append(Request(json.dumps({"inputs": X.tolist(), "covariance": "diag"}).encode(),
-                                expected=expected))
+            X = torch.tensor(
+                [[rng.uniform(lo, hi) for lo, hi in self.bounds] for _ in range(q)],
+                dtype=torch.float64,
+            )
+            expected = {
+                label: (tuple(t.detach() for t in module.mean_var(X)), version)
+                for label, (module, version) in self.references.items()
+            }
+            pool.append(
+                Request(
+                    json.dumps({"inputs": X.tolist(), "covariance": "diag"}).encode(),
+                    expected=expected,
+                )
+            )
         weights = [weight for _, weight in MIX]
         while True:
             yield rng.choices(pool, weights)[0]
@@ -137,17 +155,33 @@ class Clients:
                 continue
             got_mean = torch.tensor(answer["mean"], dtype=torch.float64)
             got_variance = torch.tensor(answer["variance"], dtype=torch.float64)
-            if (update.relative_error(got_mean, mean) <= TOLERANCE
-                    and update.relative_error(got_variance, variance) <= TOLERANCE):
+            if (
+                update.relative_error(got_mean, mean) <= TOLERANCE
+                and update.relative_error(got_variance, variance) <= TOLERANCE
+            ):
                 return label
         return None
 
 
-def run_update(server: LocalTorchServe, model_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_update(
+    server: LocalTorchServe, model_dir: Path, *extra: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serving.update", "--model-dir", str(model_dir),
-         "--workdir", str(server.workdir), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=UPDATE_TIMEOUT_S + 60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "serving.update",
+            "--model-dir",
+            str(model_dir),
+            "--workdir",
+            str(server.workdir),
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=UPDATE_TIMEOUT_S + 60,
+        check=False,
     )
 
 
@@ -155,12 +189,13 @@ def registered(server: LocalTorchServe) -> tuple[list[str], list[str]]:
     """(the model names listed, ``gp``'s registered versions), from the management API."""
     headers = server.headers("management")
     models = requests.get(f"{server.management_url}/models", headers=headers, timeout=30)
-    versions = requests.get(f"{server.management_url}/models/gp/all", headers=headers,
-                            timeout=30)
+    versions = requests.get(f"{server.management_url}/models/gp/all", headers=headers, timeout=30)
     models.raise_for_status()
     versions.raise_for_status()
-    return ([m["modelName"] for m in models.json()["models"]],
-            sorted(v["modelVersion"] for v in versions.json()))
+    return (
+        [m["modelName"] for m in models.json()["models"]],
+        sorted(v["modelVersion"] for v in versions.json()),
+    )
 
 
 def step_time(stdout: str, step: str) -> float:
@@ -178,8 +213,12 @@ def drained(stdout: str) -> float:
 
 
 def test_a_failed_update_leaves_the_old_version_serving(
-    served_a: LocalTorchServe, exported: Exported, model_b: Exported, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    served_a: LocalTorchServe,
+    exported: Exported,
+    model_b: Exported,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     assert registered(served_a) == (["gp"], ["1.0"])
     module_a = posterior(exported)
@@ -189,22 +228,23 @@ def test_a_failed_update_leaves_the_old_version_serving(
     try:
         # Workers that cannot load (a handler setting it refuses): the command says why,
         # unregisters the new version and leaves A the default.
-        broken = write_model_config(tmp_path / "model-config-broken.yaml",
-                                    {"chunk_rows": "many"})
+        broken = write_model_config(tmp_path / "model-config-broken.yaml", {"chunk_rows": "many"})
         run = run_update(served_a, model_b.directory, "--model-config", str(broken))
         print(f"\n{run.stdout}{run.stderr}")
         assert run.returncode == 1, run.stdout + run.stderr
         assert run.stderr.startswith(
             "error: update failed: a worker of version 2.0 failed to load: ValueError: invalid "
-            "literal for int() with base 10: 'many'"), run.stderr
+            "literal for int() with base 10: 'many'"
+        ), run.stderr
         assert "rolled back: version 1.0 is the default, version 2.0 unregistered" in run.stderr
         assert registered(served_a) == (["gp"], ["1.0"])
 
         # Answers that differ from the artifact's in-process ones (its reference swapped for
         # A's): the equality check fails after registration, the new version is removed.
         monkeypatch.setattr(update, "load_reference", lambda directory, metadata: module_a)
-        code = update.main(["--model-dir", str(model_b.directory),
-                            "--workdir", str(served_a.workdir)])
+        code = update.main(
+            ["--model-dir", str(model_b.directory), "--workdir", str(served_a.workdir)]
+        )
         monkeypatch.undo()
         out = capsys.readouterr()
         print(f"{out.out}{out.err}")
@@ -226,20 +266,24 @@ def test_a_failed_update_leaves_the_old_version_serving(
         assert out.err.rstrip().endswith("(nothing changed)"), out.err
     finally:
         clients.finish()
-    print(f"[update] rollbacks under {clients.count} clients: {clients.requests} requests, "
-          f"{len(clients.failures)} failed")
+    print(
+        f"[update] rollbacks under {clients.count} clients: {clients.requests} requests, "
+        f"{len(clients.failures)} failed"
+    )
     assert clients.failures == [], clients.failures[:10]
     assert all(clients.labels(i) == ["A"] for i in range(clients.count))
     assert registered(served_a) == (["gp"], ["1.0"])
     assert sorted(p.name for p in served_a.model_store.iterdir()) == ["gp.mar"]
 
 
-def test_an_update_under_load_fails_no_request(served_a: LocalTorchServe, exported: Exported,
-                                               model_b: Exported) -> None:
+def test_an_update_under_load_fails_no_request(
+    served_a: LocalTorchServe, exported: Exported, model_b: Exported
+) -> None:
     assert registered(served_a) == (["gp"], ["1.0"])
     bounds = gp_artifact.load_metadata(exported.directory).input_bounds
-    clients = Clients(served_a, {"A": (posterior(exported), "1.0"),
-                                 "B": (posterior(model_b), "2.0")}, bounds)
+    clients = Clients(
+        served_a, {"A": (posterior(exported), "1.0"), "B": (posterior(model_b), "2.0")}, bounds
+    )
     clients.start()
     try:
         time.sleep(LOAD_BEFORE_S)
@@ -255,19 +299,24 @@ def test_an_update_under_load_fails_no_request(served_a: LocalTorchServe, export
     answers = sorted(entry for seen in clients.seen for entry in seen)
     times = {label: [t for t, seen, _ in answers if seen == label] for label in "AB"}
     # The longest any client waited between its last A answer and its first B answer.
-    gaps = [min(t for t, label, _ in seen if label == "B")
-            - max(t for t, label, _ in seen if label == "A")
-            for seen in clients.seen if {label for _, label, _ in seen} == {"A", "B"}]
+    gaps = [
+        min(t for t, label, _ in seen if label == "B")
+        - max(t for t, label, _ in seen if label == "A")
+        for seen in clients.seen
+        if {label for _, label, _ in seen} == {"A", "B"}
+    ]
     latencies = sorted(elapsed for _, _, elapsed in answers) or [0.0]
     during = [n for t, _, n in answers if started <= t <= ended]
-    print(f"[update] {clients.count} clients, {clients.requests} requests ({len(during)} while "
-          f"the command ran), {len(clients.failures)} failed; the command took "
-          f"{ended - started:.1f} s (set-default at +{step_time(run.stdout, 'set-default')} s, "
-          f"old version drained in {drained(run.stdout):.1f} s); last A answer "
-          f"{max(times['A'], default=0) - min(times['B'], default=0):+.3f} s after the first B "
-          f"answer; longest gap of a client at the switch {max(gaps, default=0):.3f} s; latency "
-          f"p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, p99 "
-          f"{latencies[int(0.99 * len(latencies))] * 1e3:.0f} ms, max {latencies[-1]:.2f} s")
+    print(
+        f"[update] {clients.count} clients, {clients.requests} requests ({len(during)} while "
+        f"the command ran), {len(clients.failures)} failed; the command took "
+        f"{ended - started:.1f} s (set-default at +{step_time(run.stdout, 'set-default')} s, "
+        f"old version drained in {drained(run.stdout):.1f} s); last A answer "
+        f"{max(times['A'], default=0) - min(times['B'], default=0):+.3f} s after the first B "
+        f"answer; longest gap of a client at the switch {max(gaps, default=0):.3f} s; latency "
+        f"p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, p99 "
+        f"{latencies[int(0.99 * len(latencies))] * 1e3:.0f} ms, max {latencies[-1]:.2f} s"
+    )
     assert clients.failures == [], clients.failures[:10]
     for index in range(clients.count):  # A's answers, then B's: one switch, never back
         assert clients.labels(index) == ["A", "B"], (index, clients.labels(index))

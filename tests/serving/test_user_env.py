@@ -28,6 +28,8 @@ from gp_serve.handler import gp_artifact
 from gp_serve.serving.archive import build_archive
 from tests.conftest import REPO, write_model_config
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 USER_REQUIREMENTS = REPO / "requirements-user-botorch016.txt"
 SCRIPT = Path(__file__).with_name("user_env") / "fit_and_export.py"
 NAME = "gpuser"

@@ -17,6 +17,8 @@ from gp_serve.export.gate import variance_of
 from gp_serve.handler import gp_artifact
 from tests.serving.conftest import Exported
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def client(server) -> triton.InferenceServerClient:
