@@ -79,8 +79,7 @@ def export_model(
     """
     unknown = sorted(set(formats) - set(gp_artifact.FORMAT_FILES))
     if unknown:
-        raise ValueError(f"expected formats from {sorted(gp_artifact.FORMAT_FILES)}, "
-                         f"got {unknown}")
+        raise ValueError(f"expected formats from {sorted(gp_artifact.FORMAT_FILES)}, got {unknown}")
     family = family_of(model)
     model.eval()
     inputs = family.training_inputs(model)
@@ -93,13 +92,15 @@ def export_model(
             f"got {len(input_names)} and {len(output_names)}"
         )
     num_train = sum(x.size(-2) for x in inputs)
-    bounds = (data_bounds(torch.cat(inputs)) if input_bounds is None
-              else input_bounds.to(torch.float64))
+    bounds = (
+        data_bounds(torch.cat(inputs)) if input_bounds is None else input_bounds.to(torch.float64)
+    )
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
-    log.info("tracing the posterior of a %s (N=%d, d=%d, m=%d)", type(model).__name__,
-             num_train, d, m)
+    log.info(
+        "tracing the posterior of a %s (N=%d, d=%d, m=%d)", type(model).__name__, num_train, d, m
+    )
     example_X = gate.sample_points(bounds, 5, gate.GATE_SEED)
     started = time.perf_counter()
     module = family.trace(model, example_X)
@@ -113,11 +114,23 @@ def export_model(
         loaded = gp_formats.load(staging, gp_artifact.DEFAULT_FORMAT, d, verify=False)
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(loaded, model, bounds, reference=family.eager_moments)
-        written = {gp_artifact.DEFAULT_FORMAT: _format_entry(
-            gp_artifact.DEFAULT_FORMAT, report, time.perf_counter() - started, posterior)}
+        written = {
+            gp_artifact.DEFAULT_FORMAT: _format_entry(
+                gp_artifact.DEFAULT_FORMAT, report, time.perf_counter() - started, posterior
+            )
+        }
         written |= _write_portable(model, family, example_X, bounds, staging, formats)
-        meta = _metadata(family, model, num_train, input_names, output_names, bounds, report,
-                         data_sha256, written)
+        meta = _metadata(
+            family,
+            model,
+            num_train,
+            input_names,
+            output_names,
+            bounds,
+            report,
+            data_sha256,
+            written,
+        )
         (staging / gp_artifact.METADATA_FILE).write_text(gp_artifact.dumps(meta))
         for path in staging.iterdir():
             path.chmod(0o644)
@@ -125,9 +138,12 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files = [gp_artifact.FORMAT_FILES[fmt] for fmt in meta["formats"]]
-    log.info("wrote %s and %s (worst relative error %.3g)", out_dir / ", ".join(files),
-             gp_artifact.METADATA_FILE,
-             max(entry["max_relative_error"] for entry in meta["formats"].values()))
+    log.info(
+        "wrote %s and %s (worst relative error %.3g)",
+        out_dir / ", ".join(files),
+        gp_artifact.METADATA_FILE,
+        max(entry["max_relative_error"] for entry in meta["formats"].values()),
+    )
     return meta
 
 
@@ -135,13 +151,23 @@ def _format_entry(fmt: str, report: gate.GateReport, seconds: float, path: Path)
     """A ``formats`` entry for the gated file at ``path``, with the SHA-256 of its bytes as
     written (the loaders check it: `gp_artifact.verify_posterior`)."""
     worst = report.worst
-    return {"file": gp_artifact.FORMAT_FILES[fmt], "max_relative_error": worst["relative_error"],
-            "worst_case": gate.describe(worst), "build_seconds": round(seconds, 3),
-            "sha256": gp_artifact.file_sha256(path)}
+    return {
+        "file": gp_artifact.FORMAT_FILES[fmt],
+        "max_relative_error": worst["relative_error"],
+        "worst_case": gate.describe(worst),
+        "build_seconds": round(seconds, 3),
+        "sha256": gp_artifact.file_sha256(path),
+    }
 
 
-def _write_portable(model: Model, family: Family, example_X: Tensor, bounds: Tensor,
-                    staging: Path, formats: tuple[str, ...] | list[str]) -> dict:
+def _write_portable(
+    model: Model,
+    family: Family,
+    example_X: Tensor,
+    bounds: Tensor,
+    staging: Path,
+    formats: tuple[str, ...] | list[str],
+) -> dict:
     """Write and gate the portable formats asked for; their ``formats`` entries."""
     wanted = [fmt for fmt in ("pt2", "onnx") if fmt in formats]
     if not wanted:
@@ -169,8 +195,7 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"expected {out_dir} to be a folder, got a file")
     if out_dir.is_dir():
-        other = sorted(p.name for p in out_dir.iterdir()
-                       if p.name not in gp_artifact.ALL_FILES)
+        other = sorted(p.name for p in out_dir.iterdir() if p.name not in gp_artifact.ALL_FILES)
         if other:
             raise ValueError(
                 f"expected {out_dir} to hold only {list(gp_artifact.ALL_FILES)} (it is "

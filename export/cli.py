@@ -30,7 +30,8 @@ log = logging.getLogger("export")
 DEFAULT_MODEL = "single"
 TRUST_WARNING = (
     "warning: --model-file {path}: torch.load(weights_only=False) unpickles the file, which "
-    "runs any code it holds; use it only on files you trust")
+    "runs any code it holds; use it only on files you trust"
+)
 
 
 def _names(text: str) -> list[str]:
@@ -45,57 +46,97 @@ def _formats(text: str) -> list[str]:
     unknown = [name for name in formats if name not in gp_artifact.FORMAT_FILES]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"expected formats from {', '.join(gp_artifact.FORMAT_FILES)}, got {unknown}")
+            f"expected formats from {', '.join(gp_artifact.FORMAT_FILES)}, got {unknown}"
+        )
     return formats
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The export command's options (``gp-serve export`` and ``python -m export``)."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data", type=Path, help="training CSV with a header row "
-                        "(default: BoTorch's BraninCurrin on 64 seeded points)")
-    source.add_argument("--model-file", type=Path,
-                        help="a fitted model saved with torch.save(model, PATH), exported as "
-                        "is (unpickled: only files you trust)")
-    parser.add_argument("--inputs", type=_names,
-                        help="input columns (default: all columns not named elsewhere); with "
-                        "--model-file, the input names (default: x1 ... xd)")
-    parser.add_argument("--outputs", type=_names,
-                        help="output columns (required with --data); with --model-file, the "
-                        "output names (default: y1 ... ym)")
-    parser.add_argument("--noise", type=_names,
-                        help="observation noise variances, one per output: a column name, "
-                        "or a number for every row")
-    parser.add_argument("--model", choices=list(MODELS), default=None,
-                        help="single: one SingleTaskGP for all outputs (default); list: a "
-                        "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
-                        "where it is observed; multitask: a MultiTaskGP, one task per "
-                        "output (correlated outputs); kronecker: a KroneckerMultiTaskGP, "
-                        "every output at every row, with a learned task covariance (correlated "
-                        "outputs); saas: a SaasFullyBayesianSingleTaskGP (one output, NUTS; "
-                        "needs BoTorch's fully Bayesian extra on 0.13+). "
-                        "list and multitask allow empty output cells (not observed there)")
-    parser.add_argument("--categorical", type=_names,
-                        help="input columns holding category codes (numbers): fits a "
-                        "MixedSingleTaskGP (with --model single)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="folder for posterior.pt and metadata.json (and the other formats)")
-    parser.add_argument("--format", type=_formats, default=[gp_artifact.DEFAULT_FORMAT],
-                        dest="formats",
-                        help="comma-separated formats to write, each gated against eager "
-                        "BoTorch: torchscript (posterior.pt, always written), pt2 "
-                        "(posterior.pt2, AOTInductor: about a minute to compile), onnx "
-                        "(posterior.onnx). Default: torchscript")
+    source.add_argument(
+        "--data",
+        type=Path,
+        help="training CSV with a header row (default: BoTorch's BraninCurrin on 64 seeded points)",
+    )
+    source.add_argument(
+        "--model-file",
+        type=Path,
+        help="a fitted model saved with torch.save(model, PATH), exported as "
+        "is (unpickled: only files you trust)",
+    )
+    parser.add_argument(
+        "--inputs",
+        type=_names,
+        help="input columns (default: all columns not named elsewhere); with "
+        "--model-file, the input names (default: x1 ... xd)",
+    )
+    parser.add_argument(
+        "--outputs",
+        type=_names,
+        help="output columns (required with --data); with --model-file, the "
+        "output names (default: y1 ... ym)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=_names,
+        help="observation noise variances, one per output: a column name, "
+        "or a number for every row",
+    )
+    parser.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=None,
+        help="single: one SingleTaskGP for all outputs (default); list: a "
+        "ModelListGP, one SingleTaskGP per output, each fitted on the rows "
+        "where it is observed; multitask: a MultiTaskGP, one task per "
+        "output (correlated outputs); kronecker: a KroneckerMultiTaskGP, "
+        "every output at every row, with a learned task covariance (correlated "
+        "outputs); saas: a SaasFullyBayesianSingleTaskGP (one output, NUTS; "
+        "needs BoTorch's fully Bayesian extra on 0.13+). "
+        "list and multitask allow empty output cells (not observed there)",
+    )
+    parser.add_argument(
+        "--categorical",
+        type=_names,
+        help="input columns holding category codes (numbers): fits a "
+        "MixedSingleTaskGP (with --model single)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for posterior.pt and metadata.json (and the other formats)",
+    )
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=[gp_artifact.DEFAULT_FORMAT],
+        dest="formats",
+        help="comma-separated formats to write, each gated against eager "
+        "BoTorch: torchscript (posterior.pt, always written), pt2 "
+        "(posterior.pt2, AOTInductor: about a minute to compile), onnx "
+        "(posterior.onnx). Default: torchscript",
+    )
 
 
 def check_args(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of options (for ``parser.error``), or None."""
     if args.model_file is not None:
-        fitting = [flag for flag, value in (("--noise", args.noise), ("--model", args.model),
-                                            ("--categorical", args.categorical)) if value]
+        fitting = [
+            flag
+            for flag, value in (
+                ("--noise", args.noise),
+                ("--model", args.model),
+                ("--categorical", args.categorical),
+            )
+            if value
+        ]
         if fitting:
-            return (f"{', '.join(fitting)}: fitting options, expected none with --model-file "
-                    "(the model is fitted already)")
+            return (
+                f"{', '.join(fitting)}: fitting options, expected none with --model-file "
+                "(the model is fitted already)"
+            )
         return None
     model = args.model or DEFAULT_MODEL
     if args.data is None and (args.inputs or args.outputs or args.noise):
@@ -132,9 +173,11 @@ def load_model_file(path: Path):
     except Exception as e:  # (unpickling raises whatever the file's code raises)
         raise ValueError(f"--model-file {path}: cannot load it ({type(e).__name__}: {e})") from e
     if not isinstance(model, Model):
-        raise ValueError(f"--model-file {path}: expected a BoTorch model saved with "
-                         f"torch.save(model, PATH), got {type(model).__module__}."
-                         f"{type(model).__qualname__}")
+        raise ValueError(
+            f"--model-file {path}: expected a BoTorch model saved with "
+            f"torch.save(model, PATH), got {type(model).__module__}."
+            f"{type(model).__qualname__}"
+        )
     return model
 
 
@@ -144,8 +187,13 @@ def _export(args: argparse.Namespace) -> None:
         # inputs (export_model's defaults, read from the model).
         model = load_model_file(args.model_file)
         try:
-            export_model(model, args.out, input_names=args.inputs, output_names=args.outputs,
-                         formats=args.formats)
+            export_model(
+                model,
+                args.out,
+                input_names=args.inputs,
+                output_names=args.outputs,
+                formats=args.formats,
+            )
         except TypeError as e:  # (a model family export does not support)
             raise ValueError(f"--model-file {args.model_file}: {e}") from e
         return
@@ -155,12 +203,16 @@ def _export(args: argparse.Namespace) -> None:
         data = default_data()
     else:
         log.info("reading %s", args.data)
-        data = load_csv(args.data, args.inputs, args.outputs, args.noise,
-                        allow_missing=model_name in MISSING_ALLOWED)
+        data = load_csv(
+            args.data,
+            args.inputs,
+            args.outputs,
+            args.noise,
+            allow_missing=model_name in MISSING_ALLOWED,
+        )
     categorical = _categorical(args.categorical or [], data.input_names)
     what = "a MixedSingleTaskGP" if categorical else MODELS[model_name]
-    log.info("fitting %s on N=%d, d=%d, m=%d", what, data.X.size(0), data.X.size(1),
-             data.Y.size(1))
+    log.info("fitting %s on N=%d, d=%d, m=%d", what, data.X.size(0), data.X.size(1), data.Y.size(1))
     model = fit_model(data, model_name, categorical)
     export_model(
         model,
@@ -194,11 +246,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None,
-               prog: str = "python -m export") -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str = "python -m export") -> argparse.Namespace:
     """The options in ``argv`` (exit 2 with the usage on a bad one)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     problem = check_args(args)

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
 from unittest import mock
 
 import gpytorch.kernels.kernel as gpytorch_kernel
@@ -18,10 +19,21 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
+from gp_serve.export.engine import CompiledPosterior, PriorTermsModule
 from gp_serve.export.torchscript import quiet_torchscript
 
 # The GPyTorch settings a family evaluates its prior terms under (e.g. ``trace_mode``).
 Settings = Callable[[], AbstractContextManager]
+# A compiled posterior: ``torch.jit.script``'s ScriptModule (`TORCHSCRIPT`), or the eager
+# `CompiledPosterior` itself (`EXPORTABLE`).
+Compiled: TypeAlias = CompiledPosterior | torch.jit.ScriptModule
+P = TypeVar("P", bound=CompiledPosterior)
+
+
+class Finish(Protocol):
+    """`Compiler.finish`: the assembled posterior, scripted or as it is."""
+
+    def __call__(self, posterior: P, /) -> P | torch.jit.ScriptModule: ...
 
 
 @dataclass(frozen=True)
@@ -32,16 +44,17 @@ class Compiler:
         name: ``"torchscript"`` or ``"exportable"``.
         terms: Compiles prior terms: ``terms(module, methods, settings)`` where ``methods``
             maps each method name to its example input.
-        finish: Turns the assembled posterior into the compiled one.
+        finish: Turns the assembled posterior into the compiled one (`Compiled`).
     """
 
     name: str
-    terms: Callable[[nn.Module, dict[str, Tensor], Settings], nn.Module]
-    finish: Callable[[nn.Module], nn.Module]
+    terms: Callable[[nn.Module, dict[str, Tensor], Settings], PriorTermsModule]
+    finish: Finish
 
 
-def _trace_terms(module: nn.Module, methods: dict[str, Tensor], settings: Settings
-                 ) -> torch.jit.ScriptModule:
+def _trace_terms(
+    module: nn.Module, methods: dict[str, Tensor], settings: Settings
+) -> torch.jit.ScriptModule:
     with warnings.catch_warnings(), quiet_torchscript():
         # The kernels' Python branches (e.g. ``torch.equal(x1, x2)``) take the same side
         # for every q in each method, and the export gate checks other sizes.
@@ -50,9 +63,13 @@ def _trace_terms(module: nn.Module, methods: dict[str, Tensor], settings: Settin
             return torch.jit.trace_module(module, methods, check_trace=False)
 
 
-def _script(module: nn.Module) -> torch.jit.ScriptModule:
+def _script(posterior: CompiledPosterior) -> torch.jit.ScriptModule:
     with quiet_torchscript():
-        return torch.jit.script(module)
+        return torch.jit.script(posterior)
+
+
+def _eager(posterior: P) -> P:
+    return posterior
 
 
 class ReplayedTerms(nn.Module):
@@ -63,8 +80,7 @@ class ReplayedTerms(nn.Module):
     same order, so that ``torch.export`` follows the branches a trace would freeze.
     """
 
-    def __init__(self, module: nn.Module, methods: dict[str, Tensor], settings: Settings
-                 ) -> None:
+    def __init__(self, module: nn.Module, methods: dict[str, Tensor], settings: Settings) -> None:
         super().__init__()
         self.terms = module
         # The model is held outside the terms' module tree (for tracing); registered here,
@@ -85,8 +101,7 @@ class ReplayedTerms(nn.Module):
         return super().__getattr__(name)
 
     def _replay(self, name: str, x: Tensor) -> Tensor:
-        with self._settings(), _equal_replayed(name, self._answers[name]), \
-                _exportable_distances():
+        with self._settings(), _equal_replayed(name, self._answers[name]), _exportable_distances():
             return getattr(self.terms, name)(x)
 
 
@@ -119,8 +134,10 @@ def _equal_replayed(method: str, answers: list[bool]) -> Iterator[None]:
     with mock.patch.object(torch, "equal", equal):
         yield
     if next(calls, None) is not None:
-        raise RuntimeError(f"prior terms {method!r}: expected {len(answers)} torch.equal "
-                           "calls (as at the example points), got fewer while exporting")
+        raise RuntimeError(
+            f"prior terms {method!r}: expected {len(answers)} torch.equal "
+            "calls (as at the example points), got fewer while exporting"
+        )
 
 
 # torch.cdist's default compute mode takes the matrix-product path when either side has
@@ -129,7 +146,8 @@ _CDIST_DIRECT_ROWS = 25
 
 
 _CDIST_WRITTEN_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "cdist_written_out", default=False)
+    "cdist_written_out", default=False
+)
 
 
 @contextlib.contextmanager
@@ -199,8 +217,11 @@ def _exportable_distances() -> Iterator[None]:
             return original_dist(x1, x2, x1_eq_x2=True)  # (through the sq_dist above)
         many = [statically_known_true(x.size(-2) > _CDIST_DIRECT_ROWS) for x in (x1, x2)]
         few = [statically_known_true(x.size(-2) <= _CDIST_DIRECT_ROWS) for x in (x1, x2)]
-        by_products, direct = ((_euclidean_by_products, _euclidean_direct)
-                               if _CDIST_WRITTEN_OUT.get() else (_cdist_by_products, _cdist_direct))
+        by_products, direct = (
+            (_euclidean_by_products, _euclidean_direct)
+            if _CDIST_WRITTEN_OUT.get()
+            else (_cdist_by_products, _cdist_direct)
+        )
         if any(many):
             res = by_products(x1, x2)
         elif all(few):
@@ -208,8 +229,9 @@ def _exportable_distances() -> Iterator[None]:
         else:
             # (a tensor that is True iff either side has more rows: no guard on the size)
             rows = torch.cat([torch.arange(x1.size(-2)), torch.arange(x2.size(-2))])
-            res = torch.where((rows == _CDIST_DIRECT_ROWS).any(), by_products(x1, x2),
-                              direct(x1, x2))
+            res = torch.where(
+                (rows == _CDIST_DIRECT_ROWS).any(), by_products(x1, x2), direct(x1, x2)
+            )
         return res.clamp_min(1e-15)
 
     with mock.patch.multiple(gpytorch_kernel, sq_dist=sq_dist, dist=dist):
@@ -221,4 +243,4 @@ def _exportable_distances() -> Iterator[None]:
 TORCHSCRIPT = Compiler("torchscript", _trace_terms, _script)
 # The prior terms eager, replaying the ``torch.equal`` answers at the same example points
 # (``torch.export`` cannot evaluate them on symbolic points); the algebra plain Python.
-EXPORTABLE = Compiler("exportable", ReplayedTerms, lambda module: module)
+EXPORTABLE = Compiler("exportable", ReplayedTerms, _eager)

@@ -111,11 +111,13 @@ def validate(
     for name, column, seen in zip(output_names, Y.unbind(-1), observed.unbind(-1), strict=True):
         values = column[seen]
         if values.numel() < 2:
-            raise DataError(f"expected at least 2 observed rows of output {name!r}, "
-                            f"got {values.numel()}")
+            raise DataError(
+                f"expected at least 2 observed rows of output {name!r}, got {values.numel()}"
+            )
         if bool((values == values[0]).all()):
             raise DataError(
-                f"expected output {name!r} to vary, got the constant {float(values[0])}")
+                f"expected output {name!r} to vary, got the constant {float(values[0])}"
+            )
     return TrainingData(
         X.to(torch.float64),
         Y.to(torch.float64),
@@ -178,8 +180,9 @@ def load_csv(
 
     def columns(names: list[str]) -> Tensor:
         index = [used.index(name) for name in names]
-        return torch.tensor([[row[i] for i in index] for row in values],
-                            dtype=torch.float64).reshape(len(values), len(names))
+        return torch.tensor(
+            [[row[i] for i in index] for row in values], dtype=torch.float64
+        ).reshape(len(values), len(names))
 
     return validate(
         columns(inputs),

@@ -6,6 +6,7 @@ accessors the families compose. See docs/export.md, "Design: the corrected poste
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING, Protocol
 
 import gpytorch
 import torch
@@ -14,6 +15,24 @@ from botorch.models.transforms.outcome import Standardize
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.models import ExactGP
 from torch import Tensor, nn
+
+
+class PriorTermsModule(Protocol):
+    """Compiled prior terms, as `export.compiler.Compiler.terms` returns them: the methods of
+    `export.prior_terms.PriorTerms` (or of a family's own terms), traced into a ScriptModule
+    or kept eager. ``X`` is `q x d` raw points, ``x`` the model's test inputs (`inputs`)."""
+
+    def inputs(self, X: Tensor) -> Tensor: ...
+
+    def prior_mean(self, x: Tensor) -> Tensor: ...
+
+    def cross(self, x: Tensor) -> Tensor: ...
+
+    def test_test(self, x: Tensor) -> Tensor: ...
+
+    def joint(self, x: Tensor) -> Tensor: ...
+
+    def diag(self, x: Tensor) -> Tensor: ...
 
 
 class CompiledPosterior(nn.Module):
@@ -63,9 +82,19 @@ class ExactPosterior(CompiledPosterior):
     the data: the off-diagonal ``q x q`` blocks of the covariance are zero.
     """
 
+    if TYPE_CHECKING:
+        # (for the type checker only: TorchScript cannot resolve class-level annotations
+        # written as strings; it types the attributes from their values when it compiles)
+        prior: PriorTermsModule
+        mean_cache: Tensor
+        covar_cache: Tensor
+        noise: Tensor
+        y_mean: Tensor
+        y_std: Tensor
+
     def __init__(
         self,
-        prior: nn.Module,
+        prior: PriorTermsModule,
         mean_cache: Tensor,
         covar_cache: Tensor,
         noise: Tensor,
@@ -112,7 +141,7 @@ class ExactPosterior(CompiledPosterior):
 
     def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
         mean, blocks = self.blocks(X, noisy)
-        return mean, block_diagonal(blocks.unbind(0))
+        return mean, block_diagonal(list(blocks.unbind(0)))
 
     @torch.jit.export
     def blocks(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
@@ -130,7 +159,7 @@ class ExactPosterior(CompiledPosterior):
         root = cross @ self.covar_cache
         covar = torch.add(test_test, root @ root.transpose(-1, -2), alpha=-1)
         if noisy:
-            covar = add_to_diagonal(covar, self._noise(mean.shape))
+            covar = add_to_diagonal(covar, self._noise(list(mean.shape)))
         if not self.batched:
             covar = covar.unsqueeze(0)
         scale = self.y_std.view(-1, 1, 1)
@@ -146,7 +175,7 @@ class ExactPosterior(CompiledPosterior):
         root = cross @ self.covar_cache
         variance = self._test_diag(x) + (root * -root).sum(-1)
         if noisy:
-            variance = variance + self._noise(variance.shape)
+            variance = variance + self._noise(list(variance.shape))
         if not self.batched:
             variance = variance.unsqueeze(0)
         scale = self.y_std.unsqueeze(-1)
@@ -215,6 +244,15 @@ def _block_diag_eager(blocks: list[Tensor]) -> Tensor:
     return torch.block_diag(*blocks)
 
 
+def train_x(model: ExactGP) -> Tensor:
+    """The `(b) x N x d` inputs ``model`` is conditioned on, as it holds them (transformed).
+
+    GPyTorch's ``train_inputs[0]``: GPyTorch has no type information, and BoTorch's typed
+    models show its attributes to a type checker only as nn.Module's (tensor or module).
+    """
+    return model.train_inputs[0]
+
+
 def check_model(
     model: Model,
     example_X: Tensor,
@@ -236,15 +274,15 @@ def check_model(
     Raises:
         ValueError: Naming what was expected and what was given.
     """
-    train_x = model.train_inputs[0]
-    if train_x.dtype != torch.float64:
-        raise ValueError(f"expected a float64 model, got {train_x.dtype}")
-    if train_x.dim() != (3 if output_batch else 2):
+    inputs = train_x(model)
+    if inputs.dtype != torch.float64:
+        raise ValueError(f"expected a float64 model, got {inputs.dtype}")
+    if inputs.dim() != (3 if output_batch else 2):
         raise ValueError(
             "expected a model without batch dimensions (train_X of shape N x d), "
-            f"got train inputs of shape {tuple(train_x.shape)}"
+            f"got train inputs of shape {tuple(inputs.shape)}"
         )
-    d = train_x.size(-1) if num_inputs is None else num_inputs
+    d = inputs.size(-1) if num_inputs is None else num_inputs
     if example_X.dim() != 2 or example_X.size(-1) != d or example_X.size(0) < 1:
         raise ValueError(
             f"expected example_X of shape q x {d} {example_note}, got {tuple(example_X.shape)}"
@@ -253,12 +291,12 @@ def check_model(
 
 def training_inputs(model: ExactGP) -> list[Tensor]:
     """The model's raw (untransformed) `N x d` training inputs, as a one-item list."""
-    train_x = model.train_inputs[0]
-    if train_x.dim() == 3:
-        train_x = train_x[0]
+    inputs = train_x(model)
+    if inputs.dim() == 3:
+        inputs = inputs[0]
     transform = getattr(model, "input_transform", None)
     with torch.no_grad():
-        return [train_x if transform is None else transform.untransform(train_x)]
+        return [inputs if transform is None else transform.untransform(inputs)]
 
 
 def training_tensors(model: ExactGP) -> list[Tensor]:
@@ -296,7 +334,7 @@ def outcome_scale(model: Model, num_outputs: int | None = None) -> tuple[Tensor,
     """
     m = model.num_outputs if num_outputs is None else num_outputs
     transform = getattr(model, "outcome_transform", None)
-    dtype = model.train_inputs[0].dtype
+    dtype = train_x(model).dtype
     if transform is None:
         return torch.zeros(m, dtype=dtype), torch.ones(m, dtype=dtype)
     if type(transform) is not Standardize or (
@@ -336,7 +374,7 @@ def frozen_copy(model: ExactGP) -> ExactGP:
 
 def exact_posterior(
     frozen: ExactGP,
-    prior: nn.Module,
+    prior: PriorTermsModule,
     example_X: Tensor,
     noise: Tensor,
     y_mean: Tensor,

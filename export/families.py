@@ -15,7 +15,7 @@ import torch
 from botorch.models import KroneckerMultiTaskGP, ModelListGP, MultiTaskGP, SingleTaskGP
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
-from torch import Tensor, nn
+from torch import Tensor
 
 from gp_serve.export import (
     engine,
@@ -26,7 +26,7 @@ from gp_serve.export import (
     multitask,
     posterior,
 )
-from gp_serve.export.compiler import Compiler
+from gp_serve.export.compiler import Compiled, Compiler
 
 M = TypeVar("M", bound=Model)
 M_contra = TypeVar("M_contra", bound=Model, contravariant=True)
@@ -36,9 +36,9 @@ class Trace(Protocol[M_contra]):
     """A family's compiler: ``trace(model, example_X)`` for TorchScript, or with
     ``compiler=EXPORTABLE`` for ``torch.export`` (`export.compiler`)."""
 
-    def __call__(self, model: M_contra, example_X: Tensor, compiler: Compiler = ...
-                 ) -> nn.Module:
-        ...
+    def __call__(
+        self, model: M_contra, example_X: Tensor, compiler: Compiler = ...
+    ) -> Compiled: ...
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,36 @@ class Family(Generic[M]):
 
 FAMILIES: tuple[Family[Any], ...] = (
     Family("single", SingleTaskGP, posterior.trace_single_task, correlated_outputs=False),
-    Family("list", ModelListGP, model_list.trace_model_list, correlated_outputs=False,
-           training_inputs=model_list.training_inputs,
-           training_tensors=model_list.training_tensors),
-    Family("multitask", MultiTaskGP, multitask.trace_multitask, correlated_outputs=True,
-           training_inputs=multitask.training_inputs),
+    Family(
+        "list",
+        ModelListGP,
+        model_list.trace_model_list,
+        correlated_outputs=False,
+        training_inputs=model_list.training_inputs,
+        training_tensors=model_list.training_tensors,
+    ),
+    Family(
+        "multitask",
+        MultiTaskGP,
+        multitask.trace_multitask,
+        correlated_outputs=True,
+        training_inputs=multitask.training_inputs,
+    ),
     # (the exact posterior: BoTorch's closed-form variance is off for unequal task noises)
-    Family("kronecker", KroneckerMultiTaskGP, kronecker.trace_kronecker,
-           correlated_outputs=True, eager_moments=kronecker.eager_moments),
+    Family(
+        "kronecker",
+        KroneckerMultiTaskGP,
+        kronecker.trace_kronecker,
+        correlated_outputs=True,
+        eager_moments=kronecker.eager_moments,
+    ),
     # (its training data are a single-task model's: one batch of N points, not per sample)
-    Family("saas", SaasFullyBayesianSingleTaskGP, fully_bayesian.trace_fully_bayesian,
-           correlated_outputs=False),
+    Family(
+        "saas",
+        SaasFullyBayesianSingleTaskGP,
+        fully_bayesian.trace_fully_bayesian,
+        correlated_outputs=False,
+    ),
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import (
@@ -26,9 +28,19 @@ MODELS = {
     "kronecker": "a KroneckerMultiTaskGP (every output at every row)",
     "saas": "a SaasFullyBayesianSingleTaskGP (NUTS)",
 }
+
+
+class NutsSettings(TypedDict):
+    """Keyword arguments of BoTorch's ``fit_fully_bayesian_model_nuts``."""
+
+    warmup_steps: int
+    num_samples: int
+    thinning: int
+
+
 # NUTS settings for --model saas: a short chain, enough for a served surrogate of a
 # small data set; fit in Python with fit_fully_bayesian_model_nuts for more control.
-SAAS_NUTS = {"warmup_steps": 64, "num_samples": 64, "thinning": 8}
+SAAS_NUTS: NutsSettings = {"warmup_steps": 64, "num_samples": 64, "thinning": 8}
 # Families that fit each output on the rows where it is observed (empty cells allowed).
 MISSING_ALLOWED = ("list", "multitask")
 
@@ -59,8 +71,9 @@ def _mixed(data: TrainingData, categorical: list[int]) -> MixedSingleTaskGP:
     return model.eval()
 
 
-def fit_model(data: TrainingData, model: str = "single", categorical: list[int] | None = None
-              ) -> Model:
+def fit_model(
+    data: TrainingData, model: str = "single", categorical: list[int] | None = None
+) -> Model:
     """Fit a model of the family ``model`` (a key of `MODELS`).
 
     - ``single``: one ``SingleTaskGP`` on all outputs (every output at every row).
@@ -93,8 +106,10 @@ def fit_model(data: TrainingData, model: str = "single", categorical: list[int] 
     if model == "single":
         return _mixed(data, categorical) if categorical else _single_task(data)
     if model == "list":
-        parts = [_single_task(data, ~data.Y[:, t].isnan(), slice(t, t + 1))
-                 for t in range(data.Y.size(-1))]
+        parts = [
+            _single_task(data, ~data.Y[:, t].isnan(), slice(t, t + 1))
+            for t in range(data.Y.size(-1))
+        ]
         return ModelListGP(*parts).eval()
     if model == "multitask":
         return _multitask(data)
@@ -126,11 +141,16 @@ def _multitask(data: TrainingData) -> MultiTaskGP:
 def _kronecker(data: TrainingData) -> KroneckerMultiTaskGP:
     """A ``KroneckerMultiTaskGP`` (``Normalize`` inputs, ``Standardize`` outputs), fitted."""
     if data.Yvar is not None:
-        raise ValueError("--model kronecker: known noise (--noise) is not supported by "
-                         "KroneckerMultiTaskGP; it learns one noise variance per output")
+        raise ValueError(
+            "--model kronecker: known noise (--noise) is not supported by "
+            "KroneckerMultiTaskGP; it learns one noise variance per output"
+        )
     model = KroneckerMultiTaskGP(
-        data.X, data.Y, input_transform=Normalize(d=data.X.size(-1)),
-        outcome_transform=Standardize(m=data.Y.size(-1)))
+        data.X,
+        data.Y,
+        input_transform=Normalize(d=data.X.size(-1)),
+        outcome_transform=Standardize(m=data.Y.size(-1)),
+    )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model.eval()
 
@@ -144,11 +164,12 @@ def _saas(data: TrainingData) -> Model:
         raise ValueError(f"--model saas: expected one output, got {data.Y.size(-1)}")
     try:
         model = SaasFullyBayesianSingleTaskGP(
-            data.X, data.Y, train_Yvar=data.Yvar, input_transform=Normalize(d=data.X.size(-1)))
+            data.X, data.Y, train_Yvar=data.Yvar, input_transform=Normalize(d=data.X.size(-1))
+        )
     except ImportError as e:
         raise ImportError(
             "--model saas needs BoTorch's fully Bayesian extra, which is not installed: "
-            'pip install "botorch[fully_bayesian]" (JAX, jaxlib, NumPyro); the exported '
+            'pip install "botorch[fully-bayesian]" (JAX, jaxlib, NumPyro); the exported '
             f"artifact needs none of it ({e})"
         ) from e
     fit_fully_bayesian_model_nuts(model, disable_progbar=True, **SAAS_NUTS)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import torch
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
-from torch import Tensor, nn
+from torch import Tensor
 
 from gp_serve.export import engine
-from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 from gp_serve.export.prior_terms import trace_prior_terms
 
 
 class MixturePosterior(engine.CompiledPosterior):
     """The moments of the equal-weight mixture of ``S`` single-output GP posteriors."""
 
-    def __init__(self, samples: nn.Module, num_samples: int) -> None:
+    def __init__(
+        self, samples: engine.ExactPosterior | torch.jit.ScriptModule, num_samples: int
+    ) -> None:
         """
         Args:
             samples: An `ExactPosterior` over the ``S`` samples (its "outputs").
@@ -51,7 +53,7 @@ class MixturePosterior(engine.CompiledPosterior):
 
 def trace_fully_bayesian(
     model: SaasFullyBayesianSingleTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
-) -> nn.Module:
+) -> Compiled:
     """Compile the mixture posterior of a fitted (MCMC-sampled) SAAS GP.
 
     Args:
@@ -65,15 +67,18 @@ def trace_fully_bayesian(
     """
     engine.check_model(model, example_X)
     if model.num_outputs != 1:
-        raise ValueError(f"expected a single-output fully Bayesian model, got "
-                         f"{model.num_outputs} outputs")
+        raise ValueError(
+            f"expected a single-output fully Bayesian model, got {model.num_outputs} outputs"
+        )
     try:
         batch = model.batch_shape
     except RuntimeError:  # BoTorch raises "Model has not been fitted" before its samples
         batch = torch.Size()
     if len(batch) != 1:
-        raise ValueError("expected a fitted fully Bayesian model (a batch of MCMC samples), "
-                         f"got batch shape {tuple(batch)}: fit it or load its samples first")
+        raise ValueError(
+            "expected a fitted fully Bayesian model (a batch of MCMC samples), "
+            f"got batch shape {tuple(batch)}: fit it or load its samples first"
+        )
     num_samples = batch[0]
     frozen = engine.frozen_copy(model)
     example_X = example_X.detach().to(torch.float64)
@@ -81,6 +86,11 @@ def trace_fully_bayesian(
     points = engine.tracing_points(example_X, frozen.train_inputs[0].size(-2))
     prior = trace_prior_terms(frozen, points, batch=num_samples, compiler=compiler)
     samples = engine.exact_posterior(
-        frozen, prior, example_X, engine.observation_noise(frozen),
-        y_mean.expand(num_samples).clone(), y_std.expand(num_samples).clone())
+        frozen,
+        prior,
+        example_X,
+        engine.observation_noise(frozen),
+        y_mean.expand(num_samples).clone(),
+        y_std.expand(num_samples).clone(),
+    )
     return compiler.finish(MixturePosterior(compiler.finish(samples), num_samples))

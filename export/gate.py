@@ -14,7 +14,6 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
-from gp_serve.export.interface import method_name
 from gp_serve.handler import gp_artifact
 from gp_serve.handler.gp_formats import PosteriorModule
 
@@ -94,13 +93,21 @@ def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
         # (a GPyTorchPosterior, or a GaussianMixturePosterior with the mixture's moments)
         eager: Any = model.posterior(X, observation_noise=noisy)
         if hasattr(eager, "mixture_mean"):
-            moments = {"mean": eager.mixture_mean, "variance": eager.mixture_variance,
-                       "covariance": eager.mixture_covariance_matrix}
+            moments = {
+                "mean": eager.mixture_mean,
+                "variance": eager.mixture_variance,
+                "covariance": eager.mixture_covariance_matrix,
+            }
         else:
-            moments = {"mean": eager.mean, "variance": eager.variance,
-                       "covariance": eager.distribution.covariance_matrix}
-    return {key: value.to_dense() if hasattr(value, "to_dense") else value
-            for key, value in moments.items()}
+            moments = {
+                "mean": eager.mean,
+                "variance": eager.variance,
+                "covariance": eager.distribution.covariance_matrix,
+            }
+    return {
+        key: value.to_dense() if hasattr(value, "to_dense") else value
+        for key, value in moments.items()
+    }
 
 
 def variance_of(covariance: Tensor, q: int) -> Tensor:
@@ -139,7 +146,10 @@ def check(
     for q in sizes:
         X = sample_points(bounds, q, GATE_SEED + q)
         for noisy in (False, True):
-            joint, marginal = method_name("full", noisy), method_name("diag", noisy)
+            joint, marginal = (
+                gp_artifact.method_name("full", noisy),
+                gp_artifact.method_name("diag", noisy),
+            )
             expected = reference(model, X, noisy)
             with torch.no_grad():
                 mean, covariance = getattr(module, joint)(X)

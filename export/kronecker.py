@@ -7,16 +7,18 @@ closed-form ``posterior``, which is off for unequal task noises. See docs/export
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gpytorch
 import torch
 from botorch.models import KroneckerMultiTaskGP
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal
 from gpytorch.likelihoods import MultitaskGaussianLikelihood
-from torch import Tensor, nn
+from torch import Tensor
 
 from gp_serve.export import engine
-from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 from gp_serve.export.prior_terms import trace_prior_terms
 
 
@@ -38,9 +40,22 @@ class KroneckerPosterior(engine.CompiledPosterior):
     at export; prediction costs one single-output GP per task eigenvector, `O(m q^2 N)`.
     """
 
+    if TYPE_CHECKING:
+        # (for the type checker only: TorchScript cannot resolve class-level annotations
+        # written as strings; it types the attributes from their values when it compiles)
+        prior: engine.PriorTermsModule
+        alpha: Tensor
+        task_covar: Tensor
+        eigvecs: Tensor
+        task_factor: Tensor
+        weights: Tensor
+        task_noise: Tensor
+        y_mean: Tensor
+        y_std: Tensor
+
     def __init__(
         self,
-        prior: nn.Module,
+        prior: engine.PriorTermsModule,
         alpha: Tensor,
         task_covar: Tensor,
         eigvecs: Tensor,
@@ -67,9 +82,16 @@ class KroneckerPosterior(engine.CompiledPosterior):
         """
         super().__init__()
         self.prior = prior
-        for name, value in (("alpha", alpha), ("task_covar", task_covar), ("eigvecs", eigvecs),
-                            ("task_factor", task_factor), ("weights", weights),
-                            ("task_noise", task_noise), ("y_mean", y_mean), ("y_std", y_std)):
+        for name, value in (
+            ("alpha", alpha),
+            ("task_covar", task_covar),
+            ("eigvecs", eigvecs),
+            ("task_factor", task_factor),
+            ("weights", weights),
+            ("task_noise", task_noise),
+            ("y_mean", y_mean),
+            ("y_std", y_std),
+        ):
             self.register_buffer(name, value)
         self.num_outputs = y_mean.numel()
         self.min_variance = min_variance
@@ -90,7 +112,7 @@ class KroneckerPosterior(engine.CompiledPosterior):
         update = (pairs @ blocks.flatten(1)).unflatten(1, (q, q))  # (m*m) x q x q
         # block (s, t) of the output-major `(m*q) x (m*q)` update is update[s*m + t]
         # (assembled by concatenation: a permute-and-reshape defeats torch.export's sizes)
-        rows = [torch.cat(update[s * m:(s + 1) * m].unbind(0), dim=1) for s in range(m)]
+        rows = [torch.cat(update[s * m : (s + 1) * m].unbind(0), dim=1) for s in range(m)]
         update = torch.cat(rows, dim=0)
         covar = _kron(self.task_covar, self.prior.test_test(x)) - update
         if noisy:
@@ -127,10 +149,12 @@ def task_noise(model: KroneckerMultiTaskGP) -> Tensor:
     return model.likelihood._shaped_noise_covar(shape).to_dense().detach()
 
 
-def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> KroneckerPosterior:
+def kronecker_posterior(
+    frozen: KroneckerMultiTaskGP, prior: engine.PriorTermsModule
+) -> KroneckerPosterior:
     """The caches of a frozen model, computed once (see `KroneckerPosterior`)."""
     with torch.no_grad():
-        train_x = frozen.train_inputs[0]
+        train_x = engine.train_x(frozen)
         n, m = train_x.size(-2), frozen.num_outputs
         task_covar = frozen._task_covar_matrix.to_dense().detach()
         noise = task_noise(frozen)
@@ -138,7 +162,8 @@ def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> Krone
         eigvals, eigvecs = torch.linalg.eigh(data_covar)
         lower = torch.linalg.cholesky(noise)
         whitened = torch.linalg.solve_triangular(
-            lower, torch.linalg.solve_triangular(lower, task_covar, upper=False).t(), upper=False)
+            lower, torch.linalg.solve_triangular(lower, task_covar, upper=False).t(), upper=False
+        )
         task_eigvals, task_eigvecs = torch.linalg.eigh((whitened + whitened.t()) / 2)
         # L^-T V, so that B = K_T L^-T V and the noise whitening folds into it
         whitening = torch.linalg.solve_triangular(lower.t(), task_eigvecs, upper=True)
@@ -162,8 +187,9 @@ def kronecker_posterior(frozen: KroneckerMultiTaskGP, prior: nn.Module) -> Krone
     )
 
 
-def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor,
-                    compiler: Compiler = TORCHSCRIPT) -> nn.Module:
+def trace_kronecker(
+    model: KroneckerMultiTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+) -> Compiled:
     """Compile the exact posterior of a fitted ``KroneckerMultiTaskGP`` into TorchScript.
 
     The model is not modified: a detached copy is compiled.
@@ -183,12 +209,14 @@ def trace_kronecker(model: KroneckerMultiTaskGP, example_X: Tensor,
     engine.check_model(model, example_X)
     if not isinstance(model.likelihood, MultitaskGaussianLikelihood):
         raise ValueError(
-            f"expected a MultitaskGaussianLikelihood, got {type(model.likelihood).__name__}")
+            f"expected a MultitaskGaussianLikelihood, got {type(model.likelihood).__name__}"
+        )
     frozen = engine.frozen_copy(model)
     points = engine.tracing_points(example_X.detach().double(), frozen.train_inputs[0].size(-2))
     # (one batch: the data kernel's, shared by the outputs)
-    prior = trace_prior_terms(frozen, points, batch=1,
-                              kernel=frozen.covar_module.data_covar_module, compiler=compiler)
+    prior = trace_prior_terms(
+        frozen, points, batch=1, kernel=frozen.covar_module.data_covar_module, compiler=compiler
+    )
     return compiler.finish(kronecker_posterior(frozen, prior))
 
 
@@ -209,12 +237,18 @@ def eager_moments(model: KroneckerMultiTaskGP, X: Tensor, noisy: bool) -> dict[s
         latent = model(model.transform_inputs(X))
         if noisy:
             latent = model.likelihood(latent)
-        posterior = GPyTorchPosterior(MultitaskMultivariateNormal(
-            latent.mean, latent.lazy_covariance_matrix, interleaved=True))
+        posterior = GPyTorchPosterior(
+            MultitaskMultivariateNormal(
+                latent.mean, latent.lazy_covariance_matrix, interleaved=True
+            )
+        )
         transform = getattr(model, "outcome_transform", None)
         if transform is not None:
             posterior = transform.untransform_posterior(posterior)
         q, m = X.size(-2), model.num_outputs
         covariance = posterior.distribution.covariance_matrix
-        return {"mean": posterior.mean, "variance": posterior.variance,
-                "covariance": output_major(covariance, q, m)}
+        return {
+            "mean": posterior.mean,
+            "variance": posterior.variance,
+            "covariance": output_major(covariance, q, m),
+        }

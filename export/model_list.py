@@ -7,12 +7,15 @@ output-major. See docs/export.md, "Model families".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from botorch.models import ModelListGP, SingleTaskGP
 from torch import Tensor, nn
 
 from gp_serve.export import engine
-from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 from gp_serve.export.posterior import trace_single_task
 
 
@@ -22,13 +25,15 @@ class ModelListPosterior(engine.CompiledPosterior):
     Outputs are independent given the data: the cross-output blocks are zero.
     """
 
-    def __init__(self, parts: list[nn.Module]) -> None:
+    def __init__(self, parts: list[Compiled]) -> None:
         """
         Args:
             parts: One compiled posterior per output (`trace_single_task`), in order.
         """
         super().__init__()
-        self.parts = nn.ModuleList(parts)
+        # (an nn.ModuleList, whose loops TorchScript unrolls; typed by what it holds, as
+        # nn.ModuleList is not generic: its items are typed as plain modules)
+        self.parts = cast("Iterable[Compiled]", nn.ModuleList(parts))
 
     def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
         means: list[Tensor] = []
@@ -49,9 +54,11 @@ class ModelListPosterior(engine.CompiledPosterior):
         return torch.cat(means, dim=-1), torch.cat(variances, dim=-1)
 
 
-def _check_parts(model: ModelListGP) -> None:
-    """Refuse parts other than single-output ``SingleTaskGP`` models on the same ``d``
-    inputs (each part is then checked as the single-task family checks it)."""
+def _check_parts(model: ModelListGP) -> list[SingleTaskGP]:
+    """The model's parts, after refusing any other than single-output ``SingleTaskGP``
+    models on the same ``d`` inputs (each part is then checked as the single-task family
+    checks it)."""
+    parts: list[SingleTaskGP] = []
     dims = set()
     for k, part in enumerate(model.models):
         if not isinstance(part, SingleTaskGP):
@@ -65,9 +72,12 @@ def _check_parts(model: ModelListGP) -> None:
                 "points for multi-output models in a list; give each output its own model)"
             )
         dims.add(part.train_inputs[0].size(-1))
+        parts.append(part)
     if len(dims) != 1:
-        raise ValueError(f"ModelListGP: expected every model to take the same d inputs, "
-                         f"got d in {sorted(dims)}")
+        raise ValueError(
+            f"ModelListGP: expected every model to take the same d inputs, got d in {sorted(dims)}"
+        )
+    return parts
 
 
 def training_inputs(model: ModelListGP) -> list[Tensor]:
@@ -80,8 +90,9 @@ def training_tensors(model: ModelListGP) -> list[Tensor]:
     return [t for part in model.models for t in engine.training_tensors(part)]
 
 
-def trace_model_list(model: ModelListGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
-                     ) -> nn.Module:
+def trace_model_list(
+    model: ModelListGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+) -> Compiled:
     """Compile the posterior of a fitted ``ModelListGP`` into TorchScript.
 
     Args:
@@ -93,6 +104,5 @@ def trace_model_list(model: ModelListGP, example_X: Tensor, compiler: Compiler =
     Returns:
         A ScriptModule (or eager module) with the four methods of `ModelListPosterior`.
     """
-    _check_parts(model)
-    parts = [trace_single_task(part, example_X, compiler) for part in model.models]
+    parts = [trace_single_task(part, example_X, compiler) for part in _check_parts(model)]
     return compiler.finish(ModelListPosterior(parts))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from botorch.models import MultiTaskGP
@@ -20,7 +21,7 @@ from linear_operator.operators import InterpolatedLinearOperator
 from torch import Tensor, nn
 
 from gp_serve.export import engine
-from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 
 
 class MultiTaskPriorTerms(nn.Module):
@@ -32,10 +33,14 @@ class MultiTaskPriorTerms(nn.Module):
     on 0.12) are followed as they are.
     """
 
+    if TYPE_CHECKING:
+        # (outside the module tree: set in ``__dict__``, which nn.Module's typing cannot see)
+        _model: MultiTaskGP
+
     def __init__(self, model: MultiTaskGP) -> None:
         super().__init__()
         self.__dict__["_model"] = model
-        self._train_x: Tensor = model.train_inputs[0].detach()
+        self._train_x: Tensor = engine.train_x(model).detach()
         self._tasks = list(model._output_tasks)
         self._task_feature = model._task_feature
 
@@ -82,9 +87,13 @@ def _index_kernels_by_gather() -> Iterator[None]:
         left, right = self.left_interp_indices, self.right_interp_indices
         # (while torch.export runs, the values cannot be read; they are the same tensors
         # as at the example points, where this check has passed: IndexKernel's are ones)
-        ones = (left.size(-1) == right.size(-1) == 1 and (torch.compiler.is_exporting() or (
-            bool((self.left_interp_values == 1).all())
-            and bool((self.right_interp_values == 1).all()))))
+        ones = left.size(-1) == right.size(-1) == 1 and (
+            torch.compiler.is_exporting()
+            or (
+                bool((self.left_interp_values == 1).all())
+                and bool((self.right_interp_values == 1).all())
+            )
+        )
         if not ones or left.dim() != 2 or right.dim() != 2:
             return original(self)
         base = self.base_linear_op.to_dense()
@@ -101,13 +110,18 @@ def _index_kernels_by_gather() -> Iterator[None]:
 def _settings() -> Iterator[None]:
     """The settings the prior terms are evaluated under (lazy kernels, as eager's)."""
     with ExitStack() as stack:
-        for setting in (trace_mode(True), lazily_evaluate_kernels(True),
-                        _index_kernels_by_gather()):
+        for setting in (
+            trace_mode(True),
+            lazily_evaluate_kernels(True),
+            _index_kernels_by_gather(),
+        ):
             stack.enter_context(setting)
         yield
 
 
-def _trace_terms(model: MultiTaskGP, example_X: Tensor, compiler: Compiler) -> nn.Module:
+def _trace_terms(
+    model: MultiTaskGP, example_X: Tensor, compiler: Compiler
+) -> engine.PriorTermsModule:
     terms = MultiTaskPriorTerms(model)
     x = terms.inputs(example_X)
     methods = {name: x for name in ("prior_mean", "cross", "test_test", "joint", "diag")}
@@ -119,7 +133,9 @@ class MultiTaskPosterior(engine.CompiledPosterior):
     """The posterior of ``m`` output tasks: the latent posterior over task-major rows (its
     covariance is already output-major, with non-zero cross-task blocks)."""
 
-    def __init__(self, latent: nn.Module, num_outputs: int) -> None:
+    def __init__(
+        self, latent: engine.ExactPosterior | torch.jit.ScriptModule, num_outputs: int
+    ) -> None:
         """
         Args:
             latent: The compiled `ExactPosterior` of the one-output GP over `(q*m)` rows.
@@ -148,7 +164,7 @@ def _noise(model: MultiTaskGP) -> tuple[Tensor, int]:
     tasks = model._map_tasks(torch.tensor(model._output_tasks, dtype=torch.long)).tolist()
     if isinstance(likelihood, FixedNoiseGaussianLikelihood):
         # Eager adds, per task, the mean known noise of that task's training rows.
-        train_tasks = model._map_tasks(model.train_inputs[0][..., model._task_feature]).long()
+        train_tasks = model._map_tasks(engine.train_x(model)[..., model._task_feature]).long()
         noise = likelihood.noise.detach()
         per_task = [noise[..., train_tasks == task].mean(dim=-1) for task in tasks]
         return torch.stack(per_task, dim=-1).reshape(-1), len(tasks)
@@ -170,8 +186,9 @@ def training_inputs(model: MultiTaskGP) -> list[Tensor]:
     return [raw[..., keep]]
 
 
-def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
-                    ) -> nn.Module:
+def trace_multitask(
+    model: MultiTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+) -> Compiled:
     """Compile the posterior of a fitted ``MultiTaskGP`` over its output tasks.
 
     Args:
@@ -184,8 +201,9 @@ def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = 
         A ScriptModule with the four methods; outputs are the model's output tasks,
         in order.
     """
-    engine.check_model(model, example_X, num_inputs=model.num_non_task_features,
-                       example_note="(no task column)")
+    engine.check_model(
+        model, example_X, num_inputs=model.num_non_task_features, example_note="(no task column)"
+    )
     frozen = engine.frozen_copy(model)
     # The task column is ours (`_make_X_full`: every output task), valid by construction;
     # BoTorch's check of it is data-dependent, which torch.export cannot follow.
@@ -194,6 +212,12 @@ def trace_multitask(model: MultiTaskGP, example_X: Tensor, compiler: Compiler = 
     noise, noise_tasks = _noise(frozen)
     y_mean, y_std = engine.outcome_scale(frozen, num_outputs=1)
     latent = engine.exact_posterior(
-        frozen, _trace_terms(frozen, engine.tracing_points(example_X), compiler), example_X,
-        noise, y_mean, y_std, noise_tasks)
+        frozen,
+        _trace_terms(frozen, engine.tracing_points(example_X), compiler),
+        example_X,
+        noise,
+        y_mean,
+        y_std,
+        noise_tasks,
+    )
     return compiler.finish(MultiTaskPosterior(compiler.finish(latent), len(frozen._output_tasks)))

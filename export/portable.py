@@ -83,8 +83,9 @@ def exportable_posterior(model: Model, example_X: Tensor) -> CompiledPosterior:
     return posterior
 
 
-def export_programs(posterior: CompiledPosterior, example_X: Tensor
-                    ) -> dict[str, torch.export.ExportedProgram]:
+def export_programs(
+    posterior: CompiledPosterior, example_X: Tensor
+) -> dict[str, torch.export.ExportedProgram]:
     """One ``torch.export`` program per method, for `q x d` inputs with any ``q >= 1``.
 
     Args:
@@ -92,8 +93,9 @@ def export_programs(posterior: CompiledPosterior, example_X: Tensor
         example_X: A `q x d` float64 example input, ``q >= 2`` (``torch.export``
             specialises sizes 0 and 1).
     """
-    return {method: _export(_Method(posterior, method), example_X)
-            for method in gp_artifact.METHODS}
+    return {
+        method: _export(_Method(posterior, method), example_X) for method in gp_artifact.METHODS
+    }
 
 
 def _export(module: nn.Module, example_X: Tensor) -> torch.export.ExportedProgram:
@@ -101,8 +103,9 @@ def _export(module: nn.Module, example_X: Tensor) -> torch.export.ExportedProgra
         warnings.simplefilter("ignore", UserWarning)  # (GPyTorch's and export's chatter)
         warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)  # (torch's pytree)
         try:
-            return torch.export.export(module, (example_X,), dynamic_shapes={"X": {0: POINTS}},
-                                       strict=False)
+            return torch.export.export(
+                module, (example_X,), dynamic_shapes={"X": {0: POINTS}}, strict=False
+            )
         except Exception as e:  # (torch.export raises many types; all mean the same here)
             raise PortableExportError(
                 f"torch.export cannot export this posterior ({type(e).__name__}: "
@@ -124,8 +127,7 @@ def _quiet(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.PathLike
-              ) -> None:
+def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.PathLike) -> None:
     """Compile each program with AOTInductor and package them as one ``.pt2``.
 
     Args:
@@ -141,8 +143,8 @@ def write_pt2(programs: dict[str, torch.export.ExportedProgram], path: str | os.
             # (torch's own pytree deprecation, raised inside AOTInductor)
             warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
             files[method] = torch._inductor.aot_compile(
-                program.module(), program.example_inputs[0],
-                options={"aot_inductor.package": True})
+                program.module(), program.example_inputs[0], options={"aot_inductor.package": True}
+            )
     package_aoti(os.fspath(path), files)
 
 
@@ -158,8 +160,9 @@ def write_onnx(posterior: CompiledPosterior, example_X: Tensor, path: str | os.P
         program = _export(_AllOutputs(posterior), example_X).run_decompositions()
     with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(program, (example_X,), dynamo=True,
-                                         opset_version=ONNX_OPSET, verbose=False)
+        onnx_program = torch.onnx.export(
+            program, (example_X,), dynamo=True, opset_version=ONNX_OPSET, verbose=False
+        )
         assert onnx_program is not None  # (None only without dynamo=True)
         graph = onnx_program.model.graph
         outputs = list(graph.outputs)
@@ -172,4 +175,3 @@ def write_onnx(posterior: CompiledPosterior, example_X: Tensor, path: str | os.P
             value.name = name
         graph.inputs[0].name = gp_artifact.ONNX_INPUT
         onnx_program.save(os.fspath(path))
-

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import torch
 from botorch.models import SingleTaskGP
-from torch import Tensor, nn
+from torch import Tensor
 
 from gp_serve.export import engine
-from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 from gp_serve.export.prior_terms import trace_prior_terms
 
 
-def trace_single_task(model: SingleTaskGP, example_X: Tensor,
-                      compiler: Compiler = TORCHSCRIPT) -> nn.Module:
+def trace_single_task(
+    model: SingleTaskGP, example_X: Tensor, compiler: Compiler = TORCHSCRIPT
+) -> Compiled:
     """Compile the posterior of a fitted ``SingleTaskGP`` into TorchScript.
 
     The model is not modified: a detached copy is traced.

@@ -8,12 +8,15 @@ docs/export.md, "Design: the corrected posterior".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from gpytorch.models import ExactGP
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
+from gp_serve.export.engine import PriorTermsModule
 
 
 class PriorTerms(nn.Module):
@@ -27,8 +30,14 @@ class PriorTerms(nn.Module):
     multi-output layout, ``b = m``, or the MCMC samples of a fully Bayesian model).
     """
 
-    def __init__(self, model: ExactGP, batch: int | None = None,
-                 kernel: nn.Module | None = None) -> None:
+    if TYPE_CHECKING:
+        # (outside the module tree: set in ``__dict__``, which nn.Module's typing cannot see)
+        _model: ExactGP
+        _covar: nn.Module
+
+    def __init__(
+        self, model: ExactGP, batch: int | None = None, kernel: nn.Module | None = None
+    ) -> None:
         """
         Args:
             model: The fitted model.
@@ -91,7 +100,7 @@ def trace_prior_terms(
     batch: int | None = None,
     kernel: nn.Module | None = None,
     compiler: Compiler = TORCHSCRIPT,
-) -> nn.Module:
+) -> PriorTermsModule:
     """Trace every method of `PriorTerms` for ``model`` (or make them exportable).
 
     Args:
@@ -108,7 +117,8 @@ def trace_prior_terms(
     terms = PriorTerms(model, batch, kernel)
     x = terms.inputs(example_X)
     methods = {"inputs": example_X} | {
-        name: x for name in ("prior_mean", "cross", "test_test", "joint", "diag")}
+        name: x for name in ("prior_mean", "cross", "test_test", "joint", "diag")
+    }
     # trace_mode makes kernels skip their custom autograd Functions (e.g. RBFCovariance
     # for d=1), which TorchScript cannot save; the forward arithmetic is the same.
     return compiler.terms(terms, methods, lambda: trace_mode(True))

@@ -12,7 +12,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 POSTERIOR_FILE = "posterior.pt"
 METADATA_FILE = "metadata.json"
@@ -23,8 +23,13 @@ DEFAULT_FORMAT = "torchscript"
 FORMAT_FILES = {"torchscript": POSTERIOR_FILE, "pt2": "posterior.pt2", "onnx": "posterior.onnx"}
 # Every file an artifact folder may hold.
 ALL_FILES = (*FORMAT_FILES.values(), METADATA_FILE)
-# The posterior's methods, in every format.
-METHODS = ("forward", "forward_noisy", "mean_var", "mean_var_noisy")
+# The posterior's methods, in every format (`METHODS`, in this order).
+MethodName = Literal["forward", "forward_noisy", "mean_var", "mean_var_noisy"]
+METHODS: tuple[MethodName, ...] = get_args(MethodName)
+# What a request may ask for besides mean and variance: the joint covariance ("full"), or not
+# ("diag": the variances only; "none", CSV's, the same computation). `method_name` picks the
+# method that answers it.
+CovarianceMode = Literal["full", "diag", "none"]
 # The ONNX graph's input and each method's outputs (``mean`` is shared).
 ONNX_INPUT = "X"
 # The ONNX graph's outputs, in order.
@@ -47,6 +52,19 @@ LOAD_ERROR_MARKER = "gp-serve: cannot load model"
 # A posterior file is hashed (`file_sha256`) this many bytes at a time.
 HASH_CHUNK_BYTES = 1 << 20
 _HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def method_name(covariance: CovarianceMode, noisy: bool) -> MethodName:
+    """The method that answers a request: ``forward`` with the covariance, else ``mean_var``.
+
+    Args:
+        covariance: ``"full"`` for the `(q*m) x (q*m)` covariance, ``"diag"`` or ``"none"``
+            for variances only.
+        noisy: With observation noise (the ``_noisy`` methods).
+    """
+    if covariance == "full":
+        return "forward_noisy" if noisy else "forward"
+    return "mean_var_noisy" if noisy else "mean_var"
 
 
 class ArtifactError(ValueError):

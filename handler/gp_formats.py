@@ -65,10 +65,10 @@ class _Compiled:
     def __init__(self, num_inputs: int) -> None:
         self.num_inputs = num_inputs
 
-    def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, method: gp_artifact.MethodName, X: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _call(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
+    def _call(self, method: gp_artifact.MethodName, X: Tensor) -> tuple[Tensor, Tensor]:
         check_points(X, self.num_inputs)
         return self._run(method, X.contiguous())
 
@@ -102,7 +102,7 @@ class Pt2Posterior(_Compiled):
             warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
             self._runners = {method: load_package(path, method) for method in gp_artifact.METHODS}
 
-    def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, method: gp_artifact.MethodName, X: Tensor) -> tuple[Tensor, Tensor]:
         first, second = self._runners[method](X)
         return first, second
 
@@ -129,7 +129,7 @@ class OnnxPosterior(_Compiled):
                 part.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
 
-    def _run(self, method: str, X: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, method: gp_artifact.MethodName, X: Tensor) -> tuple[Tensor, Tensor]:
         first, second = self._sessions[method].run(None, {gp_artifact.ONNX_INPUT: X.numpy()})
         return torch.from_numpy(first), torch.from_numpy(second)
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, TypeGuard, get_args
+from typing import Any, ClassVar, Protocol, TypeGuard, get_args
 
 import numpy as np
 
 from gp_serve.handler.codecs.budget import Budget
+from gp_serve.handler.gp_artifact import CovarianceMode
 
-# What a request may ask for besides mean and variance: the joint covariance ("full"), or not
-# ("diag": the variances only; "none", CSV's, the same computation).
-CovarianceMode = Literal["full", "diag", "none"]
+# The covariance modes a request may ask for (``gp_artifact.CovarianceMode``, the artifact
+# contract's, which the codecs import from here), for checking decoded values.
 COVARIANCE_MODES: tuple[CovarianceMode, ...] = get_args(CovarianceMode)
 
 

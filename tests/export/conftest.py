@@ -36,8 +36,8 @@ def make_model(
     model = SingleTaskGP(
         X,
         Y,
-        train_Yvar=torch.full_like(Y, 1e-3) * (1 + torch.rand(n, m, generator=generator,
-                                                             dtype=torch.float64))
+        train_Yvar=torch.full_like(Y, 1e-3)
+        * (1 + torch.rand(n, m, generator=generator, dtype=torch.float64))
         if yvar
         else None,
         input_transform=Normalize(d) if normalize else None,

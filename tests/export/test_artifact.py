@@ -22,8 +22,11 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return [p.name for p in directory.parent.iterdir()
-            if p.name.startswith(export_artifact.STAGING_PREFIX)]
+    return [
+        p.name
+        for p in directory.parent.iterdir()
+        if p.name.startswith(export_artifact.STAGING_PREFIX)
+    ]
 
 
 def test_written_metadata_follows_the_contract(tmp_path: Path) -> None:
@@ -48,15 +51,18 @@ def test_metadata_records_the_posterior_sha256_and_mixture_samples(tmp_path: Pat
     assert first["formats"]["torchscript"]["sha256"] != second["formats"]["torchscript"]["sha256"]
     gp_formats.load(tmp_path / "first", "torchscript", 2)  # (the file exported: loads)
     # Another model's posterior.pt in its place is a valid TorchScript file, but not this one.
-    shutil.copyfile(tmp_path / "second" / gp_artifact.POSTERIOR_FILE,
-                    tmp_path / "first" / gp_artifact.POSTERIOR_FILE)
+    shutil.copyfile(
+        tmp_path / "second" / gp_artifact.POSTERIOR_FILE,
+        tmp_path / "first" / gp_artifact.POSTERIOR_FILE,
+    )
     expected, actual = (meta["formats"]["torchscript"]["sha256"] for meta in (first, second))
     with pytest.raises(gp_artifact.ArtifactError) as info:
         gp_formats.load(tmp_path / "first", "torchscript", 2)
     assert str(info.value) == (
         f"{tmp_path / 'first' / 'posterior.pt'}: SHA-256 {actual[:16]}... differs from "
         f"metadata.json's {expected[:16]}...: the file was changed after export; "
-        "re-export the model")
+        "re-export the model"
+    )
 
 
 # Every step of export_model after tracing, in order: (object, attribute) to interrupt.
@@ -114,5 +120,7 @@ def test_without_an_atomic_swap_files_are_replaced_metadata_last(
 
 def test_a_file_in_place_of_the_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model").write_text("x")
-    with pytest.raises(ValueError, match=f"^expected {tmp_path / 'model'} to be a folder, got a file$"):
+    with pytest.raises(
+        ValueError, match=f"^expected {tmp_path / 'model'} to be a folder, got a file$"
+    ):
         export_model(make_model(10, 2, 1), tmp_path / "model")

@@ -15,7 +15,6 @@ from gp_serve.export import (
     multitask,
     trace_posterior,
 )
-from gp_serve.export.interface import method_name
 from gp_serve.handler import gp_artifact
 
 POSTERIORS = (
@@ -60,10 +59,12 @@ def test_the_inherited_methods_are_scripted_and_saved(saved_and_loaded) -> None:
 
 def test_method_names_are_the_contract_s() -> None:
     names = [
-        method_name(covariance, noisy) for covariance in ("full", "diag") for noisy in (False, True)
+        gp_artifact.method_name(covariance, noisy)
+        for covariance in ("full", "diag")
+        for noisy in (False, True)
     ]
     assert sorted(names) == sorted(gp_artifact.METHODS)
-    assert method_name("none", True) == "mean_var_noisy"
+    assert gp_artifact.method_name("none", True) == "mean_var_noisy"
 
 
 def _float32(cls: type) -> object:

@@ -24,8 +24,11 @@ def test_gate_names_the_worst_case_and_nothing_is_written(tmp_path):
     kernel = SizeDependentRBF(ard_num_dims=2, batch_shape=torch.Size([2])).double()
     model = make_model(30, 2, 2, covar_module=kernel)
     out = tmp_path / "model"
-    with pytest.raises(ExportGateError, match=r"exactness gate failed: \w+ q=\d+ \w+ differs "
-                       r"from eager BoTorch by .* relative \(tolerance 1e-08\); nothing was written"):
+    with pytest.raises(
+        ExportGateError,
+        match=r"exactness gate failed: \w+ q=\d+ \w+ differs "
+        r"from eager BoTorch by .* relative \(tolerance 1e-08\); nothing was written",
+    ):
         export_model(model, out)
     assert not out.exists()
 
@@ -44,7 +47,9 @@ def test_gate_passes_the_module_it_compiled():
     model = make_model(25, 3, 2, yvar=True)
     bounds = torch.tensor([[-1.0, 3.0]] * 3, dtype=torch.float64)
     report = check(trace_posterior(model, torch.rand(4, 3, dtype=torch.float64)), model, bounds)
-    assert len(report.checks) == 5 * 2 * 5  # q sizes x noise x (mean, covariance, variance; mean, variance)
+    assert (
+        len(report.checks) == 5 * 2 * 5
+    )  # q sizes x noise x (mean, covariance, variance; mean, variance)
     assert report.to_dict()["max_relative_error"] <= 1e-8
 
 

@@ -8,6 +8,7 @@ form where that is exact (equal task noises).
 
 from __future__ import annotations
 
+import botorch
 import pytest
 import torch
 from botorch.models import KroneckerMultiTaskGP
@@ -15,7 +16,6 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from packaging.version import Version
 
-import botorch
 from gp_serve.export import export_model, trace_posterior
 from gp_serve.export.data import validate
 from gp_serve.export.fit import fit_model
@@ -26,9 +26,17 @@ from tests.export.conftest import TOL, assert_matches_eager, relative_error
 BOTORCH_012 = Version(botorch.__version__) < Version("0.13")
 
 
-def make_kronecker(n: int, d: int, m: int, *, seed: int = 0, normalize: bool = True,
-                   standardize: bool = True, task_noises: list[float] | None = None,
-                   **kwargs) -> KroneckerMultiTaskGP:
+def make_kronecker(
+    n: int,
+    d: int,
+    m: int,
+    *,
+    seed: int = 0,
+    normalize: bool = True,
+    standardize: bool = True,
+    task_noises: list[float] | None = None,
+    **kwargs,
+) -> KroneckerMultiTaskGP:
     """A float64 KroneckerMultiTaskGP with randomised hyperparameters and task noises."""
     generator = torch.Generator().manual_seed(seed)
     X = 4 * torch.rand(n, d, generator=generator, dtype=torch.float64) - 1
@@ -36,13 +44,16 @@ def make_kronecker(n: int, d: int, m: int, *, seed: int = 0, normalize: bool = T
     Y = torch.sin(X @ W) * torch.linspace(1, 30, m, dtype=torch.float64) + 2
     Y = Y + 0.05 * torch.randn(n, m, generator=generator, dtype=torch.float64)
     model = KroneckerMultiTaskGP(
-        X, Y, input_transform=Normalize(d) if normalize else None,
-        outcome_transform=Standardize(m) if standardize else None, **kwargs)
+        X,
+        Y,
+        input_transform=Normalize(d) if normalize else None,
+        outcome_transform=Standardize(m) if standardize else None,
+        **kwargs,
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "raw_" in name and "noise" not in name:
-                param.add_(0.3 * torch.randn(param.shape, generator=generator,
-                                             dtype=torch.float64))
+                param.add_(0.3 * torch.randn(param.shape, generator=generator, dtype=torch.float64))
         if task_noises is not None:
             model.likelihood.task_noises = torch.tensor(task_noises, dtype=torch.float64)
     return model.eval()
@@ -55,8 +66,9 @@ def points(d: int, q: int, seed: int) -> torch.Tensor:
 
 CASES = {
     "two outputs, unequal task noises": dict(n=20, d=2, m=2, task_noises=[1e-3, 4e-2]),
-    "three outputs, no transforms": dict(n=30, d=3, m=3, normalize=False, standardize=False,
-                                         task_noises=[2e-2, 1e-4, 5e-3]),
+    "three outputs, no transforms": dict(
+        n=30, d=3, m=3, normalize=False, standardize=False, task_noises=[2e-2, 1e-4, 5e-3]
+    ),
     "one input, standardized only": dict(n=15, d=1, m=2, normalize=False),
     "full-rank task noise": dict(n=25, d=2, m=3, likelihood_rank=2),
     "four outputs, rank-1 task noise": dict(n=40, d=3, m=4, likelihood_rank=1),
@@ -94,12 +106,14 @@ def _sampling_moments(model: KroneckerMultiTaskGP, X: torch.Tensor, noisy: bool)
         noise = inner.train_noise.to_dense()
         A = inner.train_train_covar.to_dense() + noise
         solved = torch.linalg.solve(A, C.t())  # A^-1 C^T
-        covariance = (J_tt - J_ot.t() @ solved - solved.t() @ J_ot
-                      + solved.t() @ (J_oo + noise) @ solved)
+        covariance = (
+            J_tt - J_ot.t() @ solved - solved.t() @ J_ot + solved.t() @ (J_oo + noise) @ solved
+        )
         if noisy:
             covariance = covariance + inner.test_noise.to_dense()
-        mean = inner.test_mean + (C @ torch.linalg.solve(A, inner.train_diff.reshape(-1))
-                                  ).reshape_as(inner.test_mean)
+        mean = inner.test_mean + (
+            C @ torch.linalg.solve(A, inner.train_diff.reshape(-1))
+        ).reshape_as(inner.test_mean)
         transform = getattr(model, "outcome_transform", None)
         if transform is not None:
             std = transform.stdvs.reshape(-1)
@@ -111,8 +125,9 @@ def _sampling_moments(model: KroneckerMultiTaskGP, X: torch.Tensor, noisy: bool)
 
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("noisy", [False, True])
-def test_served_covariance_is_botorchs_sampling_covariance(normalize: bool, noisy: bool,
-                                                           saved_and_loaded) -> None:
+def test_served_covariance_is_botorchs_sampling_covariance(
+    normalize: bool, noisy: bool, saved_and_loaded
+) -> None:
     """What BoTorch's acquisition functions see through samples is what is served.
 
     BoTorch 0.12's posterior for this class conditions on training terms that do not
@@ -131,12 +146,14 @@ def test_served_covariance_is_botorchs_sampling_covariance(normalize: bool, nois
 
 
 @pytest.mark.parametrize("noisy", [False, True])
-def test_botorch_closed_form_agrees_when_task_noises_are_equal(noisy: bool,
-                                                               saved_and_loaded) -> None:
+def test_botorch_closed_form_agrees_when_task_noises_are_equal(
+    noisy: bool, saved_and_loaded
+) -> None:
     """BoTorch's ``posterior`` mean and variance are exact when every task has the same
     noise; the served ones equal them."""
-    model = make_kronecker(30, 2, 3, seed=8, normalize=not BOTORCH_012,
-                           task_noises=[2e-3, 2e-3, 2e-3])
+    model = make_kronecker(
+        30, 2, 3, seed=8, normalize=not BOTORCH_012, task_noises=[2e-3, 2e-3, 2e-3]
+    )
     module = saved_and_loaded(trace_posterior(model, points(2, 3, 0)))
     X = points(2, 11, 2)
     mean, variance = (module.mean_var_noisy if noisy else module.mean_var)(X)
@@ -175,7 +192,10 @@ def test_fit_kronecker_refuses_known_noise() -> None:
     X = torch.rand(10, 2, dtype=torch.float64)
     Y = torch.rand(10, 2, dtype=torch.float64)
     data = validate(X, Y, torch.full_like(Y, 1e-3), ["a", "b"], ["f", "g"])
-    with pytest.raises(ValueError, match=r"^--model kronecker: known noise \(--noise\) is not "
-                       "supported by KroneckerMultiTaskGP; it learns one noise variance per "
-                       "output$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--model kronecker: known noise \(--noise\) is not "
+        "supported by KroneckerMultiTaskGP; it learns one noise variance per "
+        "output$",
+    ):
         fit_model(data, "kronecker")

@@ -13,8 +13,9 @@ from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, perturbed
 
 
-def make_multitask(n: int, d: int, tasks: int, *, task_feature: int = -1, seed: int = 0,
-                   **kwargs) -> MultiTaskGP:
+def make_multitask(
+    n: int, d: int, tasks: int, *, task_feature: int = -1, seed: int = 0, **kwargs
+) -> MultiTaskGP:
     """A float64 MultiTaskGP, tasks observed at different points, randomised hyperparameters."""
     generator = torch.Generator().manual_seed(seed)
     X = 4 * torch.rand(n, d, generator=generator, dtype=torch.float64) - 1
@@ -26,8 +27,9 @@ def make_multitask(n: int, d: int, tasks: int, *, task_feature: int = -1, seed: 
         columns = list(range(d)) if task_feature == -1 else list(range(1, d + 1))
         kwargs["input_transform"] = Normalize(d=d + 1, indices=columns)
     if kwargs.pop("yvar", False):
-        kwargs["train_Yvar"] = 1e-3 * (1 + torch.rand(n, 1, generator=generator,
-                                                       dtype=torch.float64))
+        kwargs["train_Yvar"] = 1e-3 * (
+            1 + torch.rand(n, 1, generator=generator, dtype=torch.float64)
+        )
     return perturbed(MultiTaskGP(train_X, Y, task_feature=task_feature, **kwargs), generator)
 
 
@@ -77,18 +79,23 @@ def test_export_records_correlated_outputs(tmp_path) -> None:
     assert (meta["model_class"], meta["correlated_outputs"]) == ("MultiTaskGP", True)
     assert meta["num_inputs"] == 2 and meta["num_outputs"] == 3 and meta["num_train"] == 20
     raw = model.train_inputs[0][:, :2]
-    assert meta["input_bounds"] == torch.stack([raw.min(0).values, raw.max(0).values],
-                                               -1).tolist()
+    assert meta["input_bounds"] == torch.stack([raw.min(0).values, raw.max(0).values], -1).tolist()
 
 
 def test_nonlinear_outcome_transform_is_refused() -> None:
     model = make_multitask(20, 2, 2, outcome_transform=Log())
-    with pytest.raises(ValueError, match=r"^expected a Standardize\(m=1\) outcome transform "
-                       r"or none, got Log$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^expected a Standardize\(m=1\) outcome transform "
+        r"or none, got Log$",
+    ):
         trace_posterior(model, grid_points(2, 3, 0))
 
 
 def test_example_with_the_task_column_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^expected example_X of shape q x 2 \(no task "
-                       r"column\), got \(3, 3\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^expected example_X of shape q x 2 \(no task "
+        r"column\), got \(3, 3\)$",
+    ):
         trace_posterior(make_multitask(20, 2, 2), torch.rand(3, 3, dtype=torch.float64))

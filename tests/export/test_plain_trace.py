@@ -41,8 +41,11 @@ def plain_trace(model, X):
 @pytest.mark.skipif(HAS_UPSTREAM_FIX, reason="the shape error is BoTorch < 0.13 only")
 def test_plain_trace_fails_with_the_reported_shape_error():
     model = make_model(20, 2, 2)
-    with pytest.raises(RuntimeError, match=r"mean shape torch.Size\(\[10, 2\]\) is incompatible "
-                       r"with covariance shape torch.Size\(\[160, 160\]\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"mean shape torch.Size\(\[10, 2\]\) is incompatible "
+        r"with covariance shape torch.Size\(\[160, 160\]\)",
+    ):
         plain_trace(model, points(model, 10, 0))
 
 

@@ -27,11 +27,19 @@ from tests.export.test_kronecker import make_kronecker
 from tests.export.test_model_list import make_list
 from tests.export.test_multitask import make_multitask
 
+pytestmark = pytest.mark.slow  # (AOTInductor compiles: minutes)
+
 PORTABLE = hasattr(ExactGP, "_get_test_prior_mean_and_covariances")  # GPyTorch >= 1.15
-needs_portable = pytest.mark.skipif(not PORTABLE, reason="pt2 and onnx need GPyTorch >= 1.15; "
-                                    "the refusal is tested on this version instead")
-METHODS = {"forward": ("covariance", False), "forward_noisy": ("covariance", True),
-           "mean_var": ("variance", False), "mean_var_noisy": ("variance", True)}
+needs_portable = pytest.mark.skipif(
+    not PORTABLE,
+    reason="pt2 and onnx need GPyTorch >= 1.15; the refusal is tested on this version instead",
+)
+METHODS = {
+    "forward": ("covariance", False),
+    "forward_noisy": ("covariance", True),
+    "mean_var": ("variance", False),
+    "mean_var_noisy": ("variance", True),
+}
 
 
 def assert_exact(posterior, model, sizes=(1, 3, 64, 300)) -> None:
@@ -87,7 +95,9 @@ def test_compiled_formats_check_their_input(portable_artifact, fmt: str) -> None
     posterior = gp_formats.load(portable_artifact.directory, fmt, 3)
     with pytest.raises(ValueError, match=r"expected float64 points, got torch.float32"):
         posterior.mean_var(torch.rand(4, 3))
-    with pytest.raises(ValueError, match=r"expected points of shape q x 3 with q >= 1, got \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"expected points of shape q x 3 with q >= 1, got \(4, 2\)"
+    ):
         posterior.forward(torch.rand(4, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"got \(0, 3\)"):
         posterior.forward_noisy(torch.rand(0, 3, dtype=torch.float64))
@@ -102,9 +112,11 @@ def test_broken_files_are_refused_with_the_reason(portable_artifact, tmp_path: P
     with pytest.raises(gp_artifact.ArtifactError, match=r"posterior.pt2: truncated or corrupt"):
         gp_formats.load(copy, "pt2", 3)
     (copy / "posterior.onnx").write_bytes(b"\x08\x07not a model")
-    with pytest.raises(gp_artifact.ArtifactError,
-                       match=r"posterior.onnx: SHA-256 [0-9a-f]{16}\.\.\. differs from "
-                       r"metadata.json's [0-9a-f]{16}\.\.\.: the file was changed after export"):
+    with pytest.raises(
+        gp_artifact.ArtifactError,
+        match=r"posterior.onnx: SHA-256 [0-9a-f]{16}\.\.\. differs from "
+        r"metadata.json's [0-9a-f]{16}\.\.\.: the file was changed after export",
+    ):
         gp_formats.load(copy, "onnx", 3)
     # Without the hashes (an artifact exported before they were recorded): the loader's check.
     metadata = copy / gp_artifact.METADATA_FILE
@@ -115,17 +127,25 @@ def test_broken_files_are_refused_with_the_reason(portable_artifact, tmp_path: P
     with pytest.raises(gp_artifact.ArtifactError, match=r"posterior.onnx: cannot load as onnx"):
         gp_formats.load(copy, "onnx", 3)
     (copy / "posterior.onnx").unlink()
-    with pytest.raises(gp_artifact.ArtifactError,
-                       match=r"posterior.onnx: missing; export it with --format torchscript,onnx"):
+    with pytest.raises(
+        gp_artifact.ArtifactError,
+        match=r"posterior.onnx: missing; export it with --format torchscript,onnx",
+    ):
         gp_formats.load(copy, "onnx", 3)
-    with pytest.raises(gp_artifact.ArtifactError, match=r"format: expected one of \['onnx', 'pt2', "
-                       r"'torchscript'\], got 'tflite'"):
+    with pytest.raises(
+        gp_artifact.ArtifactError,
+        match=r"format: expected one of \['onnx', 'pt2', "
+        r"'torchscript'\], got 'tflite'",
+    ):
         gp_formats.load(copy, "tflite", 3)
 
 
 def test_unknown_format_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"expected formats from \['onnx', 'pt2', "
-                       r"'torchscript'\], got \['tflite'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected formats from \['onnx', 'pt2', "
+        r"'torchscript'\], got \['tflite'\]",
+    ):
         export_model(make_model(10, 2, 1), tmp_path / "m", formats=("torchscript", "tflite"))
     assert not (tmp_path / "m").exists()
 
@@ -159,15 +179,17 @@ def exported_programs(model) -> tuple[torch.nn.Module, torch.Tensor]:
 
 FAMILIES = {
     "single, Matern-1/2, known noise": lambda: make_model(
-        20, 2, 3, yvar=True, covar_module=MaternKernel(nu=0.5).double()),
+        20, 2, 3, yvar=True, covar_module=MaternKernel(nu=0.5).double()
+    ),
     "single, d=1, N=10": lambda: make_model(10, 1, 1, seed=3),
-    "model list, mixed transforms": lambda: make_list([8, 15, 11], 2,
-                                                      normalize=[True, False, True],
-                                                      standardize=[True, True, False]),
+    "model list, mixed transforms": lambda: make_list(
+        [8, 15, 11], 2, normalize=[True, False, True], standardize=[True, True, False]
+    ),
     "multitask": lambda: make_multitask(30, 2, 3, normalize=True),
     "multitask, known noise": lambda: make_multitask(25, 2, 2, yvar=True, seed=1),
-    "kronecker, unequal task noises": lambda: make_kronecker(20, 2, 3,
-                                                             task_noises=[0.01, 0.1, 0.05]),
+    "kronecker, unequal task noises": lambda: make_kronecker(
+        20, 2, 3, task_noises=[0.01, 0.1, 0.05]
+    ),
 }
 
 
@@ -180,8 +202,9 @@ def test_every_family_exports_exactly(case: str, tmp_path: Path) -> None:
     posterior, example = exported_programs(model)
     portable.write_onnx(posterior, example, tmp_path / "posterior.onnx")
     d = example.size(-1)
-    assert_exact(gp_formats.OnnxPosterior(str(tmp_path / "posterior.onnx"), d), model,
-                 sizes=(1, 7, 40))
+    assert_exact(
+        gp_formats.OnnxPosterior(str(tmp_path / "posterior.onnx"), d), model, sizes=(1, 7, 40)
+    )
 
 
 @needs_portable
@@ -190,10 +213,14 @@ def test_onnx_of_a_small_matern_list_is_refused_by_the_gate(tmp_path: Path) -> N
     written-out distances match only to an ulp; here the covariance magnifies that past the
     tolerance, so the gate refuses the ONNX file (the pt2 programs call ``cdist`` itself and
     are exact). If this starts passing, docs/formats.md's limits need updating."""
-    model = make_list([20, 16], 4, covar_module=[MaternKernel(nu=0.5).double(),
-                                                 MaternKernel(nu=2.5).double()])
-    with pytest.raises(gate.ExportGateError, match=r"exactness gate failed: forward q=7 "
-                       r"covariance differs from eager BoTorch by 6.\d+e-08 relative"):
+    model = make_list(
+        [20, 16], 4, covar_module=[MaternKernel(nu=0.5).double(), MaternKernel(nu=2.5).double()]
+    )
+    with pytest.raises(
+        gate.ExportGateError,
+        match=r"exactness gate failed: forward q=7 "
+        r"covariance differs from eager BoTorch by 6.\d+e-08 relative",
+    ):
         export_model(model, tmp_path / "m", formats=("torchscript", "onnx"))
     assert not (tmp_path / "m").exists()
     exported_programs(model)

@@ -113,6 +113,7 @@ def test_both_sides_of_the_eager_kernel_size(q, saved_and_loaded):
     assert_matches_eager(module, model, points(model, q, 3))
 
 
+@pytest.mark.slow
 def test_5000_training_points_export_and_save(tmp_path):
     """Above 4096 points a plain trace keeps a Python autograd Function and cannot be
     saved; here N=5000 exports through the gate, saves, loads and matches eager."""
@@ -144,13 +145,17 @@ def test_rejects_float32_model():
 def test_rejects_unsupported_outcome_transform():
     X = torch.rand(10, 2, dtype=torch.float64)
     model = SingleTaskGP(X, X.sum(-1, keepdim=True).exp(), outcome_transform=Log()).eval()
-    with pytest.raises(ValueError, match="expected a Standardize outcome transform or none, got Log"):
+    with pytest.raises(
+        ValueError, match="expected a Standardize outcome transform or none, got Log"
+    ):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))
 
 
 def test_rejects_example_of_wrong_width():
     model = make_model(10, 3, 2)
-    with pytest.raises(ValueError, match=r"expected example_X of shape q x 3 with q >= 1, got \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"expected example_X of shape q x 3 with q >= 1, got \(4, 2\)"
+    ):
         trace_posterior(model, torch.rand(4, 2, dtype=torch.float64))
 
 
@@ -167,7 +172,10 @@ def test_rejects_other_model_types():
     from botorch.models import SingleTaskVariationalGP
 
     model = SingleTaskVariationalGP(torch.rand(10, 2).double(), torch.rand(10, 1).double())
-    with pytest.raises(TypeError, match=r"^expected one of SingleTaskGP, ModelListGP, "
-                       r"MultiTaskGP, KroneckerMultiTaskGP, SaasFullyBayesianSingleTaskGP "
-                       r"\(or a subclass\), got SingleTaskVariationalGP$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^expected one of SingleTaskGP, ModelListGP, "
+        r"MultiTaskGP, KroneckerMultiTaskGP, SaasFullyBayesianSingleTaskGP "
+        r"\(or a subclass\), got SingleTaskVariationalGP$",
+    ):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))
