@@ -115,6 +115,7 @@ def run(q_sizes: tuple[int, ...], m_sizes: tuple[int, ...]) -> dict:
     for m in m_sizes:
         for q in q_sizes:
             mean, covariance = posterior_batch(m, q)
+            # (each lambda is timed at once, in its own iteration: late binding cannot bite)
             batch: Timing = time_calls(lambda: by_batch(mean, covariance))  # noqa: B023
             row: list = [q, m, batch.median_ms, None, None, batch.result["layout"], None, None]
             if m >= 2:

@@ -22,9 +22,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use: the backend first
 
-from benchmarks.sections import versions  # noqa: E402
+from benchmarks.sections import versions  # noqa: E402 - (as above)
 
 SECTION_ORDER = (
     "inprocess",

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
     """Hypothesis keeps its cache under pytest's base temp dir, not in the repository."""
-    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001 - pytest's own factory
+    base = config._tmp_path_factory.getbasetemp()  # (pytest's own factory)
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(base / "hypothesis"))
 
 

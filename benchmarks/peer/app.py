@@ -67,7 +67,7 @@ def _restore_tcp_nodelay() -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    asyncio.base_events._set_nodelay = set_nodelay  # noqa: SLF001 - see the module docstring
+    asyncio.base_events._set_nodelay = set_nodelay  # (private: see the module docstring)
 
 
 if os.environ.get("GP_PEER_STOCK_UVICORN") != "1":
