@@ -275,11 +275,8 @@ class LocalTorchServe:
         )
         return env
 
-    def _command(self, *flags: str) -> list[str]:
+    def _command(self, served: dict[str, str], *flags: str) -> list[str]:
         torchserve = str(Path(sys.executable).with_name("torchserve"))
-        served = (
-            self.served if self.served is not None else store_models(self.model_store, self.models)
-        )
         return [
             torchserve,
             *flags,
@@ -304,7 +301,7 @@ class LocalTorchServe:
             StoreError: If the store holds no model to serve (nothing is started).
             RuntimeError: If the launcher fails.
         """
-        self.served = store_models(self.model_store, self.models)
+        served = self.served = store_models(self.model_store, self.models)
         env = self._env()
         auth.key_file(self.workdir).unlink(missing_ok=True)  # (a stale one: wait for the new)
         log = self.workdir / MODEL_LOG
@@ -312,7 +309,7 @@ class LocalTorchServe:
         with open(self.workdir / "torchserve.out", "ab") as out:
             if foreground:
                 self.process = subprocess.Popen(
-                    self._command("--foreground", "--start"),
+                    self._command(served, "--foreground", "--start"),
                     cwd=self.workdir,
                     env=env,
                     stdout=out,
@@ -321,7 +318,7 @@ class LocalTorchServe:
                 )
                 return
             result = subprocess.run(
-                self._command("--start"),
+                self._command(served, "--start"),
                 cwd=self.workdir,
                 env=env,
                 stdout=out,
