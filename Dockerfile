@@ -36,7 +36,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV TORCH_INDEX_URL=${TORCH_INDEX_URL}
 COPY docker/pip-install.sh /usr/local/bin/pip-install
 COPY docker/wheelhouse/ /wheelhouse/
-COPY requirements-serve.txt /src/
+COPY requirements-serve.txt requirements-uv.txt /src/
 RUN pip-install /opt/venv /src/requirements-serve.txt
 # gp-serve itself, without its dependencies: the serving side needs only the pins above (the
 # export stage's BoTorch is imported lazily, never by serving); `pip check` is not rerun, as it

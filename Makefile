@@ -9,25 +9,21 @@ PY := $(VENV)/bin/python
 GP_SERVE := $(VENV)/bin/gp-serve
 MODEL_DIR := build/model
 
-.PHONY: install install-compat install-torch215 lock test test-fast lint export
+.PHONY: install install-compat install-torch215 lock test test-fast test-sweep lint export
 
 # --- environments: uv venvs synced to the lock files (docs/testing.md, "Environments") ---
 # Each venv holds exactly one lock (requirements*.txt, compiled by `make lock` from
 # requirements/*.in), then this checkout editable with --no-deps.
-UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 # Where uv looks: what pip is configured with here (find-links, extra indexes: torch's CPU build
-# lies there), else PyTorch's CPU index beside PyPI.
-PIP_CONF = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
-UV_SOURCES = --index-strategy unsafe-best-match \
-  $(or $(foreach d,$(call PIP_CONF,find-links),--find-links $(d)),--extra-index-url https://download.pytorch.org/whl/cpu) \
-  $(foreach i,$(call PIP_CONF,extra-index-url),--extra-index-url $(i))
+# lies there), else PyTorch's CPU index beside PyPI (.ci/uv_sources.py; read once per make).
+UV_SOURCES := $(shell PYTHON=$(PYTHON) $(PYTHON) .ci/uv_sources.py)
 # What a CPU never loads of torch 2.15.0's CUDA build (requirements/torch215.in says why).
 TORCH215_SKIP := triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-nvtx nvidia-cuda-cccl
 
 # (uv itself, with pip, into .uv/; inside each recipe, not as a prerequisite: a venv marked as
 # installed, as in the Docker build, needs no uv)
-GET_UV = test -x $(UV) || $(PYTHON) -m pip install --quiet --target .uv uv==$(UV_VERSION)
+GET_UV = test -x $(UV) || $(PYTHON) -m pip install --quiet --target .uv -r requirements-uv.txt
 
 # $(call SYNC,venv,lock): the venv holds exactly the lock's packages, then this checkout editable.
 define SYNC
@@ -90,7 +86,13 @@ lint: install
 ## test-fast: the unit tiers only (no server, no Docker, nothing marked slow; pytest.ini's
 ## markers): under 2 minutes
 test-fast: install
-	$(PY) -m pytest -q -m "not server and not docker and not slow" tests
+	$(PY) -m pytest -q -m "not server and not docker and not slow and not sweep" tests
+
+## test-sweep: the sweeps' long tail that `make test` leaves out (pytest.ini's `sweep` marker:
+## more cases of what it covers once per kind), in .venv and on torch 2.15.0
+test-sweep: install install-torch215
+	$(PY) -m pytest -m sweep tests
+	$(TORCH215_VENV)/bin/python -m pytest -m sweep tests/export
 
 ## test: lint, then the whole suite (pinned stack), then the export tests on BoTorch 0.12.0 and
 ## on torch 2.15.0

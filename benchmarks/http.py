@@ -36,7 +36,6 @@ from benchmarks.http_measure import (
 from benchmarks.sections import versions, write_section
 from benchmarks.servers import (
     ECHO_MODEL,
-    PEER_WORKERS,
     REPO,
     Peer,
     build_echo_archive,
@@ -132,7 +131,7 @@ def run(model_dir: Path, out: Path, plan: Plan, log: Any = print) -> bool:
     workers = model_settings()["maxWorkers"]
     machine = (
         f"{os.cpu_count()} cores shared by the TorchServe frontend, {workers} gp and "
-        f"{workers} echo workers, {PEER_WORKERS} peer worker processes and the load "
+        f"{workers} echo workers, {plan.peer_workers} peer worker processes and the load "
         "generator"
     )
     ok = True
@@ -143,7 +142,7 @@ def run(model_dir: Path, out: Path, plan: Plan, log: Any = print) -> bool:
         build_echo_archive(store, root)
         # The peers fit their models while TorchServe starts.
         with (
-            Peer(root) as peer,
+            Peer(root, plan.peer_workers) as peer,
             Peer(root, stock=True) if plan.stock_peer else nullcontext() as stock,
             served(
                 store, root, [MODEL_NAME, ECHO_MODEL], ready=[MODEL_NAME], **BENCHMARK_SETTINGS
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="q in {1, 10}, 1 and 4 clients, 2 s per cell, 10^3 CSV rows",
+        help="q in {1, 10}, 1 and 4 clients, 1 s per cell, one peer worker, 10^3 CSV rows",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.servers import PEER_WORKERS
 from gp_serve.client.score_csv import score_csv
 from gp_serve.serving.archive import MODEL_NAME
 from gp_serve.serving.load import Connection, LoadResult, closed_loop
@@ -43,6 +44,7 @@ class Plan:
     peer_csv_rows: int  # the largest CSV the peer is also timed on
     csv_sample: int  # rows checked against the module in larger files
     stock_peer: bool = False  # also time a stock `uvicorn --workers 2` peer (q=1 diag)
+    peer_workers: int = PEER_WORKERS  # the peer's uvicorn processes (each fits the model)
     # (q, covariance) -> (timed, warm-up) where it differs from requests/warmup
     overrides: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
 
@@ -66,14 +68,15 @@ FULL = Plan(
 )
 QUICK = Plan(
     sizes=(1, 10),
-    requests={1: 40, 10: 40},
-    warmup={1: 5, 10: 5},
+    requests={1: 20, 10: 20},
+    warmup={1: 3, 10: 3},
     rounds=2,
     clients=(1, 4),
-    seconds=2.0,
+    seconds=1.0,
     csv_rows=(10**3,),
     peer_csv_rows=10**3,
     csv_sample=10**5,
+    peer_workers=1,
 )
 
 

@@ -18,10 +18,10 @@ for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux_
     platforms+=(--platform "${tag}_x86_64")
 done
 
-log "pip download -r requirements.txt -> ${dest#"$root"/}"
+log "pip download -r requirements.txt -r requirements-uv.txt -> ${dest#"$root"/}"
 "$python" -m pip download --quiet --disable-pip-version-check \
     --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
-    -r "$root/requirements.txt" -d "$dest" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+    -r "$root/requirements.txt" -r "$root/requirements-uv.txt" -d "$dest" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 # (the lock pins the CPU build's local version, torch==X+cpu: the version is what precedes +)
 torch_version=$(sed -n 's/^torch==\([^+[:space:]#]*\).*/\1/p' "$root/requirements-serve.txt")

@@ -193,8 +193,14 @@ FAMILIES = {
 }
 
 
+# One case per family in `make test`; the rest in `make test-sweep` (pytest.ini's ``sweep``).
+SWEEP = {"single, d=1, N=10", "multitask"}
+
+
 @needs_portable
-@pytest.mark.parametrize("case", list(FAMILIES))
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=[pytest.mark.sweep] if c in SWEEP else []) for c in FAMILIES]
+)
 def test_every_family_exports_exactly(case: str, tmp_path: Path) -> None:
     """The programs AOTInductor compiles, run as exported, and the ONNX graph in
     onnxruntime, equal eager BoTorch for every method and size."""

@@ -1,4 +1,4 @@
-"""The soak, 60 s: 16 loopback clients of mixed sizes and modes (``make soak`` runs 5 minutes)."""
+"""The soak, 20 s: 16 loopback clients of mixed sizes and modes (``make soak`` runs 5 minutes)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from tests.serving.conftest import Exported
 pytestmark = pytest.mark.server
 
 
-def test_soak_60_seconds(server, exported: Exported) -> None:
+def test_soak_20_seconds(server, exported: Exported) -> None:
     module = torch.jit.load(str(exported.directory / gp_artifact.POSTERIOR_FILE))
-    report = soak(server, module, seconds=60, clients=16, warmup=10)
+    report = soak(server, module, seconds=20, clients=16, warmup=5)
     print("\n[soak] " + report.summary())
     assert report.load.errors == []
     assert not report.restarted
-    assert report.load.requests > 1000
+    assert report.load.requests > 500  # (about 1,800 on the 2-core machine)
     assert report.rss_growth < MAX_RSS_GROWTH

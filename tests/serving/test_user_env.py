@@ -1,10 +1,11 @@
 """gp-serve installed into a user's own environment, and its artifact served by the project.
 
 The user's venv has BoTorch 0.16.1 (not the project's 0.18.1; requirements-user-botorch016.txt,
-what pip resolved for ``torch==2.13.0 botorch==0.16.1``). A copy of the checkout is installed
-there with a plain ``pip install`` (pyproject.toml's ranges, build isolation, as a user does
-it): it must add only gp-serve, change no package and bring no TorchServe. The model is fitted
-and exported in that environment through ``gp_serve.export_model``
+what pip resolved for ``torch==2.13.0 botorch==0.16.1``, installed by uv). A copy of the
+checkout is installed there with a plain ``pip install`` (pyproject.toml's ranges, build
+isolation, as a user does it): it must add only gp-serve, change no package and bring no
+TorchServe. The model is fitted and exported in that environment through
+``gp_serve.export_model``
 (user_env/fit_and_export.py); the project's TorchServe then serves the artifact, which must
 equal that environment's eager posterior.
 """
@@ -31,6 +32,7 @@ from tests.conftest import REPO, write_model_config
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 USER_REQUIREMENTS = REPO / "requirements-user-botorch016.txt"
+UV = REPO / ".uv" / "bin" / "uv"
 SCRIPT = Path(__file__).with_name("user_env") / "fit_and_export.py"
 NAME = "gpuser"
 TOLERANCE = 1e-8
@@ -59,15 +61,40 @@ def _freeze(python: Path) -> set[str]:
     return set(_pip(python, "freeze", "--all", "--exclude", "pip").stdout.splitlines())
 
 
+def _user_stack(venv: Path) -> None:
+    """The user's venv (with pip) holding their stack, made by uv from the same sources as the
+    project's venvs (`.ci/uv_sources.py`); only gp-serve itself is then installed with pip."""
+    assert UV.exists(), f"expected uv at {UV} (make install puts it there)"
+    subprocess.run(
+        [str(UV), "venv", "--quiet", "--seed", "--python", sys.executable, str(venv)],
+        check=True,
+        timeout=300,
+    )
+    sources = subprocess.run(
+        ["python3", str(REPO / ".ci" / "uv_sources.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    subprocess.run(
+        [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
+        + [*sources, "-r", str(USER_REQUIREMENTS)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 @pytest.fixture(scope="module")
 def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The user's venv with gp-serve installed, the artifact it exported and its eager
     posterior; also what installing gp-serve changed."""
     root = tmp_path_factory.mktemp("user-env")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    _pip(python, "install", "--quiet", "-r", str(USER_REQUIREMENTS))
+    _user_stack(venv)
     before = _freeze(python)
     source = root / "gp-serve"
     shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
