@@ -365,8 +365,18 @@ def tracing_points(example_X: Tensor, num_train: int = 0) -> Tensor:
 
 
 def frozen_copy(model: ExactGP) -> ExactGP:
-    """A detached copy of ``model`` in eval mode (the model itself is not modified)."""
-    frozen = copy.deepcopy(model)
+    """A detached copy of ``model`` in eval mode (the model itself is not modified).
+
+    Tensors a module keeps from a computation on its parameters (a kernel's cached buffer,
+    such as ``LCEAKernel``'s context covariance) are not graph leaves, which ``deepcopy``
+    refuses: the copy holds them detached, with the same values.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in (*module._buffers.values(), *vars(module).values()):
+            if isinstance(value, Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+    frozen = copy.deepcopy(model, memo)
     frozen.requires_grad_(False)
     frozen.eval()  # (not chained: some models' eval returns None)
     return frozen

@@ -180,3 +180,19 @@ def test_rejects_other_model_types():
         r"\(or a subclass\), got SingleTaskVariationalGP$",
     ):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))
+
+
+def test_kernel_with_a_cached_buffer_exports_exactly():
+    """``LCEAKernel`` keeps a buffer computed from its parameters (not a graph leaf, which
+    ``deepcopy`` refuses): the frozen copy holds it detached (BoTorch's
+    test/models/test_contextual.py builds this model)."""
+    from botorch.models.contextual import LCEAGP
+
+    generator = torch.Generator().manual_seed(0)
+    X = torch.rand(14, 4, generator=generator, dtype=torch.float64)
+    Y = torch.sin(3 * X.sum(-1, keepdim=True))
+    model = LCEAGP(X, Y, train_Yvar=None, decomposition={"a": [0, 1], "b": [2, 3]}).eval()
+    assert any(b.grad_fn is not None for b in model.buffers())  # (what deepcopy refused)
+    module = trace_posterior(model, points(model, 3, 0))
+    for q in (1, 4, 30):
+        assert_matches_eager(module, model, points(model, q, q))
