@@ -17,7 +17,7 @@ MODEL_DIR := build/model
 UV := .uv/bin/uv
 # Where uv looks: what pip is configured with here (find-links, extra indexes: torch's CPU build
 # lies there), else PyTorch's CPU index beside PyPI (.ci/uv_sources.py; read once per make).
-UV_SOURCES := $(shell PYTHON=$(PYTHON) $(PYTHON) .ci/uv_sources.py)
+UV_SOURCES := $(shell $(PYTHON) .ci/uv_sources.py)
 # What a CPU never loads of torch 2.15.0's CUDA build (requirements/torch215.in says why).
 TORCH215_SKIP := triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-nvtx nvidia-cuda-cccl
 

@@ -7,18 +7,17 @@ extra indexes. Without any, PyTorch's CPU index beside PyPI (docs/testing.md, "E
 
 from __future__ import annotations
 
-import os
 import subprocess
+import sys
 
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def pip_config(key: str) -> list[str]:
-    """The values of pip's ``global.<key>`` (none when unset), read by ``$PYTHON -m pip``
-    (default ``python3``: the interpreter the Makefile builds venvs with, which has pip)."""
-    python = os.environ.get("PYTHON", "python3")
+    """The values of pip's ``global.<key>`` (none when unset), read by the pip of the
+    interpreter running this (the Makefile's ``$(PYTHON)``, which has pip; the venvs do not)."""
     found = subprocess.run(
-        [python, "-m", "pip", "config", "get", f"global.{key}"],
+        [sys.executable, "-m", "pip", "config", "get", f"global.{key}"],
         capture_output=True,
         text=True,
         check=False,
