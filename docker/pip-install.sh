@@ -40,7 +40,7 @@ if compgen -G '/wheelhouse/*.whl' >/dev/null; then
     echo "pip-install: offline, from /wheelhouse, with uv" >&2
     uv_dir=$(mktemp -d)
     "${pip[@]}" --quiet --no-index --find-links /wheelhouse --target "$uv_dir" \
-        -r "${UV_REQUIREMENTS:-/src/requirements-uv.txt}"
+        -r /src/requirements-uv.txt
     "$uv_dir/bin/uv" pip install --quiet --no-cache --compile-bytecode \
         --python "$venv/bin/python" --no-index --find-links /wheelhouse "${reqs[@]}"
     rm -rf "$uv_dir"
