@@ -44,6 +44,7 @@ def export_model(
     input_bounds: Tensor | None = None,
     data_sha256: str | None = None,
     formats: tuple[str, ...] | list[str] = (gp_artifact.DEFAULT_FORMAT,),
+    allow_unlisted: bool = False,
 ) -> dict:
     """Compile ``model``'s posterior, verify it and write it to ``out_dir``.
 
@@ -66,12 +67,16 @@ def export_model(
             model's training tensors).
         formats: Names from ``gp_artifact.FORMAT_FILES``; TorchScript is always written
             (it is the model archive's serialized file), the others when named.
+        allow_unlisted: Let model parts the support table does not list (an own kernel, a
+            subclass) through to the exactness gate (`export.support.check`); parts the
+            table refuses stay refused.
 
     Returns:
         The metadata written.
 
     Raises:
-        TypeError: If the model's class is not supported.
+        UnsupportedModelError: If a part of the model is outside the support table
+            (docs/export.md, "What is supported"), before anything is traced.
         ValueError: If the names do not match the model, a format is unknown, or
             ``out_dir`` holds other files than an artifact.
         ExportGateError: If a compiled posterior differs from eager BoTorch.
@@ -80,7 +85,7 @@ def export_model(
     unknown = sorted(set(formats) - set(gp_artifact.FORMAT_FILES))
     if unknown:
         raise ValueError(f"expected formats from {sorted(gp_artifact.FORMAT_FILES)}, got {unknown}")
-    family = family_of(model)
+    family = family_of(model, allow_unlisted)
     model.eval()
     inputs = family.training_inputs(model)
     d, m = inputs[0].size(-1), model.num_outputs
@@ -173,7 +178,7 @@ def _write_portable(
     if not wanted:
         return {}
     started = time.perf_counter()
-    posterior = portable.exportable_posterior(model, example_X)
+    posterior = portable.exportable_posterior(model, example_X, family)
     entries = {}
     for fmt in wanted:
         path = staging / gp_artifact.FORMAT_FILES[fmt]

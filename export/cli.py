@@ -23,6 +23,7 @@ from gp_serve.export.data import DataError, default_data, load_csv
 from gp_serve.export.fit import MISSING_ALLOWED, MODELS, fit_model
 from gp_serve.export.gate import ExportGateError
 from gp_serve.export.portable import PortableExportError
+from gp_serve.export.support import UnsupportedModelError
 from gp_serve.handler import gp_artifact
 
 log = logging.getLogger("export")
@@ -64,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a fitted model saved with torch.save(model, PATH), exported as "
         "is (unpickled: only files you trust)",
+    )
+    parser.add_argument(
+        "--allow-unlisted",
+        action="store_true",
+        help="with --model-file: let model parts the support table does not list (an own "
+        "kernel, a subclass) through to the exactness gate (docs/export.md, What is supported)",
     )
     parser.add_argument(
         "--inputs",
@@ -138,6 +145,8 @@ def check_args(args: argparse.Namespace) -> str | None:
                 "(the model is fitted already)"
             )
         return None
+    if args.allow_unlisted:
+        return "--allow-unlisted: expected it only with --model-file (fitted models are listed)"
     model = args.model or DEFAULT_MODEL
     if args.data is None and (args.inputs or args.outputs or args.noise):
         return "--inputs, --outputs and --noise need --data"
@@ -193,8 +202,9 @@ def _export(args: argparse.Namespace) -> None:
                 input_names=args.inputs,
                 output_names=args.outputs,
                 formats=args.formats,
+                allow_unlisted=args.allow_unlisted,
             )
-        except TypeError as e:  # (a model family export does not support)
+        except UnsupportedModelError as e:  # (a part outside the support table)
             raise ValueError(f"--model-file {args.model_file}: {e}") from e
         return
     model_name = args.model or DEFAULT_MODEL

@@ -25,6 +25,7 @@ from gp_serve.export import (
     model_list,
     multitask,
     posterior,
+    support,
 )
 from gp_serve.export.compiler import Compiled, Compiler
 
@@ -100,25 +101,37 @@ FAMILIES: tuple[Family[Any], ...] = (
 )
 
 
-def family_of(model: Model) -> Family[Any]:
-    """The family that compiles ``model``.
+def family_of(model: Model, allow_unlisted: bool = False) -> Family[Any]:
+    """The family that compiles ``model``, once the support check has accepted every part
+    of it (`export.support.check`: nothing is traced before it).
+
+    Args:
+        model: A fitted BoTorch model.
+        allow_unlisted: See `export.support.check`.
 
     Raises:
-        TypeError: If no family handles the model's class.
+        UnsupportedModelError: Naming the first part outside the support table.
     """
+    return family_named(support.check(model, allow_unlisted))
+
+
+def family_named(name: str) -> Family[Any]:
+    """The family called ``name`` (`Family.name`)."""
     for family in FAMILIES:
-        if isinstance(model, family.model_type):
+        if family.name == name:
             return family
-    supported = ", ".join(family.model_type.__name__ for family in FAMILIES)
-    raise TypeError(f"expected one of {supported} (or a subclass), got {type(model).__name__}")
+    raise KeyError(f"expected a family of {[family.name for family in FAMILIES]}, got {name!r}")
 
 
-def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
+def trace_posterior(
+    model: Model, example_X: Tensor, allow_unlisted: bool = False
+) -> torch.jit.ScriptModule:
     """Compile the posterior of a fitted BoTorch model into TorchScript.
 
-    The model is not modified. Supported: ``SingleTaskGP`` and its subclasses (see
-    `export.posterior.trace_single_task`), ``ModelListGP`` of single-output
-    ``SingleTaskGP`` models (`export.model_list.trace_model_list`), ``MultiTaskGP``
+    The model is not modified. What is supported is `export.support.TABLE` (docs/export.md,
+    "What is supported"): ``SingleTaskGP`` and the BoTorch models built on it (see
+    `export.posterior.trace_single_task`), ``ModelListGP`` of single-output such models
+    (`export.model_list.trace_model_list`), ``MultiTaskGP``
     (`export.multitask.trace_multitask`; ``X`` without the task column),
     ``KroneckerMultiTaskGP`` (`export.kronecker.trace_kronecker`: its exact posterior) and
     ``SaasFullyBayesianSingleTaskGP`` (`export.fully_bayesian.trace_fully_bayesian`:
@@ -127,16 +140,18 @@ def trace_posterior(model: Model, example_X: Tensor) -> torch.jit.ScriptModule:
     Args:
         model: A fitted float64 model.
         example_X: A `q x d` example input (raw, untransformed), any q >= 1.
+        allow_unlisted: See `export.support.check`.
 
     Returns:
         A ScriptModule with ``forward``/``forward_noisy`` (mean `q x m`, output-major
         covariance `(q*m) x (q*m)`) and ``mean_var``/``mean_var_noisy`` (`q x m` each).
 
     Raises:
-        TypeError: If the model's class is not supported.
+        UnsupportedModelError: If a part of the model is outside the support table.
     """
     # (TORCHSCRIPT, the default compiler, finishes with torch.jit.script)
-    return cast(torch.jit.ScriptModule, family_of(model).trace(model, example_X))
+    family = family_of(model, allow_unlisted)
+    return cast(torch.jit.ScriptModule, family.trace(model, example_X))
 
 
 def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
@@ -151,4 +166,4 @@ def eager_moments(model: Model, X: Tensor, noisy: bool) -> dict[str, Tensor]:
         ``mean`` and ``variance`` (`q x m`) and the output-major ``covariance``
         (`(q*m) x (q*m)`).
     """
-    return family_of(model).eager_moments(model, X, noisy)
+    return family_of(model, allow_unlisted=True).eager_moments(model, X, noisy)

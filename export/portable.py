@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from gp_serve.export.compiler import EXPORTABLE, cdist_written_out
 from gp_serve.export.engine import CompiledPosterior
-from gp_serve.export.families import family_of
+from gp_serve.export.families import Family, family_of
 from gp_serve.handler import gp_artifact
 
 # The number of points: dynamic, from 1 up.
@@ -60,8 +60,16 @@ class _AllOutputs(nn.Module):
         return mean, covariance, covariance_noisy, variance, variance_noisy
 
 
-def exportable_posterior(model: Model, example_X: Tensor) -> CompiledPosterior:
+def exportable_posterior(
+    model: Model, example_X: Tensor, family: Family[Any] | None = None
+) -> CompiledPosterior:
     """The eager posterior module of ``model`` that ``torch.export`` can export.
+
+    Args:
+        model: A fitted model.
+        example_X: A `q x d` example input.
+        family: Its family, once `export.families.family_of` has checked it (default: check
+            it here).
 
     Raises:
         PortableExportError: With GPyTorch < 1.15, whose exact prediction takes the test
@@ -78,7 +86,8 @@ def exportable_posterior(model: Model, example_X: Tensor) -> CompiledPosterior:
             "while N + q <= max_eager_kernel_size and another above, which one graph for "
             "any number of points cannot reproduce; export torchscript only"
         )
-    posterior = family_of(model).trace(model, example_X, EXPORTABLE)
+    family = family_of(model) if family is None else family
+    posterior = family.trace(model, example_X, EXPORTABLE)
     assert isinstance(posterior, CompiledPosterior)  # (EXPORTABLE's finish keeps it eager)
     return posterior
 

@@ -15,6 +15,7 @@ from gpytorch.models import ExactGP
 from gpytorch.settings import lazily_evaluate_kernels, trace_mode
 from torch import Tensor, nn
 
+from gp_serve.export import support
 from gp_serve.export.compiler import TORCHSCRIPT, Compiler
 from gp_serve.export.engine import PriorTermsModule
 
@@ -56,6 +57,7 @@ class PriorTerms(nn.Module):
             train_x = train_x.expand(batch, -1, -1)
         self._train_x: Tensor = train_x
         self._batch = batch
+        self._per_point_diagonal = support.full_path_diagonal(self._covar)
 
     def inputs(self, X: Tensor) -> Tensor:
         """Transform `q x d` raw points into the model's `(b) x q x d` test inputs."""
@@ -86,7 +88,17 @@ class PriorTerms(nn.Module):
         return self._kernel(full[..., self._train_x.size(-2) :, :], full)
 
     def diag(self, x: Tensor) -> Tensor:
-        """Diagonal of the test-test kernel block, `(b) x q`."""
+        """Diagonal of the test-test kernel block, `(b) x q`.
+
+        The kernel's ``diag=True`` path, except for kernels whose diagonal path computes
+        other numbers than the full kernel (`export.support.FULL_PATH_DIAGONAL`, such as
+        ``InfiniteWidthBNNKernel``: 4e-8 relative apart), where eager's variance is the
+        full kernel's diagonal: the full kernel is evaluated one point at a time, as `q`
+        `1 x 1` blocks (the same numbers as the full matrix's diagonal, `O(q)` memory).
+        """
+        if self._per_point_diagonal:
+            points = x.unsqueeze(-2)  # (b) x q x 1 x d
+            return self._kernel(points, points).squeeze(-1).squeeze(-1)
         return self._covar(x, x, diag=True)
 
     def _kernel(self, x1: Tensor, x2: Tensor) -> Tensor:

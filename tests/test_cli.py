@@ -335,3 +335,34 @@ def test_export_model_file_that_holds_no_model(
         "torch.save(model, PATH), got builtins.dict\n"
     ) in err
     assert not (tmp_path / "m").exists()
+
+
+def test_export_model_file_outside_the_support_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.export.zoo import own_kernel
+
+    path = tmp_path / "own.pth"
+    torch.save(own_kernel(), path)
+    out = tmp_path / "m"
+    assert main(["export", "--model-file", str(path), "--out", str(out)]) == 2
+    assert (
+        f"error: --model-file {path}: model.covar_module.base_kernel: ScaledMatern (not in "
+        "the single family's kernels: RBFKernel, MaternKernel, "
+    ) in capsys.readouterr().err
+    assert not out.exists()
+    # --allow-unlisted hands it to the exactness gate, which this kernel passes
+    assert main(["export", "--model-file", str(path), "--allow-unlisted", "--out", str(out)]) == 0
+    assert gp_artifact.load_metadata(out).document["model_class"] == "SingleTaskGP"
+
+
+def test_allow_unlisted_is_only_for_a_model_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--allow-unlisted", "--out", str(tmp_path / "m")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "gp-serve export: error: --allow-unlisted: expected it only with --model-file "
+        "(fitted models are listed)\n"
+    )

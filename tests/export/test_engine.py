@@ -15,6 +15,7 @@ from gp_serve.export import (
     multitask,
     trace_posterior,
 )
+from gp_serve.export.support import UnsupportedModelError
 from gp_serve.handler import gp_artifact
 
 POSTERIORS = (
@@ -91,8 +92,8 @@ def test_a_batched_model_is_refused() -> None:
         torch.rand(2, 8, 2, dtype=torch.float64), torch.rand(2, 8, 1, dtype=torch.float64)
     )
     with pytest.raises(
-        ValueError,
-        match=r"^expected a model without batch dimensions \(train_X "
-        r"of shape N x d\), got train inputs of shape \(2, 8, 2\)$",
+        UnsupportedModelError,
+        match=r"^model: SingleTaskGP \(batched models are not supported: fit the model on "
+        r"N x d inputs, got batch shape \(2,\)\)$",
     ):
         trace_posterior(model, torch.rand(3, 2, dtype=torch.float64))

@@ -8,6 +8,7 @@ from botorch.models import ModelListGP, MultiTaskGP
 from gpytorch.kernels import MaternKernel
 
 from gp_serve.export import export_model, trace_posterior
+from gp_serve.export.support import UnsupportedModelError
 from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, make_model
 
@@ -98,9 +99,9 @@ def test_other_parts_and_mixed_dimensions_are_refused() -> None:
     X = torch.cat([torch.rand(10, 2), torch.randint(0, 2, (10, 1))], -1).double()
     other = MultiTaskGP(X, torch.rand(10, 1, dtype=torch.float64), task_feature=-1)
     with pytest.raises(
-        TypeError,
-        match=r"^ModelListGP model 1: expected a SingleTaskGP, "
-        r"got MultiTaskGP$",
+        UnsupportedModelError,
+        match=r"^model\.models\.1: MultiTaskGP \(not in the single family's model classes: "
+        r"SingleTaskGP, MixedSingleTaskGP, SingleTaskMultiFidelityGP, SACGP, LCEAGP",
     ):
         trace_posterior(ModelListGP(make_model(10, 2, 1), other), torch.rand(3, 2).double())
     with pytest.raises(

@@ -9,6 +9,7 @@ from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Log
 
 from gp_serve.export import export_model, trace_posterior
+from gp_serve.export.support import UnsupportedModelError
 from gp_serve.handler import gp_artifact
 from tests.export.conftest import assert_matches_eager, perturbed
 
@@ -85,9 +86,10 @@ def test_export_records_correlated_outputs(tmp_path) -> None:
 def test_nonlinear_outcome_transform_is_refused() -> None:
     model = make_multitask(20, 2, 2, outcome_transform=Log())
     with pytest.raises(
-        ValueError,
-        match=r"^expected a Standardize\(m=1\) outcome transform "
-        r"or none, got Log$",
+        UnsupportedModelError,
+        match=r"^model\.outcome_transform: Log \(nonlinear outcome transforms are not "
+        r"supported: eager's posterior is then not the Gaussian whose mean and covariance "
+        r"are served\)$",
     ):
         trace_posterior(model, grid_points(2, 3, 0))
 
