@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gp_serve.serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive
+from gp_serve.serving.archive import MODEL_CONFIG, MODEL_NAME, build_archive, write_model_config
 from gp_serve.serving.load import Connection
 from gp_serve.serving.local_server import READY_TIMEOUT_S, free_ports
 
@@ -42,12 +42,9 @@ def archive_with(
     """``model_dir`` archived as ``gp`` into ``<root>/store``, with the repository's
     ``model-config.yaml`` but ``settings`` (workers, batching) and the handler's
     ``torch_threads``; returns the store."""
-    config = yaml.safe_load(MODEL_CONFIG.read_text())
-    config.update(settings)
-    if torch_threads is not None:
-        config["handler"]["torch_threads"] = torch_threads
-    (root / "model-config.yaml").write_text(yaml.safe_dump(config))
-    build_archive(model_dir, root / "store", model_config=root / "model-config.yaml")
+    handler = {} if torch_threads is None else {"torch_threads": torch_threads}
+    config = write_model_config(root / "model-config.yaml", handler, **settings)
+    build_archive(model_dir, root / "store", model_config=config)
     return root / "store"
 
 

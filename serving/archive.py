@@ -27,6 +27,22 @@ MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 MODEL_NAME = "gp"
 
 
+def write_model_config(path: str | Path, handler: dict | None = None, **settings: object) -> Path:
+    """The repository's ``model-config.yaml`` with top-level ``settings`` (``minWorkers``,
+    ``batchSize``, ...) and ``handler`` settings (``format``, ``torch_threads``, ...)
+    replaced, written to ``path`` (for `build_archive`'s ``model_config``).
+
+    Returns:
+        ``path``.
+    """
+    config = yaml.safe_load(MODEL_CONFIG.read_text())
+    config.update(settings)
+    config["handler"].update(handler or {})
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def build_archive(
     model_dir: str | Path,
     store: str | Path,

@@ -49,24 +49,11 @@ def portable_artifact(tmp_path_factory: pytest.TempPathFactory) -> PortableArtif
 FORMAT_MODELS = {"gppt2": "pt2", "gponnx": "onnx"}
 
 
-def write_model_config(path: Path, handler: dict | None = None, **settings) -> Path:
-    """The repository's model-config.yaml with ``settings`` (workers, batching) and
-    ``handler`` settings replaced, written to ``path``."""
-    import yaml  # (the serving stack's: not in the export-only venvs that share this file)
-
-    from gp_serve.serving.archive import MODEL_CONFIG
-
-    config = yaml.safe_load(MODEL_CONFIG.read_text())
-    config.update(settings)
-    config["handler"].update(handler or {})
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def archive_formats(artifact: Path, store: Path, work: Path) -> None:
     """Archive ``artifact`` into ``store`` once per compiled format (`FORMAT_MODELS`), one
     worker each; the model-config files go to ``work``."""
-    from gp_serve.serving.archive import build_archive
+    # (the serving stack's: not in the export-only venvs that share this file)
+    from gp_serve.serving.archive import build_archive, write_model_config
 
     for name, fmt in FORMAT_MODELS.items():
         config = write_model_config(

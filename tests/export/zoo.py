@@ -60,6 +60,8 @@ class Case:
             whole message), or None when the export must be exact.
         minimum: The lowest BoTorch ``(major, minor)`` that has the model.
         maximum: The highest BoTorch ``(major, minor)`` that has the model.
+        requires: Says why the model cannot be built in this environment (an optional
+            extra it needs is missing), or None.
     """
 
     name: str
@@ -68,10 +70,29 @@ class Case:
     refusal: str | None = None
     minimum: tuple[int, int] = (0, 12)
     maximum: tuple[int, int] = (99, 0)
+    requires: Callable[[], str | None] = lambda: None
+
+    @property
+    def missing(self) -> str | None:
+        """Why this environment cannot build the model, or None."""
+        if not self.minimum <= BOTORCH_MINOR <= self.maximum:
+            return f"not in BoTorch {botorch.__version__} ({self.upstream})"
+        return self.requires()
 
     @property
     def available(self) -> bool:
-        return self.minimum <= BOTORCH_MINOR <= self.maximum
+        return self.missing is None
+
+
+def saas_extra() -> str | None:
+    """Why SAAS models cannot be built here: BoTorch 0.13+ needs its fully Bayesian extra."""
+    from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+
+    try:
+        SaasFullyBayesianSingleTaskGP(torch.rand(3, 1, dtype=DT), torch.rand(3, 1, dtype=DT))
+    except ImportError:
+        return "needs BoTorch's fully Bayesian extra (JAX, NumPyro): pip install 'gp-serve[saas]'"
+    return None
 
 
 def data(n: int, d: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -453,7 +474,7 @@ CASES: tuple[Case, ...] = (
     Case("multitask-rank-1", "test/models/test_multitask.py", lambda: multitask(rank=1)),
     Case("kronecker", "test/models/test_multitask.py", kronecker),
     Case("kronecker-rank-1-noise", "test/models/test_multitask.py", lambda: kronecker(rank=1)),
-    Case("saas", "test/models/test_fully_bayesian.py", saas),
+    Case("saas", "test/models/test_fully_bayesian.py", saas, requires=saas_extra),
     Case(
         "input-perturbation",
         "tutorials/risk_averse_bo_with_input_perturbations",

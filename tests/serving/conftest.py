@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gp_serve.handler import gp_artifact
-from gp_serve.serving.archive import MODEL_CONFIG, build_archive
+from gp_serve.serving.archive import MODEL_CONFIG, build_archive, write_model_config
 from gp_serve.serving.local_server import LocalTorchServe, served
-from tests.conftest import FORMAT_MODELS, archive_formats, write_model_config
+from tests.conftest import FORMAT_MODELS, archive_formats
 
 if TYPE_CHECKING:  # (BoTorch is imported by the fixtures that fit: the codec tests need none)
     from botorch.models.model import Model

@@ -20,10 +20,10 @@ import torch
 from gp_serve.handler import gp_artifact
 from gp_serve.handler.codecs import decode_request, v2
 from gp_serve.handler.codecs.budget import Budget, RequestError
+from gp_serve.serving.archive import write_model_config
 from gp_serve.serving.load import closed_loop
 from gp_serve.serving.local_server import LocalTorchServe
 from gp_serve.serving.properties import DEFAULT_CONFIG, read_properties
-from tests.conftest import write_model_config
 from tests.serving.conftest import Exported, own_server
 
 pytestmark = pytest.mark.server

@@ -22,7 +22,7 @@ import torch
 from gp_serve.export import export_model
 from gp_serve.handler import gp_artifact, gp_formats
 from gp_serve.serving import auth
-from gp_serve.serving.archive import build_archive
+from gp_serve.serving.archive import build_archive, write_model_config
 from gp_serve.serving.local_server import (
     CONFIG_FILE,
     LocalTorchServe,
@@ -31,7 +31,6 @@ from gp_serve.serving.local_server import (
     write_config,
 )
 from gp_serve.serving.properties import DEFAULT_CONFIG
-from tests.conftest import write_model_config
 from tests.export.conftest import make_model
 from tests.serving.conftest import Exported
 

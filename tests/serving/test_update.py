@@ -24,9 +24,10 @@ import torch
 
 from gp_serve.handler import gp_artifact
 from gp_serve.serving import update
+from gp_serve.serving.archive import write_model_config
 from gp_serve.serving.load import Answer, Request, closed_loop
 from gp_serve.serving.local_server import LocalTorchServe
-from tests.conftest import REPO, write_model_config
+from tests.conftest import REPO
 from tests.serving.conftest import Exported, fit_branin_currin, own_server
 
 pytestmark = pytest.mark.server

@@ -26,8 +26,8 @@ import torch
 
 from gp_serve.export.gate import relative_error
 from gp_serve.handler import gp_artifact
-from gp_serve.serving.archive import build_archive
-from tests.conftest import REPO, write_model_config
+from gp_serve.serving.archive import build_archive, write_model_config
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
