@@ -298,6 +298,7 @@ def _metadata(
         "model_class": type(model).__name__,
         "correlated_outputs": family.correlated_outputs,
         "mixture_samples": mixture_samples(family, model),
+        "sample_order": family.sample_order,
         "versions": _versions(),
         "data_sha256": data_sha256 or _model_sha256(family, model),
         "gate": report.to_dict(),

@@ -28,6 +28,7 @@ from gp_serve.export import (
     support,
 )
 from gp_serve.export.compiler import Compiled, Compiler
+from gp_serve.handler import gp_artifact
 
 M = TypeVar("M", bound=Model)
 M_contra = TypeVar("M_contra", bound=Model, contravariant=True)
@@ -55,6 +56,9 @@ class Family(Generic[M]):
         training_tensors: The tensors the model was conditioned on (for a hash).
         eager_moments: The eager posterior the gate compares with (mean, variance and
             output-major covariance at `q x d` ``X``, with or without observation noise).
+        sample_order: The order of eager BoTorch's joint sample vector, whose Cholesky
+            factor its draws use (`gp_artifact.SAMPLE_ORDERS`): ``"output-major"`` (the
+            served covariance's) or ``"point-major"`` (interleaved outputs).
     """
 
     name: str
@@ -64,6 +68,7 @@ class Family(Generic[M]):
     training_inputs: Callable[[M], list[Tensor]] = engine.training_inputs
     training_tensors: Callable[[M], list[Tensor]] = engine.training_tensors
     eager_moments: Callable[[M, Tensor, bool], dict[str, Tensor]] = gate.eager_moments
+    sample_order: gp_artifact.SampleOrder = "output-major"
 
 
 FAMILIES: tuple[Family[Any], ...] = (

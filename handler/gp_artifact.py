@@ -12,7 +12,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 POSTERIOR_FILE = "posterior.pt"
 METADATA_FILE = "metadata.json"
@@ -30,6 +30,11 @@ METHODS: tuple[MethodName, ...] = get_args(MethodName)
 # ("diag": the variances only; "none", CSV's, the same computation). `method_name` picks the
 # method that answers it.
 CovarianceMode = Literal["full", "diag", "none"]
+# The order of eager BoTorch's joint sample vector of `q x m` values (``metadata.json``'s
+# ``sample_order``): output-major (the served covariance's) or point-major (outputs
+# interleaved); its draws use the Cholesky factor of the covariance in that order.
+SampleOrder = Literal["output-major", "point-major"]
+SAMPLE_ORDERS: tuple[SampleOrder, ...] = get_args(SampleOrder)
 # The ONNX graph's input and each method's outputs (``mean`` is shared).
 ONNX_INPUT = "X"
 # The ONNX graph's outputs, in order.
@@ -103,6 +108,13 @@ class Metadata:
         """``S``: the served posterior is a mixture over ``S`` MCMC samples (SAAS), its cost
         per point ``S`` times a single GP's; 1 for every other family and without the key."""
         return int(self.document.get("mixture_samples", 1))
+
+    @property
+    def sample_order(self) -> SampleOrder:
+        """The order of eager BoTorch's joint sample vector for this model
+        (`SAMPLE_ORDERS`; ``"output-major"`` without the key)."""
+        order = self.document.get("sample_order", SAMPLE_ORDERS[0])
+        return cast(SampleOrder, order)
 
     def sha256(self, fmt: str) -> str | None:
         """The SHA-256 recorded at export for format ``fmt``'s posterior file (lowercase
@@ -213,6 +225,10 @@ def validate(document: Any) -> Metadata:
         samples = document["mixture_samples"]
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise ArtifactError(f"mixture_samples: expected a positive integer, got {samples!r}")
+    if document.get("sample_order", SAMPLE_ORDERS[0]) not in SAMPLE_ORDERS:  # (optional)
+        raise ArtifactError(
+            f"sample_order: expected one of {list(SAMPLE_ORDERS)}, got {document['sample_order']!r}"
+        )
     num_train = document.get("num_train")
     if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
         raise ArtifactError(f"num_train: expected a positive integer, got {num_train!r}")
