@@ -56,6 +56,8 @@ class Family(Generic[M]):
         training_tensors: The tensors the model was conditioned on (for a hash).
         eager_moments: The eager posterior the gate compares with (mean, variance and
             output-major covariance at `q x d` ``X``, with or without observation noise).
+        output_part: The name of output ``t``'s part of a model, for the gate's report
+            (``"output 1"``; a list's member, ``"model.models.1"``).
         sample_order: The order of eager BoTorch's joint sample vector, whose Cholesky
             factor its draws use (`gp_artifact.SAMPLE_ORDERS`): ``"output-major"`` (the
             served covariance's) or ``"point-major"`` (interleaved outputs).
@@ -68,6 +70,7 @@ class Family(Generic[M]):
     training_inputs: Callable[[M], list[Tensor]] = engine.training_inputs
     training_tensors: Callable[[M], list[Tensor]] = engine.training_tensors
     eager_moments: Callable[[M, Tensor, bool], dict[str, Tensor]] = gate.eager_moments
+    output_part: Callable[[M, int], str] = gate.output_part
     sample_order: gp_artifact.SampleOrder = "output-major"
 
 
@@ -80,6 +83,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         correlated_outputs=False,
         training_inputs=model_list.training_inputs,
         training_tensors=model_list.training_tensors,
+        output_part=model_list.output_part,
     ),
     Family(
         "multitask",

@@ -48,7 +48,47 @@ class GateReport:
 
 
 def describe(check: dict) -> str:
-    return f"{check['method']} q={check['q']} {check['quantity']}"
+    """``"<method> q=<q> <quantity>"``, then where its largest error is, if it was located
+    (`locate`): ``" at point 3, output 1 (model.models.1)"``."""
+    where = f" at {check['where']}" if check.get("where") else ""
+    return f"{check['method']} q={check['q']} {check['quantity']}{where}"
+
+
+def output_part(model: Model, output: int) -> str:
+    """``"output <t>"``: the name of output ``t``'s part of a model (the default of a
+    family's ``output_part``)."""
+    return f"output {output}"
+
+
+def locate(
+    actual: Tensor, expected: Tensor, q: int, part: Callable[[int], str], joint: bool
+) -> str | None:
+    """Where ``actual`` differs most from ``expected``: the point(s) and output(s).
+
+    Args:
+        actual: `q x m` means or variances, or the `(q*m) x (q*m)` output-major covariance.
+        expected: The same shape.
+        q: The number of points.
+        part: The name of an output's part of the model (``Family.output_part``).
+        joint: Whether the tensors are covariances.
+
+    Returns:
+        ``"point i, <part of t>"`` (``"points i and j, <part of t> and <part of u>"`` for a
+        covariance entry), or None where the error cannot be located (shapes differ, or
+        the answer is not finite).
+    """
+    if actual.shape != expected.shape or not torch.isfinite(actual).all():
+        return None
+    flat = int((actual - expected).abs().argmax())
+    if not joint:
+        point, output = divmod(flat, actual.size(-1))
+        return f"point {point}, {part(output)}"
+    row, column = divmod(flat, actual.size(-1))
+    (t, i), (u, j) = divmod(row, q), divmod(column, q)
+    if (t, i) == (u, j):
+        return f"point {i}, {part(t)}"
+    outputs = part(t) if t == u else f"{part(t)} and {part(u)}"
+    return f"points {i} and {j}, {outputs}"
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:
@@ -123,6 +163,7 @@ def check(
     sizes: tuple[int, ...] = GATE_SIZES,
     tolerance: float = TOLERANCE,
     reference: Callable[[Model, Tensor, bool], dict[str, Tensor]] = eager_moments,
+    part: Callable[[Model, int], str] = output_part,
 ) -> GateReport:
     """Compare every method of ``module`` with the eager posterior (``reference``).
 
@@ -135,6 +176,8 @@ def check(
         tolerance: Largest allowed `relative_error`.
         reference: The eager moments (default: ``model.posterior``'s, `eager_moments`;
             the export passes its family's, `export.families.eager_moments`).
+        part: The name of an output's part of ``model``, for the report's ``where``
+            (default `output_part`; the export passes its family's).
 
     Returns:
         The report of every check.
@@ -163,8 +206,21 @@ def check(
             }
             for (method, quantity), actual in pairs.items():
                 error = relative_error(actual, expected[quantity])
+                where = locate(
+                    actual,
+                    expected[quantity],
+                    q,
+                    lambda t: part(model, t),
+                    joint=quantity == "covariance",
+                )
                 report.checks.append(
-                    {"method": method, "q": q, "quantity": quantity, "relative_error": error}
+                    {
+                        "method": method,
+                        "q": q,
+                        "quantity": quantity,
+                        "relative_error": error,
+                        "where": where,
+                    }
                 )
     worst = report.worst
     if not worst["relative_error"] <= tolerance:

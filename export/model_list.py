@@ -14,7 +14,7 @@ import torch
 from botorch.models import ModelListGP, SingleTaskGP
 from torch import Tensor, nn
 
-from gp_serve.export import engine
+from gp_serve.export import engine, gate
 from gp_serve.export.compiler import TORCHSCRIPT, Compiled, Compiler
 from gp_serve.export.posterior import trace_single_task
 
@@ -88,6 +88,18 @@ def training_inputs(model: ModelListGP) -> list[Tensor]:
 def training_tensors(model: ModelListGP) -> list[Tensor]:
     """Each model's training tensors, in order (for a hash of the training data)."""
     return [t for part in model.models for t in engine.training_tensors(part)]
+
+
+def output_part(model: ModelListGP, output: int) -> str:
+    """``"model.models.<k>"``: the member that answers output ``t`` (with the member's own
+    output, ``", its output <j>"``, where the member has several)."""
+    first = 0
+    for k, member in enumerate(model.models):
+        if output < first + member.num_outputs:
+            j = output - first
+            return f"model.models.{k}" + (f", its output {j}" if member.num_outputs > 1 else "")
+        first += member.num_outputs
+    return gate.output_part(model, output)
 
 
 def trace_model_list(

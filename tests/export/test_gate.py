@@ -26,11 +26,44 @@ def test_gate_names_the_worst_case_and_nothing_is_written(tmp_path):
     out = tmp_path / "model"
     with pytest.raises(
         ExportGateError,
-        match=r"exactness gate failed: \w+ q=\d+ \w+ differs "
-        r"from eager BoTorch by .* relative \(tolerance 1e-08\); nothing was written",
+        match=r"exactness gate failed: \w+ q=\d+ \w+ at points? \d+( and \d+)?, output 1 "
+        r"differs from eager BoTorch by .* relative \(tolerance 1e-08\); nothing was written",
     ):
         export_model(model, out, allow_unlisted=True)
     assert not out.exists()
+
+
+def test_gate_names_the_list_member_the_worst_error_comes_from(tmp_path):
+    from botorch.models import ModelListGP, SingleTaskGP
+    from gpytorch.kernels import ScaleKernel
+
+    X = torch.rand(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    Y = torch.sin(5 * X).sum(-1, keepdim=True)
+    wrong = ScaleKernel(SizeDependentRBF(ard_num_dims=2)).double()
+    model = ModelListGP(SingleTaskGP(X, Y), SingleTaskGP(X, Y, covar_module=wrong)).eval()
+    with pytest.raises(
+        ExportGateError, match=r"\w+ q=7 \w+ at points? \d+( and \d+)?, model\.models\.1 differs"
+    ):
+        export_model(model, tmp_path / "model", allow_unlisted=True)
+
+
+def test_gate_locates_the_worst_entry():
+    from gp_serve.export.gate import describe, locate
+
+    q, m = 2, 2
+    expected = torch.eye(q * m, dtype=torch.float64)
+    actual = expected.clone()
+    actual[3, 0] = 0.5  # (row 3: output 1, point 1; column 0: output 0, point 0)
+    where = locate(actual, expected, q, lambda t: f"output {t}", joint=True)
+    assert where == "points 1 and 0, output 1 and output 0"
+    actual = torch.zeros(q, m, dtype=torch.float64)
+    actual[1, 0] = 1.0
+    assert locate(actual, torch.zeros(q, m), q, lambda t: f"part {t}", joint=False) == (
+        "point 1, part 0"
+    )
+    assert locate(actual * float("nan"), actual, q, str, joint=False) is None
+    check = {"method": "mean_var", "q": 2, "quantity": "mean", "where": "point 1, part 0"}
+    assert describe(check) == "mean_var q=2 mean at point 1, part 0"
 
 
 def test_failed_gate_keeps_a_previous_artifact(tmp_path):
