@@ -198,6 +198,20 @@ def contextual(kind: str) -> Model:
     return randomised(LCEAGP(X, Y, None, decomposition))
 
 
+def trained(model: Model) -> Model:
+    """``model`` after one training step as ``fit_gpytorch_mll`` takes them (the marginal
+    log likelihood and its gradient, in train mode), back in eval mode: what a fit leaves
+    in a kernel's caches (``OrthogonalAdditiveKernel``'s normalizer, LCE-A's context
+    covariance: tensors with a history, which ``copy.deepcopy`` refuses)."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    loss = -mll(model(*model.train_inputs), model.train_targets).sum()
+    loss.backward()
+    return model.eval()
+
+
 def conditioned() -> Model:
     model = single()
     X, Y = data(3, 3, 1, seed=5)
@@ -457,8 +471,18 @@ CASES: tuple[Case, ...] = (
         "test/models/kernels/test_orthogonal_additive_kernel.py",
         orthogonal_additive,
     ),
+    Case(
+        "orthogonal-additive-trained",
+        "test/models/kernels/test_orthogonal_additive_kernel.py",
+        lambda: trained(orthogonal_additive()),
+    ),
     Case("contextual-sac", "test/models/test_contextual.py", lambda: contextual("sac")),
     Case("contextual-lcea", "test/models/test_contextual.py", lambda: contextual("lcea")),
+    Case(
+        "contextual-lcea-trained",
+        "test/models/test_contextual.py",
+        lambda: trained(contextual("lcea")),
+    ),
     Case("condition-on-observations", "test/models/test_gp_regression.py", conditioned),
     Case("map-saas", "test/models/test_map_saas.py", map_saas, minimum=(0, 13)),
     Case("ibnn", "tutorials/ibnn_bo", ibnn),
