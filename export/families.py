@@ -99,6 +99,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         kronecker.trace_kronecker,
         correlated_outputs=True,
         eager_moments=kronecker.eager_moments,
+        sample_order="point-major",
     ),
     # (its training data are a single-task model's: one batch of N points, not per sample)
     Family(

@@ -16,15 +16,18 @@ import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from gp_serve.handler import codecs, gp_artifact, gp_formats
+from gp_serve.handler import acquisition, codecs, gp_artifact, gp_formats, sampling
 from gp_serve.handler.codecs.base import Answer, Codec, Posterior, Request, ServedModel
 from gp_serve.handler.codecs.bounded_json import dumps
 from gp_serve.handler.codecs.budget import Budget, RequestError
+from gp_serve.handler.codecs.products import Products
 
 logger = logging.getLogger(__name__)
 # The request limits model-config.yaml's ``handler`` section may set, and their defaults:
 # codecs.budget.Budget's ``max_*`` fields (docs/serving.md says how they were sized).
 LIMITS = {f.name: f.default for f in dataclasses.fields(Budget) if f.name.startswith("max_")}
+# Points per ``forward`` call when acquisition values need each point's output covariance.
+BLOCK_POINTS = 64
 
 
 def _has_body(row: dict) -> bool:
@@ -209,6 +212,8 @@ class GPHandler(BaseHandler):
         """
         X = torch.as_tensor(request.points, dtype=torch.float64)
         noisy = request.observation_noise
+        asked = request.products
+        spec = self._acquisition(asked, noisy)  # (validated before any posterior work)
         if chunked:
             parts = [
                 self.predict(X[start : start + self.chunk_rows], False, noisy, start)
@@ -218,15 +223,81 @@ class GPHandler(BaseHandler):
             std = torch.cat([p[1].sqrt() for p in parts])  # (torch's sqrt, chunk by chunk)
             covariance = None
         else:
-            mean, variance, covariance = self.predict(X, request.covariance == "full", noisy)
+            joint = request.covariance == "full" or asked.joint
+            mean, variance, covariance = self.predict(X, joint, noisy)
             std = variance.sqrt()
+        products = self._products(asked, spec, X, mean, variance, covariance)
         return Posterior(
             _array(mean),
             _array(variance),
             _array(std),
-            None if covariance is None else _array(covariance),
+            None if covariance is None or request.covariance != "full" else _array(covariance),
             self._outside(X),
+            {name: _array(values) for name, values in products.items()},
         )
+
+    def _acquisition(self, asked: Products, noisy: bool) -> acquisition.Acquisition | None:
+        """The request's acquisition function, validated (None if it asks for none).
+
+        Raises:
+            RequestError: If its spec is invalid, or the request asks for observation
+                noise (BoTorch's analytic acquisition functions use the noiseless posterior).
+        """
+        if asked.acquisition is None:
+            return None
+        if noisy:
+            raise RequestError(
+                "acquisition: BoTorch's analytic acquisition functions use the noiseless "
+                "posterior: expected observation_noise false with an acquisition"
+            )
+        return acquisition.parse(asked.acquisition, self.metadata.output_names)
+
+    def _products(
+        self,
+        asked: Products,
+        spec: acquisition.Acquisition | None,
+        X: Tensor,
+        mean: Tensor,
+        variance: Tensor,
+        covariance: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """The products ``asked`` for, from the request's posterior at `q x d` ``X``: its
+        `q x m` mean and variance and, where samples are asked for, its joint covariance."""
+        products: dict[str, Tensor] = {}
+        q, m = mean.shape
+        if asked.joint and covariance is not None:
+            base = (
+                torch.tensor(asked.base_samples, dtype=torch.float64)
+                if asked.base_samples is not None
+                else sampling.standard_normal(asked.samples, asked.seed, q, m)
+            )
+            try:
+                products["samples"] = sampling.draw(
+                    mean, covariance, base, self.metadata.sample_order
+                )
+            except sampling.NotPositiveDefinite as e:
+                raise RequestError(f"samples: {e}") from e
+        if asked.quantiles:
+            levels = torch.tensor(asked.quantiles, dtype=torch.float64)
+            products["quantiles"] = sampling.quantiles(mean, variance, levels)
+        if spec is not None:
+            blocks = None
+            if acquisition.needs_output_covariance(spec, self.budget.correlated_outputs):
+                blocks = self._point_blocks(X, covariance)
+            products["acquisition"] = acquisition.evaluate(spec, mean, variance, blocks)
+        return products
+
+    def _point_blocks(self, X: Tensor, covariance: Tensor | None) -> Tensor:
+        """The `q x m x m` noiseless covariance of each point's outputs: from the joint
+        ``covariance`` if it was computed, else from ``forward`` on `BLOCK_POINTS` points
+        at a time (each call `O((BLOCK_POINTS m)^2)`)."""
+        m = len(self.metadata.output_names)
+        if covariance is not None:
+            return acquisition.point_blocks(covariance, X.size(0), m)
+        parts = []
+        for chunk in X.split(BLOCK_POINTS):
+            parts.append(acquisition.point_blocks(self.model.forward(chunk)[1], chunk.size(0), m))
+        return torch.cat(parts)
 
     def _served(self) -> ServedModel:
         """The facts of the served model an answer names."""

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol, TypeGuard, get_args
 import numpy as np
 
 from gp_serve.handler.codecs.budget import Budget
+from gp_serve.handler.codecs.products import Products
 from gp_serve.handler.gp_artifact import CovarianceMode
 
 # The covariance modes a request may ask for (``gp_artifact.CovarianceMode``, the artifact
@@ -34,6 +35,8 @@ class Request(Protocol):
         covariance: One of `COVARIANCE_MODES`: whether the `(q*m) x (q*m)` covariance is
             computed (``"full"``) or not.
         observation_noise: Whether to add observation noise to the posterior.
+        products: The samples, quantiles and acquisition values asked for
+            (`codecs.products.Products`).
     """
 
     @property
@@ -44,6 +47,9 @@ class Request(Protocol):
 
     @property
     def observation_noise(self) -> bool: ...
+
+    @property
+    def products(self) -> Products: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class Posterior:
         covariance: The `(q*m) x (q*m)` output-major joint covariance, or None unless the
             request's covariance is ``"full"``.
         extrapolation: Indices of the points outside the training bounds.
+        products: The products the request asked for (`codecs.products`), by answer key:
+            ``samples`` (`n x q x m`), ``quantiles`` (`levels x q x m`), ``acquisition``
+            (`q`).
     """
 
     mean: np.ndarray
@@ -66,6 +75,7 @@ class Posterior:
     std: np.ndarray
     covariance: np.ndarray | None
     extrapolation: list[int]
+    products: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

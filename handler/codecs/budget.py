@@ -65,6 +65,7 @@ class Budget:
         max_covariance_rows: The largest full covariance, as its side `q*m`; a mixture of
             ``S`` samples (SAAS) computes ``S`` of them, so it may have `q*m*sqrt(S)` rows.
         max_response_bytes: The largest answer (TorchServe's ``max_response_size``).
+        max_samples: The most joint posterior samples of one request.
         correlated_outputs: Whether the covariance's off-diagonal output blocks can be
             nonzero (else they are exact zeros, which take fewer bytes).
         mixture_samples: ``S``, the samples of a mixture posterior (1 for the others).
@@ -75,6 +76,7 @@ class Budget:
     max_points: int = 100_000
     max_covariance_rows: int = 4000
     max_response_bytes: int = 314_572_800
+    max_samples: int = 10_000
     correlated_outputs: bool = True
     mixture_samples: int = 1
 

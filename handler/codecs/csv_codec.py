@@ -7,20 +7,27 @@ See docs/serving.md (step 5, "Limits").
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from gp_serve.handler.codecs.base import Answer, Codec, Posterior, ServedModel
-from gp_serve.handler.codecs.bounded_json import MAX_NUMBER_CHARS, body_text, dumps
+from gp_serve.handler.codecs import products
+from gp_serve.handler.codecs.bounded_json import MAX_NUMBER_CHARS, body_text, dumps, load_json
 from gp_serve.handler.codecs.budget import Budget, RequestError, clip
 from gp_serve.handler.codecs.v1 import JsonCodec, PredictRequest
 
 CSV_TYPES = ("text/csv", "application/csv")
 CSV_TYPE = "text/csv; charset=utf-8"
+# The request headers that ask a CSV answer for products, each holding the JSON value of the
+# JSON envelope's key (`products.KEYS`); samples are not rows, so they are refused.
+HEADER_PREFIX = "gp-"
+PRODUCT_HEADERS = ("quantiles", "acquisition")
 # A CSV number. Unambiguous (each digit can belong to one place only), so a failed match costs
 # linear time, with no backtracking.
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -137,16 +144,59 @@ def parse_csv(
     return PredictRequest(points, "none", False, "csv")
 
 
+def header_products(headers: dict, q: int, budget: Budget) -> products.Products:
+    """The products a CSV request asks for in its ``GP-Quantiles`` and ``GP-Acquisition``
+    headers (any case; each a JSON value, as the JSON envelope's key holds it).
+
+    Raises:
+        RequestError: If a header is not valid JSON, its product is invalid, or it asks for
+            samples (a CSV answer is one row per point).
+    """
+    values = {}
+    for name, value in headers.items():
+        key = name.lower() if isinstance(name, str) else ""
+        if not key.startswith(HEADER_PREFIX):
+            continue
+        key = key[len(HEADER_PREFIX) :].replace("-", "_")
+        if key in ("samples", "base_samples"):
+            raise RequestError(
+                f"header GP-{key}: a CSV answer is one row per point, and samples are not: "
+                "ask for them in JSON or v2"
+            )
+        if key in PRODUCT_HEADERS:
+            try:
+                values[key] = load_json(value if isinstance(value, (str, bytes)) else str(value))
+            except RequestError as e:
+                raise RequestError(f"header GP-{key}: {e}") from e
+    return products.parse(values, q, budget, "header GP-")
+
+
 def check_cost(request: PredictRequest, budget: Budget) -> None:
-    """Refuse a CSV request whose answer (mean and std per output, no brackets) is over
-    ``budget`` (413)."""
+    """Refuse a CSV request whose answer (mean and std per output, no brackets, and its
+    products' columns) is over ``budget`` (413)."""
     q = len(request.points)
-    budget.check_answer(budget.answer_bytes(q, False), q, request.covariance)
+    size = budget.answer_bytes(q, False)
+    size += request.products.answer_bytes(q, len(budget.output_names))
+    budget.check_answer(size, q, request.covariance)
 
 
-def csv_header(output_names: list[str]) -> bytes:
-    """The first line of a CSV answer: ``mean_<output>,std_<output>`` per output."""
-    return (",".join(f"mean_{name},std_{name}" for name in output_names) + "\n").encode()
+def quantile_label(level: float) -> str:
+    """A quantile level as a column's percent: ``05`` for 0.05, ``50``, ``02.5`` for 0.025
+    (the level's shortest decimal text times 100, at least two integer digits)."""
+    text = format((Decimal(repr(level)) * 100).normalize(), "f")
+    whole, _, fraction = text.partition(".")
+    return whole.zfill(2) + (f".{fraction}" if fraction else "")
+
+
+def csv_header(output_names: list[str], asked: products.Products = products.NONE) -> bytes:
+    """The first line of a CSV answer: ``mean_<output>,std_<output>`` per output, then per
+    quantile level ``q<percent>_<output>`` (`quantile_label`) and ``acq`` if asked."""
+    names = [f"mean_{name},std_{name}" for name in output_names]
+    for level in asked.quantiles:
+        names += [f"q{quantile_label(level)}_{name}" for name in output_names]
+    if asked.acquisition is not None:
+        names.append("acq")
+    return (",".join(names) + "\n").encode()
 
 
 def csv_rows(rows: Any) -> bytes:
@@ -172,13 +222,22 @@ class CsvCodec(Codec):
             RequestError: If anything is invalid (400) or too large (413).
         """
         request = parse_csv(body, budget.input_names, budget)
+        asked = header_products(headers, len(request.points), budget)
+        request = dataclasses.replace(request, products=asked)
         check_cost(request, budget)
         return request
 
     def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel) -> Answer:
-        """`csv_header` and one row per point: each output's mean and standard deviation."""
-        rows = np.stack([posterior.mean, posterior.std], -1).reshape(len(posterior.mean), -1)
-        return Answer(csv_header(model.output_names) + csv_rows(rows), CSV_TYPE)
+        """`csv_header` and one row per point: each output's mean and standard deviation,
+        then its products' columns."""
+        q = len(posterior.mean)
+        columns = [np.stack([posterior.mean, posterior.std], -1).reshape(q, -1)]
+        if "quantiles" in posterior.products:  # (levels x q x m: a point's row, level-major)
+            columns.append(posterior.products["quantiles"].transpose(1, 0, 2).reshape(q, -1))
+        if "acquisition" in posterior.products:
+            columns.append(posterior.products["acquisition"].reshape(q, 1))
+        rows = np.ascontiguousarray(np.concatenate(columns, axis=1))
+        return Answer(csv_header(model.output_names, request.products) + csv_rows(rows), CSV_TYPE)
 
     error = JsonCodec.error
 

@@ -26,10 +26,12 @@ from gp_serve.handler.codecs.bounded_json import (
     load_json,
     quote_names,
 )
+from gp_serve.handler.codecs import products
 from gp_serve.handler.codecs.budget import Budget, RequestError, error_text
+from gp_serve.handler.codecs.products import Products
 
 ENVELOPE_KEYS = ("inputs", "instances")
-OPTION_KEYS = ("covariance", "observation_noise")
+OPTION_KEYS = ("covariance", "observation_noise", *products.KEYS)
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,14 @@ class PredictRequest:
         covariance: One of `COVARIANCE_MODES` (``"none"`` for CSV).
         observation_noise: Whether to add observation noise to the posterior.
         envelope: ``"inputs"``, ``"instances"`` (KServe v1), ``"list"`` or ``"csv"``.
+        products: The samples, quantiles and acquisition values asked for (`products`).
     """
 
     points: list[list[float]]
     covariance: CovarianceMode
     observation_noise: bool
     envelope: str
+    products: Products = products.NONE
 
 
 def _point(value: Any, where: str, input_names: list[str]) -> list[float]:
@@ -124,14 +128,16 @@ def _options(body: dict) -> tuple[CovarianceMode, bool]:
 def parse_json(body: Any, input_names: list[str], budget: Budget | None = None) -> PredictRequest:
     """Parse a JSON prediction request (its points and options; its cost: `check_cost`).
 
-    Accepts ``{"inputs": [...], "covariance": ..., "observation_noise": ...}``,
-    the KServe v1 envelope ``{"instances": [...], ...}`` and a bare list of points.
+    Accepts ``{"inputs": [...], "covariance": ..., "observation_noise": ...}`` with the
+    products' keys (`products.KEYS`), the KServe v1 envelope ``{"instances": [...], ...}``
+    and a bare list of points.
 
     Args:
         body: The raw body, or the value TorchServe already decoded.
         input_names: The model's ``d`` input names, in order.
         budget: If given, a body of more points than its `Budget.max_points` is refused
-            (413), before it is decoded when it is raw.
+            (413), before it is decoded when it is raw; the products are read only with one
+            (they depend on the model's outputs).
 
     Returns:
         The validated request.
@@ -163,9 +169,9 @@ def parse_json(body: Any, input_names: list[str], budget: Budget | None = None) 
         )
     key = envelopes[0]
     covariance, noise = _options(value)
-    return PredictRequest(
-        parse_points(value[key], key, input_names, budget), covariance, noise, key
-    )
+    points = parse_points(value[key], key, input_names, budget)
+    asked = products.NONE if budget is None else products.parse(value, len(points), budget)
+    return PredictRequest(points, covariance, noise, key, asked)
 
 
 def check_cost(request: PredictRequest, budget: Budget) -> None:
@@ -178,6 +184,7 @@ def check_cost(request: PredictRequest, budget: Budget) -> None:
     size = budget.answer_bytes(
         q, full, per_point_numbers=4 if instances else 2, extra_bytes=(48 if instances else 8)
     )
+    size += request.products.answer_bytes(q, len(budget.output_names))
     budget.check_answer(size, q, request.covariance)
 
 
@@ -198,6 +205,7 @@ def render_json(
     variance: Any,
     covariance: Any | None,
     extrapolation: list[int],
+    extras: dict[str, Any] | None = None,
 ) -> bytes:
     """The JSON answer to a prediction request.
 
@@ -210,6 +218,7 @@ def render_json(
         variance: `q x m` posterior variances.
         covariance: `(q*m) x (q*m)` joint covariance, or None unless ``"full"``.
         extrapolation: Indices of points outside the training bounds.
+        extras: The products asked for, by answer key (`Posterior.products`).
 
     Returns:
         The body (compact JSON; docs/serving.md shows the keys).
@@ -226,6 +235,7 @@ def render_json(
     }
     if covariance is not None:
         answer["covariance"] = covariance
+    answer |= extras or {}
     if request.envelope == "instances":
         answer["predictions"] = [
             {"mean": mu, "variance": var} for mu, var in zip(mean, variance, strict=True)
@@ -261,6 +271,7 @@ class JsonCodec(Codec):
                 variance=posterior.variance,
                 covariance=posterior.covariance,
                 extrapolation=posterior.extrapolation,
+                extras=posterior.products,
             ),
             JSON_TYPE,
         )

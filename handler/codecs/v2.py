@@ -29,14 +29,25 @@ from gp_serve.handler.codecs.bounded_json import (
     load_json,
     quote_names,
 )
-from gp_serve.handler.codecs.budget import Budget, RequestError, clip, error_text
+from gp_serve.handler.codecs import products
+from gp_serve.handler.codecs.budget import (
+    BINARY_BYTES,
+    NUMBER_BYTES,
+    Budget,
+    RequestError,
+    clip,
+    error_text,
+)
+from gp_serve.handler.codecs.products import Products
 
 INPUT_NAME = "X"
 DATATYPE = "FP64"
-OUTPUTS = ("mean", "variance", "covariance")
+MOMENTS = ("mean", "variance", "covariance")
+# Every output a request may name: the moments, then the products (`codecs.products`).
+OUTPUTS = (*MOMENTS, "samples", "quantiles", "acquisition")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_TYPE = "application/octet-stream"
-PARAMETERS = ("covariance", "observation_noise", "binary_data_output")
+PARAMETERS = ("covariance", "observation_noise", "binary_data_output", *products.KEYS)
 _REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
 _INPUT_KEYS = ("name", "shape", "datatype", "data", "parameters")
 
@@ -51,6 +62,7 @@ class InferRequest:
         binary: The outputs to send as binary data.
         observation_noise: Whether to add observation noise.
         id: The request's ``id``, echoed in the answer ("" if none).
+        products: The samples, quantiles and acquisition values asked for (``parameters``).
     """
 
     points: np.ndarray
@@ -58,6 +70,7 @@ class InferRequest:
     binary: frozenset[str]
     observation_noise: bool
     id: str
+    products: Products = products.NONE
 
     @property
     def covariance(self) -> CovarianceMode:
@@ -166,15 +179,23 @@ def parse_decoded(value: Any, raw: bytes, budget: Budget) -> InferRequest:
         raise RequestError(f"id: expected a string, got {describe(request_id)}")
     parameters = _parameters(value.get("parameters", {}))
     points = _input(value.get("inputs"), raw, budget)
-    outputs, binary = _outputs(value.get("outputs"), parameters)
-    request = InferRequest(points, outputs, binary, parameters["observation_noise"], request_id)
     q = len(points)
+    asked = products.parse(value.get("parameters", {}), q, budget, "parameters.")
+    outputs, binary = _outputs(value.get("outputs"), parameters, asked)
+    request = InferRequest(
+        points, outputs, binary, parameters["observation_noise"], request_id, asked
+    )
+    m = len(budget.output_names)
     if request.covariance == "full":
         budget.check_full(
             q, 'ask for the outputs "mean" and "variance" only (or parameters.covariance "diag")'
         )
     size = budget.overhead_bytes(q)
     for name in outputs:  # (each as JSON text or binary, as asked)
+        if name in asked.asked:
+            numbers = asked.output_numbers(name, q, m)
+            size += numbers * (BINARY_BYTES if name in binary else NUMBER_BYTES)
+            continue
         measure = budget.covariance_bytes if name == "covariance" else budget.tensor_bytes
         size += measure(q, name not in binary)
     budget.check_answer(size, q, request.covariance)
@@ -308,10 +329,13 @@ def _json_data(data: Any, q: int, d: int) -> np.ndarray:
     return np.array(values, dtype=np.float64).reshape(q, d)
 
 
-def _outputs(value: Any, parameters: _Parameters) -> tuple[tuple[str, ...], frozenset[str]]:
+def _outputs(
+    value: Any, parameters: _Parameters, asked: Products
+) -> tuple[tuple[str, ...], frozenset[str]]:
     every_binary = parameters["binary_data_output"]
     if value is None:
-        default = OUTPUTS if parameters["covariance"] == "full" else OUTPUTS[:2]
+        moments = MOMENTS if parameters["covariance"] == "full" else MOMENTS[:2]
+        default = (*moments, *asked.asked)
         return default, frozenset(default if every_binary else ())
     if not isinstance(value, list) or not value:
         raise RequestError(
@@ -343,6 +367,13 @@ def _outputs(value: Any, parameters: _Parameters) -> tuple[tuple[str, ...], froz
         names.append(name)
         if flag:
             binary.add(name)
+    missing = [name for name in names if name not in MOMENTS and name not in asked.asked]
+    if missing:
+        needs = "samples or parameters.base_samples" if missing[0] == "samples" else missing[0]
+        raise RequestError(
+            f"outputs: {json.dumps(missing[0])} asked for without parameters.{needs}: "
+            "expected the parameter that says how to compute it"
+        )
     if "covariance" in names and parameters["covariance"] != "full":
         raise RequestError(
             'outputs: "covariance" asked for with parameters.covariance '
@@ -425,7 +456,7 @@ class V2Codec(Codec):
     def encode(self, request: InferRequest, posterior: Posterior, model: ServedModel) -> Answer:
         """`render`'s answer: ``application/json``, or with binary outputs
         ``application/octet-stream`` and the `HEADER_LENGTH` response header."""
-        tensors = {"mean": posterior.mean, "variance": posterior.variance}
+        tensors = {"mean": posterior.mean, "variance": posterior.variance, **posterior.products}
         if posterior.covariance is not None:
             tensors["covariance"] = posterior.covariance
         parameters = {
@@ -434,6 +465,8 @@ class V2Codec(Codec):
             "observation_noise": request.observation_noise,
             "extrapolation": posterior.extrapolation,
         }
+        if request.products.quantiles:
+            parameters["quantiles"] = list(request.products.quantiles)
         body, length = render(
             request, tensors, model=model.name, version=model.version, parameters=parameters
         )

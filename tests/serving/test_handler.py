@@ -225,6 +225,7 @@ def test_describe(handler: GPHandler, exported: Exported) -> None:
             "max_points": 100_000,
             "max_covariance_rows": 4000,
             "max_response_bytes": 314_572_800,
+            "max_samples": 10_000,
             "chunk_rows": 4096,
             "format": "torchscript",
         },

@@ -39,11 +39,10 @@ def test_default_limits_are_the_servers() -> None:
     properties = read_properties(DEFAULT_CONFIG)
     assert handler["max_response_bytes"] == int(properties["max_response_size"])
     defaults = Budget(NAMES, OUTPUTS)
-    assert (
-        handler["max_points"],
-        handler["max_covariance_rows"],
-        handler["max_response_bytes"],
-    ) == (defaults.max_points, defaults.max_covariance_rows, defaults.max_response_bytes)
+    limits = [name for name in vars(defaults) if name.startswith("max_")]
+    assert {name: handler[name] for name in limits} == {
+        name: getattr(defaults, name) for name in limits
+    }
 
 
 def test_points_are_bounded_in_every_envelope() -> None:
@@ -255,7 +254,7 @@ def test_error_messages_quote_client_input_truncated() -> None:
     assert str(error) == (
         'unknown keys ["kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (3000000 '
         "characters)\"]: expected only 'inputs' and ['covariance', "
-        "'observation_noise']"
+        "'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition']"
     )
     header = refused(parse_csv, ("h" * 1_000_000 + ",x2\n0.1,0.2\n").encode(), NAMES)
     assert len(str(header)) < 300

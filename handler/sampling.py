@@ -1,0 +1,224 @@
+"""Joint posterior samples and marginal quantiles from a served mean and covariance, pure torch.
+
+Draws are ``mean + L z`` with ``L`` the Cholesky factor eager BoTorch's
+``rsample_from_base_samples`` uses, in its order (``sample_order``), so equal base samples
+give BoTorch's samples; quantiles are BoTorch's ``posterior.quantile``, bit for bit. See
+docs/serving.md, "Posterior samples and quantiles".
+
+What eager BoTorch does (0.12.0 with GPyTorch 1.13 / linear_operator 0.5.3, and 0.18.1 with
+GPyTorch 1.15.2 / linear_operator 0.6.1 read the same):
+
+- ``GPyTorchPosterior.rsample_from_base_samples`` (botorch/posteriors/gpytorch.py) turns
+  ``fast_computations.covar_root_decomposition`` off (``botorch/__init__.py`` already makes
+  off the default), so ``root_decomposition()`` is ``CholLinearOperator(self.cholesky())`` at
+  every size: never Lanczos, ``max_cholesky_size`` (4096 under BoTorch) is not consulted. The
+  generic ``_cholesky`` is ``psd_safe_cholesky`` of the dense matrix (its scalar case is
+  ``clamp_min(0).sqrt()``); ``MultivariateNormal.rsample`` returns ``L @ z + loc``.
+- A multi-output ``MultitaskMultivariateNormal`` with ``interleaved=False`` (its vector is
+  output-major: entry ``t*q + i``) gets its `n x q x m` base samples transposed to that order
+  first (``_reshape_base_samples_non_interleaved``), its samples transposed back
+  (``MultitaskMultivariateNormal.rsample``); an interleaved one reads both point-major
+  (entry ``i*m + t``). So BoTorch's base samples are the served `n x q x m` ones as they are,
+  reshaped to ``posterior.base_sample_shape`` (`q` for one output: drop the last dimension).
+- "single" with m > 1 (``from_independent_mvns``), "list" (``ModelListGP.posterior``) and
+  "multitask" (``MultiTaskGPyTorchModel.posterior``) build ``interleaved=False``: their order
+  is output-major. The first two are a ``BlockDiagLinearOperator``, factored one output
+  block at a time (jitter only in the blocks that need it): `draw` does the same when the
+  served cross-output blocks are exactly zero. Single-output models have one order.
+- "kronecker": ``KroneckerMultiTaskGP.posterior`` is a ``MultitaskGPPosterior`` whose draws
+  are Matheron's rule, from ``(N + q) m + N m`` (noisy: ``+ q m``) base samples, through
+  the eigendecomposition roots of the prior's Kronecker factors: no factor of the posterior
+  covariance, so no `q x m` base samples give its draws (given only those, BoTorch pads them
+  with fresh ``torch.randn``). Its draws are interleaved (point-major) and have the served
+  distribution (the exact posterior, also with unequal task noises, where BoTorch's own
+  closed-form ``posterior.variance`` is off); served draws use the point-major Cholesky
+  factor, so they have the right distribution but are not BoTorch's for any base samples.
+- "saas": a mixture over MCMC samples whose served moments are the mixture's; the mixture
+  is not Gaussian, so Gaussian draws or quantiles from them would be wrong (BoTorch's
+  ``GaussianMixturePosterior`` samples one Gaussian per MCMC sample): the handler refuses it.
+
+Where the Cholesky factors differ: BoTorch's jitter goes in only where its own covariance
+(equal to the served one to about 1e-13) fails, so a covariance that needs jitter on one
+side only, or is so ill-conditioned that 1e-13 moves its factor, gives different draws from
+the same base samples; where Cholesky fails even with the most jitter, BoTorch falls back to
+an eigendecomposition root (with a ``NumericalWarning``), `cholesky` raises
+`NotPositiveDefinite`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gp_serve.handler.gp_artifact import SampleOrder
+
+# ``psd_safe_cholesky``'s first jitter per dtype (linear_operator ``settings.cholesky_jitter``:
+# 1e-8 for float64, 1e-6 for float32, in 0.5.3 and 0.6.1 alike), multiplied by 10 per try.
+CHOLESKY_JITTER = {torch.float64: 1e-8, torch.float32: 1e-6}
+# Its number of tries: linear_operator's ``settings.cholesky_max_tries`` is 3 (0.5.3 and 0.6.1),
+# but ``import botorch`` sets it to 6 (0.12.0 and 0.18.1 alike), which eager BoTorch then uses:
+# the last try adds 1e-3 to a float64 diagonal.
+CHOLESKY_MAX_TRIES = 6
+
+
+class NotPositiveDefinite(ValueError):
+    """A joint covariance has no Cholesky factor, even with the most jitter `cholesky` adds."""
+
+
+def standard_normal(n: int, seed: int, q: int, m: int) -> Tensor:
+    """The base samples of a request ``{"samples": {"n": n, "seed": seed}}``.
+
+    The values are those of torch's CPU generator (``torch.Generator()``, Mersenne Twister)
+    seeded with ``seed``: the same on every worker, run and format.
+
+    Args:
+        n: The number of samples.
+        seed: The generator's seed.
+        q: The number of points.
+        m: The number of outputs.
+
+    Returns:
+        `n x q x m` float64 standard normal values.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, q, m, generator=generator, dtype=torch.float64)
+
+
+def cholesky(covariance: Tensor, *, max_tries: int = CHOLESKY_MAX_TRIES) -> Tensor:
+    """The lower Cholesky factor, as linear_operator's ``psd_safe_cholesky`` computes it.
+
+    Where ``torch.linalg.cholesky_ex`` fails, jitter ``j * 10**i`` (``j`` =
+    `CHOLESKY_JITTER`, ``i`` = 0, 1, ...) is put on the diagonal of the matrices that failed
+    (added as increments over the previous try, as upstream does), up to ``max_tries`` times.
+
+    Args:
+        covariance: `... x N x N` symmetric matrices (float64 or float32).
+        max_tries: The number of jitter tries (eager BoTorch's `CHOLESKY_MAX_TRIES`).
+
+    Returns:
+        `... x N x N` lower triangular factors.
+
+    Raises:
+        NotPositiveDefinite: When a matrix fails every try.
+        ValueError: When the matrix has NaN entries.
+    """
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if not torch.any(info):
+        return factor
+    if torch.isnan(covariance).any():
+        raise ValueError(
+            f"expected a covariance without NaN entries, got {int(torch.isnan(covariance).sum())}"
+            f" of {covariance.numel()}"
+        )
+    jitter = CHOLESKY_JITTER[covariance.dtype]
+    jittered = covariance.clone()
+    previous = 0.0
+    added = jitter
+    for i in range(max_tries):
+        added = jitter * (10**i)
+        # (upstream's expression, kept: its increment has torch's default dtype)
+        increment = ((info > 0) * (added - previous)).unsqueeze(-1).expand(*jittered.shape[:-1])
+        jittered.diagonal(dim1=-1, dim2=-2).add_(increment)
+        previous = added
+        factor, info = torch.linalg.cholesky_ex(jittered)
+        if not torch.any(info):
+            return factor
+    raise NotPositiveDefinite(
+        "the joint covariance of these points is not positive definite even with jitter "
+        f"{added:.0e} added: expected points farther apart or observation_noise true"
+    )
+
+
+def _factor(covariance: Tensor) -> Tensor:
+    """`cholesky`, with linear_operator's ``_cholesky`` scalar case (``clamp_min(0).sqrt()``)."""
+    if covariance.size(-1) == 1:
+        return covariance.clamp_min(0.0).sqrt()
+    return cholesky(covariance)
+
+
+def draw(mean: Tensor, covariance: Tensor, base_samples: Tensor, order: SampleOrder) -> Tensor:
+    """Joint samples ``mean + L z``, as eager BoTorch draws them from the same base samples.
+
+    ``L`` is the Cholesky factor of the covariance in ``order``, the family's
+    ``sample_order``, and ``z`` the base samples read in that order: output-major (entry
+    ``t*q + i`` is ``base_samples[:, i, t]``) or point-major (entry ``i*m + t``). An
+    output-major covariance whose cross-output blocks are all exactly zero is factored one
+    `q x q` block per output, as BoTorch's ``BlockDiagLinearOperator`` is.
+
+    Args:
+        mean: `q x m`, the served mean.
+        covariance: `(q*m) x (q*m)`, the served covariance (output-major).
+        base_samples: `n x q x m` standard normal values (`standard_normal`).
+        order: ``"output-major"`` or ``"point-major"`` (`gp_artifact.SAMPLE_ORDERS`).
+
+    Returns:
+        `n x q x m` samples.
+
+    Raises:
+        NotPositiveDefinite: When the covariance has no Cholesky factor (`cholesky`).
+        ValueError: When the shapes do not agree or ``order`` is unknown.
+    """
+    if mean.dim() != 2:
+        raise ValueError(f"expected a q x m mean, got shape {tuple(mean.shape)}")
+    q, m = mean.shape
+    if covariance.shape != (q * m, q * m):
+        raise ValueError(
+            f"expected a {q * m} x {q * m} covariance, got shape {tuple(covariance.shape)}"
+        )
+    if base_samples.dim() != 3 or base_samples.shape[1:] != (q, m):
+        raise ValueError(
+            f"expected n x {q} x {m} base samples, got shape {tuple(base_samples.shape)}"
+        )
+    n = base_samples.size(0)
+    if order == "point-major":
+        # entry (i*m + t, j*m + s) is the served (t*q + i, s*q + j)
+        interleaved = covariance.view(m, q, m, q).permute(1, 0, 3, 2).reshape(q * m, q * m)
+        root = _factor(interleaved)
+        z = base_samples.reshape(n, q * m).t()
+        samples = root @ z + mean.reshape(q * m, 1)
+        return samples.t().reshape(n, q, m)
+    if order != "output-major":
+        raise ValueError(f"expected order 'output-major' or 'point-major', got {order!r}")
+    blocks = covariance.view(m, q, m, q)
+    loc = mean.t().reshape(m * q, 1)
+    z = base_samples.transpose(1, 2).reshape(n, m * q).t()
+    off_diagonal = ~torch.eye(m, dtype=torch.bool).view(m, 1, m, 1).expand(m, q, m, q)
+    if m > 1 and not torch.any(blocks[off_diagonal]):
+        diagonal = blocks.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # m x q x q
+        root = _factor(diagonal)
+        samples = (root @ z.view(m, q, n)).reshape(m * q, n) + loc
+    else:
+        samples = _factor(covariance) @ z + loc
+    return samples.t().reshape(n, m, q).transpose(1, 2)
+
+
+def quantiles(mean: Tensor, variance: Tensor, probabilities: Tensor) -> Tensor:
+    """Marginal quantiles, as ``GPyTorchPosterior.quantile`` computes them (bit for bit).
+
+    That is ``Normal(mean, variance.sqrt()).icdf(p)``: ``mean + sqrt(variance) *
+    erfinv(2 p - 1) * sqrt(2)``, in the dtype of ``probabilities`` for ``erfinv`` (as
+    BoTorch's, given the same tensor: pass float64 for float64 quantiles).
+
+    Args:
+        mean: `q x m`, the served mean.
+        variance: `q x m`, the served variance (of ``mean_var`` or ``mean_var_noisy``).
+        probabilities: `len`, each in ``(0, 1)``.
+
+    Returns:
+        `len x q x m` quantiles (row ``k`` for ``probabilities[k]``).
+
+    Raises:
+        ValueError: When ``probabilities`` is not a non-empty vector of values in ``(0, 1)``.
+    """
+    if probabilities.dim() != 1 or probabilities.numel() == 0:
+        raise ValueError(
+            f"expected a non-empty vector of probabilities, got shape {tuple(probabilities.shape)}"
+        )
+    inside = (probabilities > 0) & (probabilities < 1)
+    if not bool(inside.all()):
+        outside = probabilities[~inside].tolist()
+        raise ValueError(f"expected probabilities in (0, 1), got {outside}")
+    value = probabilities.view(-1, 1, 1)
+    return mean + variance.sqrt() * torch.erfinv(2 * value - 1) * math.sqrt(2)
