@@ -1,7 +1,7 @@
 """Analytic acquisition values per point (BoTorch's, one point each) from a served posterior's
-mean and variance, in pure torch: eager BoTorch's to 1e-8 relative, log-values to 1e-8 absolute
-(the value's own relative error). Not for the SAAS family: BoTorch computes those per MCMC
-sample, not from the mixture's moments. See docs/serving.md ("Acquisition values").
+mean and variance, in pure torch: eager BoTorch's to 1e-8 relative; log-values to 1e-8 absolute
+(the value's own relative error), 1e-10 relative below -100. Not for SAAS: BoTorch computes it
+per MCMC sample, not from the mixture's moments. See docs/serving.md ("Acquisition values").
 """
 
 from __future__ import annotations
@@ -358,6 +358,11 @@ def evaluate(
 ) -> Tensor:
     """The acquisition's value at each point, as BoTorch's at ``X.unsqueeze(-2)`` (q = 1 each).
 
+    For ``KroneckerMultiTaskGP`` the moments are its exact posterior's (what the module serves):
+    BoTorch's own ``posterior`` refuses posterior transforms, and its closed-form variance,
+    which its ``LogConstrainedExpectedImprovement`` uses, is off for unequal task noises
+    (docs/export.md).
+
     Args:
         spec: A parsed acquisition.
         mean: `q x m` posterior mean (noiseless, as ``mean_var`` returns it).
@@ -444,7 +449,10 @@ def _log_constrained_ei(spec: Acquisition, mean: Tensor, variance: Tensor) -> Te
 # are 0-dim tensors, the same float64 arithmetic).
 #
 # Why log-values are compared absolutely: an absolute error of log(v) is the relative error of v
-# itself, while a relative 1e-8 of a log-value of -1000 would let v be off by 1e-5.
+# itself, while a relative 1e-8 of a log-value of -1000 would let v be off by 1e-5. Below -100,
+# relatively (1e-10): a log-value L ~ -x^2/2 of a standardized distance x carries 2|L| times the
+# relative error of x (~1e-12, from moments that are eager's to ~1e-13), so its absolute error
+# grows with |L|; v = exp(L) is then below 4e-44 (and below -745, beyond float64).
 #
 # Not a formula but an input: BoTorch keeps ``best_f``, ``beta`` and the constraint bounds given
 # as Python floats with ``torch.as_tensor``, in torch's default dtype (float32 unless changed):

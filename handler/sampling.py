@@ -1,48 +1,17 @@
 """Joint posterior samples and marginal quantiles from a served mean and covariance, pure torch.
 
-Draws are ``mean + L z`` with ``L`` the Cholesky factor eager BoTorch's
-``rsample_from_base_samples`` uses, in its order (``sample_order``), so equal base samples
-give BoTorch's samples; quantiles are BoTorch's ``posterior.quantile``, bit for bit. See
-docs/serving.md, "Posterior samples and quantiles".
+Draws are ``mean + L z``, ``L`` the Cholesky factor eager BoTorch's ``rsample_from_base_samples``
+takes, in the order of its sample vector (the family's ``sample_order``): the same base samples
+give BoTorch's draws. Quantiles are ``posterior.quantile``'s, bit for bit. See docs/serving.md,
+"Posterior samples and quantiles".
 
-What eager BoTorch does (0.12.0 with GPyTorch 1.13 / linear_operator 0.5.3, and 0.18.1 with
-GPyTorch 1.15.2 / linear_operator 0.6.1 read the same):
-
-- ``GPyTorchPosterior.rsample_from_base_samples`` (botorch/posteriors/gpytorch.py) turns
-  ``fast_computations.covar_root_decomposition`` off (``botorch/__init__.py`` already makes
-  off the default), so ``root_decomposition()`` is ``CholLinearOperator(self.cholesky())`` at
-  every size: never Lanczos, ``max_cholesky_size`` (4096 under BoTorch) is not consulted. The
-  generic ``_cholesky`` is ``psd_safe_cholesky`` of the dense matrix (its scalar case is
-  ``clamp_min(0).sqrt()``); ``MultivariateNormal.rsample`` returns ``L @ z + loc``.
-- A multi-output ``MultitaskMultivariateNormal`` with ``interleaved=False`` (its vector is
-  output-major: entry ``t*q + i``) gets its `n x q x m` base samples transposed to that order
-  first (``_reshape_base_samples_non_interleaved``), its samples transposed back
-  (``MultitaskMultivariateNormal.rsample``); an interleaved one reads both point-major
-  (entry ``i*m + t``). So BoTorch's base samples are the served `n x q x m` ones as they are,
-  reshaped to ``posterior.base_sample_shape`` (`q` for one output: drop the last dimension).
-- "single" with m > 1 (``from_independent_mvns``), "list" (``ModelListGP.posterior``) and
-  "multitask" (``MultiTaskGPyTorchModel.posterior``) build ``interleaved=False``: their order
-  is output-major. The first two are a ``BlockDiagLinearOperator``, factored one output
-  block at a time (jitter only in the blocks that need it): `draw` does the same when the
-  served cross-output blocks are exactly zero. Single-output models have one order.
-- "kronecker": ``KroneckerMultiTaskGP.posterior`` is a ``MultitaskGPPosterior`` whose draws
-  are Matheron's rule, from ``(N + q) m + N m`` (noisy: ``+ q m``) base samples, through
-  the eigendecomposition roots of the prior's Kronecker factors: no factor of the posterior
-  covariance, so no `q x m` base samples give its draws (given only those, BoTorch pads them
-  with fresh ``torch.randn``). Its draws are interleaved (point-major) and have the served
-  distribution (the exact posterior, also with unequal task noises, where BoTorch's own
-  closed-form ``posterior.variance`` is off); served draws use the point-major Cholesky
-  factor, so they have the right distribution but are not BoTorch's for any base samples.
-- "saas": a mixture over MCMC samples whose served moments are the mixture's; the mixture
-  is not Gaussian, so Gaussian draws or quantiles from them would be wrong (BoTorch's
-  ``GaussianMixturePosterior`` samples one Gaussian per MCMC sample): the handler refuses it.
-
-Where the Cholesky factors differ: BoTorch's jitter goes in only where its own covariance
-(equal to the served one to about 1e-13) fails, so a covariance that needs jitter on one
-side only, or is so ill-conditioned that 1e-13 moves its factor, gives different draws from
-the same base samples; where Cholesky fails even with the most jitter, BoTorch falls back to
-an eigendecomposition root (with a ``NumericalWarning``), `cholesky` raises
-`NotPositiveDefinite`.
+Draws that have the served distribution but are not BoTorch's for the same base samples: the
+Kronecker family's (BoTorch's are Matheron's rule on `(N + q) m + N m` base samples, `+ q m`
+with noise, through eigendecomposition roots of the prior's factors: no factor of the
+posterior covariance); a covariance that needs jitter on one side only (the served one equals
+BoTorch's to about 1e-13), or so ill-conditioned that this moves its factor; one that fails
+every jitter (BoTorch then takes an eigendecomposition root, `cholesky` raises). SAAS is refused
+by the handler: its served moments are its mixture's, and the mixture is not Gaussian.
 """
 
 from __future__ import annotations
@@ -55,7 +24,8 @@ from torch import Tensor
 from gp_serve.handler.gp_artifact import SampleOrder
 
 # ``psd_safe_cholesky``'s first jitter per dtype (linear_operator ``settings.cholesky_jitter``:
-# 1e-8 for float64, 1e-6 for float32, in 0.5.3 and 0.6.1 alike), multiplied by 10 per try.
+# 1e-8 for float64, 1e-6 for float32, in 0.5.3 and 0.6.1 alike), multiplied by 10 per try (each
+# increment rounded to torch's default dtype, float32 unless set, as upstream's is).
 CHOLESKY_JITTER = {torch.float64: 1e-8, torch.float32: 1e-6}
 # Its number of tries: linear_operator's ``settings.cholesky_max_tries`` is 3 (0.5.3 and 0.6.1),
 # but ``import botorch`` sets it to 6 (0.12.0 and 0.18.1 alike), which eager BoTorch then uses:
@@ -102,7 +72,7 @@ def cholesky(covariance: Tensor, *, max_tries: int = CHOLESKY_MAX_TRIES) -> Tens
 
     Raises:
         NotPositiveDefinite: When a matrix fails every try.
-        ValueError: When the matrix has NaN entries.
+        ValueError: When a matrix has NaN entries, or is neither float64 nor float32.
     """
     factor, info = torch.linalg.cholesky_ex(covariance)
     if not torch.any(info):
@@ -112,6 +82,8 @@ def cholesky(covariance: Tensor, *, max_tries: int = CHOLESKY_MAX_TRIES) -> Tens
             f"expected a covariance without NaN entries, got {int(torch.isnan(covariance).sum())}"
             f" of {covariance.numel()}"
         )
+    if covariance.dtype not in CHOLESKY_JITTER:
+        raise ValueError(f"expected a float64 or float32 covariance, got {covariance.dtype}")
     jitter = CHOLESKY_JITTER[covariance.dtype]
     jittered = covariance.clone()
     previous = 0.0
@@ -141,17 +113,24 @@ def _factor(covariance: Tensor) -> Tensor:
 def draw(mean: Tensor, covariance: Tensor, base_samples: Tensor, order: SampleOrder) -> Tensor:
     """Joint samples ``mean + L z``, as eager BoTorch draws them from the same base samples.
 
-    ``L`` is the Cholesky factor of the covariance in ``order``, the family's
-    ``sample_order``, and ``z`` the base samples read in that order: output-major (entry
-    ``t*q + i`` is ``base_samples[:, i, t]``) or point-major (entry ``i*m + t``). An
-    output-major covariance whose cross-output blocks are all exactly zero is factored one
-    `q x q` block per output, as BoTorch's ``BlockDiagLinearOperator`` is.
+    ``L`` is the lower Cholesky factor of the covariance in ``order`` and ``z`` the base
+    samples read in that order: output-major (entry ``t*q + i`` is ``base_samples[:, i, t]``)
+    or point-major (entry ``i*m + t``). BoTorch reads its base samples (the served ones,
+    reshaped to ``posterior.base_sample_shape``) the same way: a non-interleaved
+    ``MultitaskMultivariateNormal`` (output-major) has them transposed to its order
+    (``_reshape_base_samples_non_interleaved``), an interleaved one (point-major) reads them
+    as they are, and ``MultivariateNormal.rsample`` returns ``root @ z + loc`` with
+    ``root_decomposition()`` a Cholesky factor at every size (``rsample_from_base_samples``
+    turns the Lanczos root off). An output-major covariance whose cross-output blocks are
+    all exactly zero is factored one `q x q` block per output (jitter only where a block
+    needs it), as BoTorch's ``BlockDiagLinearOperator`` (the "single" and "list" families)
+    is; a `1 x 1` one is ``clamp_min(0).sqrt()``, as linear_operator's ``_cholesky``.
 
     Args:
         mean: `q x m`, the served mean.
         covariance: `(q*m) x (q*m)`, the served covariance (output-major).
         base_samples: `n x q x m` standard normal values (`standard_normal`).
-        order: ``"output-major"`` or ``"point-major"`` (`gp_artifact.SAMPLE_ORDERS`).
+        order: The family's ``sample_order`` (`gp_artifact.SAMPLE_ORDERS`).
 
     Returns:
         `n x q x m` samples.

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from gp_serve.handler.codecs.base import Answer, Codec, Posterior, ServedModel
 from gp_serve.handler.codecs import products
+from gp_serve.handler.codecs.base import Answer, Codec, Posterior, ServedModel
 from gp_serve.handler.codecs.bounded_json import MAX_NUMBER_CHARS, body_text, dumps, load_json
 from gp_serve.handler.codecs.budget import Budget, RequestError, clip
 from gp_serve.handler.codecs.v1 import JsonCodec, PredictRequest

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gp_serve.handler.codecs import products
 from gp_serve.handler.codecs.base import (
     COVARIANCE_MODES,
     Answer,
@@ -26,7 +27,6 @@ from gp_serve.handler.codecs.bounded_json import (
     load_json,
     quote_names,
 )
-from gp_serve.handler.codecs import products
 from gp_serve.handler.codecs.budget import Budget, RequestError, error_text
 from gp_serve.handler.codecs.products import Products
 

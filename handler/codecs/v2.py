@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from gp_serve.handler.codecs import products
 from gp_serve.handler.codecs.base import (
     COVARIANCE_MODES,
     Answer,
@@ -29,7 +30,6 @@ from gp_serve.handler.codecs.bounded_json import (
     load_json,
     quote_names,
 )
-from gp_serve.handler.codecs import products
 from gp_serve.handler.codecs.budget import (
     BINARY_BYTES,
     NUMBER_BYTES,

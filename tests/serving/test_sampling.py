@@ -18,7 +18,7 @@ import pytest
 import torch
 from botorch.models import ModelListGP
 from botorch.posteriors.gpytorch import GPyTorchPosterior
-from gpytorch.distributions import MultitaskMultivariateNormal
+from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from linear_operator.operators import DenseLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
@@ -186,7 +186,33 @@ def test_point_major_draws_equal_an_interleaved_mvn(q: int, noisy: bool) -> None
     mvn = MultitaskMultivariateNormal(mean, DenseLinearOperator(interleaved), interleaved=True)
     base = standard_normal(N, 7, q, m)
     expected = botorch_draws(GPyTorchPosterior(mvn), base)
-    assert torch.equal(draw(mean, covariance, base, "point-major"), expected)
+    # (to rounding: BLAS's small products may round differently with the operands' alignment)
+    assert relative_error(draw(mean, covariance, base, "point-major"), expected) <= 1e-15
+
+
+def test_independent_outputs_are_jittered_one_block_at_a_time() -> None:
+    """As BoTorch's ``BlockDiagLinearOperator`` of independent outputs: jitter only in the
+    output block that needs it (the first: its smallest eigenvalue is -5e-9, as rounding may
+    leave a kernel matrix of duplicate points)."""
+    singular = _with_eigenvalues([1.0, 0.5, 0.1, 0.05, -5e-9], seed=1)
+    q = singular.size(0)
+    regular = _with_eigenvalues([3.0, 2.0, 1.0, 0.5, 0.2])
+    mvns = [
+        MultivariateNormal(torch.zeros(q, dtype=torch.float64), DenseLinearOperator(K))
+        for K in (singular, regular)
+    ]
+    posterior = GPyTorchPosterior(MultitaskMultivariateNormal.from_independent_mvns(mvns))
+    base = standard_normal(N, 3, q, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = botorch_draws(posterior, base)
+    covariance = torch.block_diag(singular, regular)
+    samples = draw(torch.zeros(q, 2, dtype=torch.float64), covariance, base, "output-major")
+    assert relative_error(samples, expected) <= 1e-15
+    unjittered = (torch.linalg.cholesky(regular) @ base[..., 1].t()).t()
+    assert relative_error(samples[..., 1], unjittered) <= 1e-15
+    whole = (cholesky(covariance) @ base.transpose(1, 2).reshape(N, 2 * q).t()).t()
+    assert relative_error(samples[..., 1], whole[:, q:]) > 1e-10  # (jittered with the first)
 
 
 @pytest.mark.parametrize("noisy", [False, True], ids=["noiseless", "noisy"])
@@ -259,20 +285,21 @@ def _with_eigenvalues(values: list[float], seed: int = 0) -> torch.Tensor:
     return (matrix + matrix.t()) / 2
 
 
-def _kernel_with_duplicates() -> torch.Tensor:
-    x = torch.tensor([0.0, 0.5, 0.5, 1.0, 2.0], dtype=torch.float64)
-    return torch.exp(-((x.unsqueeze(-1) - x) ** 2))
+def _rank_two() -> torch.Tensor:
+    """`4 x 4` of rank 2 whose Cholesky pivots are exact: the third is exactly 0."""
+    B = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    return B @ B.t()
 
 
 @pytest.mark.parametrize(
     "matrix",
     [
-        _kernel_with_duplicates(),
+        _rank_two(),
         _with_eigenvalues([1.0, 0.5, 0.1, -5e-8]),  # the second try (1e-7)
         _with_eigenvalues([2.0, 1.0, -5e-4]),  # the last try (1e-3)
-        torch.stack([_kernel_with_duplicates()[:4, :4], torch.eye(4, dtype=torch.float64)]),
+        torch.stack([_rank_two(), torch.eye(4, dtype=torch.float64)]),
     ],
-    ids=["duplicate points", "second try", "last try", "batch, one singular"],
+    ids=["singular", "second try", "last try", "batch, one singular"],
 )
 def test_cholesky_jitters_as_psd_safe_cholesky(matrix: torch.Tensor) -> None:
     assert torch.linalg.cholesky_ex(matrix).info.any()
