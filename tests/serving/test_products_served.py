@@ -214,11 +214,13 @@ def test_csv_answers_quantile_and_acquisition_columns(server, request) -> None:
     for level in LEVELS:
         for t, output in enumerate(exported.output_names):
             column = torch.tensor(
-                [float(row[f"q{quantile_label(level)}_{output}"]) for row in rows]
+                [float(row[f"q{quantile_label(level)}_{output}"]) for row in rows],
+                dtype=torch.float64,
             )
             expected = normal.icdf(torch.tensor(level, dtype=torch.float64))[:, t]
-            assert relative(column.double(), expected) <= TOLERANCE
-    assert relative(torch.tensor([float(row["acq"]) for row in rows]).double(), ucb) <= TOLERANCE
+            assert relative(column, expected) <= TOLERANCE
+    acq = torch.tensor([float(row["acq"]) for row in rows], dtype=torch.float64)
+    assert relative(acq, ucb) <= TOLERANCE
 
 
 def test_v2_answers_products_as_binary_outputs(server, request) -> None:
@@ -246,11 +248,15 @@ def test_v2_answers_products_as_binary_outputs(server, request) -> None:
     assert result.get_response()["parameters"]["quantiles"] == LEVELS
 
 
-def test_products_are_refused_for_the_saas_mixture(server) -> None:
+def test_products_are_refused_for_the_saas_mixture(server, request) -> None:
+    from gp_serve.handler import gp_artifact
+
+    directory = exported_model(request, "gpsaas").directory
+    samples = gp_artifact.load_metadata(directory).mixture_samples
     response = post(server, "gpsaas", {"inputs": [[0.2, 0.4]], "quantiles": [0.5]})
     assert response.status_code == 400
     assert response.json()["error"] == (
-        "quantiles: the served posterior is a mixture over 16 MCMC samples (SAAS), served by "
+        f"quantiles: the served posterior is a mixture over {samples} MCMC samples (SAAS), served by "
         "its moments only: samples, quantiles and acquisition values are served for Gaussian "
         "posteriors"
     )
