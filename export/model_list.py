@@ -12,6 +12,7 @@ from typing import cast
 
 import torch
 from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.model import Model
 from torch import Tensor, nn
 
 from gp_serve.export import engine, gate
@@ -95,10 +96,11 @@ def output_part(model: ModelListGP, output: int) -> str:
     output, ``", its output <j>"``, where the member has several)."""
     first = 0
     for k, member in enumerate(model.models):
-        if output < first + member.num_outputs:
+        outputs = int(cast(Model, member).num_outputs)
+        if output < first + outputs:
             j = output - first
-            return f"model.models.{k}" + (f", its output {j}" if member.num_outputs > 1 else "")
-        first += member.num_outputs
+            return f"model.models.{k}" + (f", its output {j}" if outputs > 1 else "")
+        first += outputs
     return gate.output_part(model, output)
 
 

@@ -566,21 +566,26 @@ def _log_prob_feas(
     lower_inds = [k for k, (lo, up) in constraints.items() if lo is not None and up is None]
     upper_inds = [k for k, (lo, up) in constraints.items() if lo is None and up is not None]
     both_inds = [k for k, (lo, up) in constraints.items() if lo is not None and up is not None]
-    tensor = {"dtype": means.dtype, "device": means.device}
     log_prob = torch.zeros_like(means[..., 0])
     if lower_inds:
         i = torch.tensor(lower_inds, device=means.device)
-        con_lower = torch.tensor([constraints[k][0] for k in lower_inds], **tensor)
+        con_lower = torch.tensor(
+            [constraints[k][0] for k in lower_inds], dtype=means.dtype, device=means.device
+        )
         dist_l = (con_lower - means[..., i]) / sigmas[..., i]
         log_prob = log_prob + _log_ndtr(-dist_l).sum(dim=-1)
     if upper_inds:
         i = torch.tensor(upper_inds, device=means.device)
-        con_upper = torch.tensor([constraints[k][1] for k in upper_inds], **tensor)
+        con_upper = torch.tensor(
+            [constraints[k][1] for k in upper_inds], dtype=means.dtype, device=means.device
+        )
         dist_u = (con_upper - means[..., i]) / sigmas[..., i]
         log_prob = log_prob + _log_ndtr(dist_u).sum(dim=-1)
     if both_inds:
         i = torch.tensor(both_inds, device=means.device)
-        con_both = torch.tensor([list(constraints[k]) for k in both_inds], **tensor)
+        con_both = torch.tensor(
+            [list(constraints[k]) for k in both_inds], dtype=means.dtype, device=means.device
+        )
         dist_l = (con_both[:, 0] - means[..., i]) / sigmas[..., i]
         dist_u = (con_both[:, 1] - means[..., i]) / sigmas[..., i]
         log_prob = log_prob + _log_prob_normal_in(a=dist_l, b=dist_u).sum(dim=-1)

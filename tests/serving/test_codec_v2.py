@@ -181,7 +181,8 @@ BAD = {
     "unknown output": (
         body(outputs=[{"name": "std"}]),
         "outputs[0].name: expected one of "
-        "['mean', 'variance', 'covariance', 'samples', 'quantiles', 'acquisition'], each once, got a string (\"std\")",
+        "['mean', 'variance', 'covariance', 'samples', 'quantiles', 'acquisition'], "
+        'each once, got a string ("std")',
     ),
     "covariance vs diag": (
         body(outputs=[{"name": "covariance"}], parameters={"covariance": "diag"}),

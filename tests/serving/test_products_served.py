@@ -256,9 +256,9 @@ def test_products_are_refused_for_the_saas_mixture(server, request) -> None:
     response = post(server, "gpsaas", {"inputs": [[0.2, 0.4]], "quantiles": [0.5]})
     assert response.status_code == 400
     assert response.json()["error"] == (
-        f"quantiles: the served posterior is a mixture over {samples} MCMC samples (SAAS), served by "
-        "its moments only: samples, quantiles and acquisition values are served for Gaussian "
-        "posteriors"
+        f"quantiles: the served posterior is a mixture over {samples} MCMC samples (SAAS), "
+        "served by its moments only: samples, quantiles and acquisition values are served for "
+        "Gaussian posteriors"
     )
 
 
