@@ -117,6 +117,7 @@ bench: install-bench export archive
 	$(PY) -m benchmarks.http --out benchmarks/results/raw
 	$(PY) -m benchmarks.capacity --out benchmarks/results/raw
 	$(PY) -m benchmarks.formats --out benchmarks/results/raw
+	$(PY) -m benchmarks.products --model-dir $(MODEL_DIR) --out benchmarks/results/raw
 	$(PY) -m benchmarks.frontend_memory --model-dir $(MODEL_DIR) --out benchmarks/results/raw
 	$(PY) -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results
 

@@ -33,6 +33,7 @@ SECTION_ORDER = (
     "throughput",
     "csv_batch",
     "capacity",
+    "products",
     "batch_mvn",
 )
 PACKAGES = ("torch", "botorch", "gpytorch", "linear_operator", "torchserve", "matplotlib")
@@ -42,6 +43,7 @@ BENCH_COMMANDS = (
     "python -m benchmarks.http --out benchmarks/results/raw",
     "python -m benchmarks.capacity --out benchmarks/results/raw",
     "python -m benchmarks.formats --out benchmarks/results/raw",
+    "python -m benchmarks.products --out benchmarks/results/raw",
     "python -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results",
 )
 DPI = 120
