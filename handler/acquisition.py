@@ -1,7 +1,7 @@
 """Analytic acquisition values per point (BoTorch's, one point each) from a served posterior's
 mean and variance, in pure torch: eager BoTorch's to 1e-8 relative; log-values to 1e-8 absolute
 (the value's own relative error), 1e-10 relative below -100. Not for SAAS: BoTorch computes it
-per MCMC sample, not from the mixture's moments. See docs/serving.md ("Acquisition values").
+per MCMC sample, not from the mixture's moments. See docs/serving.md, step 11.
 """
 
 from __future__ import annotations

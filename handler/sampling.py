@@ -3,7 +3,7 @@
 Draws are ``mean + L z``, ``L`` the Cholesky factor eager BoTorch's ``rsample_from_base_samples``
 takes, in the order of its sample vector (the family's ``sample_order``): the same base samples
 give BoTorch's draws. Quantiles are ``posterior.quantile``'s, bit for bit. See docs/serving.md,
-"Posterior samples and quantiles".
+step 11.
 
 Draws that have the served distribution but are not BoTorch's for the same base samples: the
 Kronecker family's (BoTorch's are Matheron's rule on `(N + q) m + N m` base samples, `+ q m`

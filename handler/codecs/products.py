@@ -2,7 +2,7 @@
 values (`Products`), read from the request's JSON values and counted in its budget.
 
 No torch: the handler computes them (`handler.sampling`, `handler.acquisition`). See
-docs/serving.md ("Samples, quantiles and acquisition values").
+docs/serving.md, step 11.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Samples, quantiles and acquisition values through a real TorchServe (JSON, v2, CSV), equal
 to eager BoTorch's: ``posterior.rsample_from_base_samples``, the posterior's quantiles and
-BoTorch's own analytic acquisition functions on the fitted model (docs/serving.md,
-"Samples, quantiles and acquisition values")."""
+BoTorch's own analytic acquisition functions on the fitted model (docs/serving.md, step 11)."""
 
 from __future__ import annotations
 
