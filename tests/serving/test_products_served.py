@@ -22,7 +22,7 @@ pytestmark = pytest.mark.server
 
 TOLERANCE = 1e-8
 # The served models whose eager draws use a Cholesky factor of the served covariance (the
-# Kronecker family's use Matheron's rule: `test_kronecker_samples_have_the_served_moments`).
+# Kronecker family's use Matheron's rule: `test_kronecker_products_follow_its_exact_posterior`).
 CHOLESKY_MODELS = ("gp", "gplist", "gpmultitask")
 LEVELS = [0.05, 0.5, 0.95]
 
@@ -97,18 +97,34 @@ def test_samples_are_the_same_on_every_worker_and_call(server) -> None:
     assert len(answers) == 1
 
 
-def test_kronecker_samples_have_the_served_moments(server, request) -> None:
-    """BoTorch's Kronecker draws are Matheron's rule on more base samples than `q x m`: the
-    served draws use the served (exact) joint covariance, point-major."""
+def test_kronecker_products_follow_its_exact_posterior(server, request) -> None:
+    """BoTorch's Kronecker draws are Matheron's rule on more base samples than `q x m`, and
+    its posterior takes no posterior transform: the served draws, quantiles and acquisition
+    values are those of the exact posterior (the gate's reference, `kronecker.eager_moments`),
+    its joint covariance point-major, the acquisition BoTorch's own class on it."""
+    from tests.serving.test_acquisition import ExactKronecker
+
     exported = exported_model(request, "gpkronecker")
-    assert family_of(exported.model).sample_order == "point-major"
-    X = points(4, seed=8)
-    answer = post(server, "gpkronecker", {"inputs": X.tolist(), "samples": {"n": 3}}).json()
-    mean = torch.tensor(answer["mean"], dtype=torch.float64)
-    covariance = torch.tensor(answer["covariance"], dtype=torch.float64)
-    base = sampling.standard_normal(3, 0, 4, mean.size(1))
-    expected = sampling.draw(mean, covariance, base, "point-major")
-    assert relative(torch.tensor(answer["samples"], dtype=torch.float64), expected) <= 1e-12
+    family = family_of(exported.model)
+    assert family.sample_order == "point-major"
+    X = points(5, seed=8)
+    spec = {"name": "UpperConfidenceBound", "beta": 2.0, "weights": {"branin": 0.5, "currin": 1}}
+    body = {"inputs": X.tolist(), "samples": {"n": 3}, "quantiles": LEVELS, "acquisition": spec}
+    response = post(server, "gpkronecker", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    exact = family.eager_moments(exported.model, X, False)
+    base = sampling.standard_normal(3, 0, 5, len(exported.output_names))
+    expected = sampling.draw(exact["mean"], exact["covariance"], base, "point-major")
+    assert relative(torch.tensor(answer["samples"], dtype=torch.float64), expected) <= TOLERANCE
+    normal = torch.distributions.Normal(exact["mean"], exact["variance"].sqrt())
+    levels = torch.tensor(LEVELS, dtype=torch.float64).view(-1, 1, 1)
+    quantiles = torch.tensor(answer["quantiles"], dtype=torch.float64)
+    assert relative(quantiles, normal.icdf(levels)) <= TOLERANCE
+    reference = botorch_acquisition(ExactKronecker(exported.model), spec, exported.output_names)
+    with torch.no_grad():
+        ucb = reference(X.unsqueeze(-2))
+    assert relative(torch.tensor(answer["acquisition"], dtype=torch.float64), ucb) <= TOLERANCE
 
 
 def botorch_acquisition(model, spec: dict, output_names: list[str]):
@@ -243,7 +259,13 @@ def test_v2_answers_products_as_binary_outputs(server, request) -> None:
     assert samples.shape == (4, 7, 2)
     base = sampling.standard_normal(4, 1, 7, 2)
     assert relative(samples, eager_draws(exported.model, X, base, False)) <= TOLERANCE
-    assert result.as_numpy("quantiles").shape == (3, 7, 2)
+    with torch.no_grad():
+        posterior = exported.model.posterior(X)
+    normal = torch.distributions.Normal(posterior.mean, posterior.variance.sqrt())
+    expected = normal.icdf(torch.tensor(LEVELS, dtype=torch.float64).view(-1, 1, 1))
+    assert relative(torch.from_numpy(np.array(result.as_numpy("quantiles"))), expected) <= (
+        TOLERANCE
+    )
     assert result.get_response()["parameters"]["quantiles"] == LEVELS
 
 
