@@ -10,7 +10,6 @@ See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import json
 import os
@@ -19,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,9 @@ VERSIONS = ("torch", "botorch", "gpytorch", "torchserve", "numpy", "orjson")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_TYPE = "application/octet-stream"
 CSV_TYPE = "text/csv"
+# The longest Unix socket path (sun_path less its NUL): TorchServe's workers fail to start,
+# and are restarted forever, past it.
+MAX_SOCKET_PATH = 107
 # psd_safe_cholesky's float64 jitter (`sampling.CHOLESKY_JITTER`), times 10 per try: the
 # client's numpy Cholesky retries the same way.
 JITTER = sampling.CHOLESKY_JITTER[torch.float64]
@@ -127,44 +128,6 @@ def log(line: str) -> None:
 
 
 # --- the client ------------------------------------------------------------------------------
-
-
-class HeaderConnection(Connection):
-    """`Connection` whose answers come with their headers (a v2 binary answer's JSON header
-    length is one)."""
-
-    def exchange(
-        self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """POST ``body`` on the kept-alive connection (a new one if the server closed it).
-
-        Returns:
-            The status, the answer's headers (lower-case names) and its whole body.
-
-        Raises:
-            OSError, http.client.HTTPException: If it gets no answer.
-        """
-        for attempt in (0, 1):
-            reused = self._conn is not None
-            connection = self._conn or http.client.HTTPConnection(
-                self.host, self.port, timeout=self.timeout
-            )
-            self._conn = connection
-            try:
-                connection.request(
-                    "POST", self.path, body, {"Content-Type": content_type, **(headers or {})}
-                )
-                response = connection.getresponse()
-                answer = response.read()
-                return response.status, {k.lower(): v for k, v in response.getheaders()}, answer
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if attempt or not reused:
-                    raise
-            except (OSError, http.client.HTTPException):
-                self.close()
-                raise
-        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -291,7 +254,7 @@ class SamplesBench:
     ) -> None:
         self.json_url = f"{inference_url}/predictions/{MODEL_NAME}"
         self.v2_url = f"{inference_url}/v2/models/{MODEL_NAME}/infer"
-        self.connections = {url: HeaderConnection(url) for url in (self.json_url, self.v2_url)}
+        self.connections = {url: Connection(url) for url in (self.json_url, self.v2_url)}
         self.module, self.metadata, self.plan = module, metadata, plan
         self.m = len(metadata.output_names)
         self.problems: list[str] = []
@@ -625,8 +588,14 @@ def run(model_dir: Path | None, plan: Plan) -> tuple[dict, bool]:
     started = time.monotonic()
     load_before = os.getloadavg()
     rng = np.random.default_rng(SEED)
-    with tempfile.TemporaryDirectory(prefix="gp-bench-products-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gp-products-") as tmp:
         root = Path(tmp)
+        socket = root / "logs" / "tmp" / ".ts.sock.65535"  # (the workers' Unix sockets)
+        if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+            raise SystemExit(
+                f"benchmarks.products: {tmp} is too deep for TorchServe's worker sockets "
+                f"({socket}: over {MAX_SOCKET_PATH} bytes): set TMPDIR to a shorter folder"
+            )
         if model_dir is None:
             log("exporting the default model (BraninCurrin, single) into a temporary directory")
             model_dir = export_default(root / "model")

@@ -44,11 +44,22 @@ class Connection:
     def post(
         self, body: bytes, content_type: str = JSON_TYPE, headers: Mapping[str, str] | None = None
     ) -> tuple[int, bytes]:
+        """POST ``body`` (`exchange`).
+
+        Returns:
+            The status and the whole answer body.
+        """
+        status, _, answer = self.exchange(body, content_type, headers)
+        return status, answer
+
+    def exchange(
+        self, body: bytes, content_type: str = JSON_TYPE, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """POST ``body``; reconnects and sends it once more if the server had closed the idle
         connection.
 
         Returns:
-            The status and the whole answer body.
+            The status, the answer's headers (lower-case names) and its whole body.
 
         Raises:
             OSError, http.client.HTTPException: If it gets no answer.
@@ -64,7 +75,8 @@ class Connection:
                     "POST", self.path, body, {"Content-Type": content_type, **(headers or {})}
                 )
                 response = connection.getresponse()
-                return response.status, response.read()
+                answer = response.read()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}, answer
             except (OSError, http.client.HTTPException) as e:
                 self.close()
                 if attempt or not reused or not isinstance(e, _STALE):
