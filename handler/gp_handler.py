@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 from ts.torch_handler.base_handler import BaseHandler
 
-from gp_serve.handler import acquisition, codecs, gp_artifact, gp_formats, sampling
+from gp_serve.handler import acquisition, codecs, gp_artifact, gp_formats, gradients, sampling
 from gp_serve.handler.codecs.base import Answer, Codec, Posterior, Request, ServedModel
 from gp_serve.handler.codecs.bounded_json import dumps
 from gp_serve.handler.codecs.budget import Budget, RequestError
-from gp_serve.handler.codecs.products import Products
+from gp_serve.handler.codecs.products import GRADIENTS, Products
 
 logger = logging.getLogger(__name__)
 # The request limits model-config.yaml's ``handler`` section may set, and their defaults:
@@ -214,6 +214,11 @@ class GPHandler(BaseHandler):
         noisy = request.observation_noise
         asked = request.products
         spec = self._acquisition(asked, noisy)  # (validated before any posterior work)
+        if asked.gradients and self.format not in gradients.DIFFERENTIABLE_FORMATS:
+            raise RequestError(
+                f"gradients: the served format {self.format!r} carries no autograd graph: "
+                f"expected a model served as {list(gradients.DIFFERENTIABLE_FORMATS)}"
+            )
         if chunked:
             parts = [
                 self.predict(X[start : start + self.chunk_rows], False, noisy, start)
@@ -227,6 +232,12 @@ class GPHandler(BaseHandler):
             mean, variance, covariance = self.predict(X, joint, noisy)
             std = variance.sqrt()
         products = self._products(asked, spec, X, mean, variance, covariance)
+        if asked.gradients:
+            with torch.inference_mode(False):  # (autograd: X anew, not an inference tensor)
+                points = torch.tensor(request.points, dtype=torch.float64)
+                method = self.model.mean_var_noisy if noisy else self.model.mean_var
+                grads = gradients.moment_gradients(method, points, self.chunk_rows)
+            products |= dict(zip(GRADIENTS, grads, strict=True))
         return Posterior(
             _array(mean),
             _array(variance),
@@ -306,6 +317,7 @@ class GPHandler(BaseHandler):
             self.version,
             self.metadata.output_names,
             self.metadata.covariance_layout,
+            self.metadata.input_names,
         )
 
     def _outside(self, X: Tensor) -> list[int]:

@@ -67,7 +67,7 @@ class Posterior:
         extrapolation: Indices of the points outside the training bounds.
         products: The products the request asked for (`codecs.products`), by answer key:
             ``samples`` (`n x q x m`), ``quantiles`` (`levels x q x m`), ``acquisition``
-            (`q`).
+            (`q`), ``mean_gradient`` and ``variance_gradient`` (`q x m x d`).
     """
 
     mean: np.ndarray
@@ -86,12 +86,14 @@ class ServedModel:
         name: The model's name (TorchServe's); ``version`` its version.
         output_names: Its ``m`` output names.
         covariance_layout: The artifact's covariance layout (``metadata.json``).
+        input_names: Its ``d`` input names (CSV's gradient columns name them).
     """
 
     name: str
     version: str
     output_names: list[str]
     covariance_layout: str
+    input_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

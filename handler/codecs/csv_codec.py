@@ -27,7 +27,7 @@ CSV_TYPE = "text/csv; charset=utf-8"
 # The request headers that ask a CSV answer for products, each holding the JSON value of the
 # JSON envelope's key (`products.KEYS`); samples are not rows, so they are refused.
 HEADER_PREFIX = "gp-"
-PRODUCT_HEADERS = ("quantiles", "acquisition")
+PRODUCT_HEADERS = ("quantiles", "acquisition", "gradients")
 # A CSV number. Unambiguous (each digit can belong to one place only), so a failed match costs
 # linear time, with no backtracking.
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -188,14 +188,22 @@ def quantile_label(level: float) -> str:
     return whole.zfill(2) + (f".{fraction}" if fraction else "")
 
 
-def csv_header(output_names: list[str], asked: products.Products = products.NONE) -> bytes:
+def csv_header(
+    output_names: list[str],
+    asked: products.Products = products.NONE,
+    input_names: list[str] | None = None,
+) -> bytes:
     """The first line of a CSV answer: ``mean_<output>,std_<output>`` per output, then per
-    quantile level ``q<percent>_<output>`` (`quantile_label`) and ``acq`` if asked."""
+    quantile level ``q<percent>_<output>`` (`quantile_label`), ``acq``, and the gradients
+    ``dmean_<output>_<input>`` then ``dvar_<output>_<input>``, as asked."""
     names = [f"mean_{name},std_{name}" for name in output_names]
     for level in asked.quantiles:
         names += [f"q{quantile_label(level)}_{name}" for name in output_names]
     if asked.acquisition is not None:
         names.append("acq")
+    if asked.gradients:
+        for moment in ("dmean", "dvar"):
+            names += [f"{moment}_{t}_{j}" for t in output_names for j in input_names or []]
     return (",".join(names) + "\n").encode()
 
 
@@ -236,8 +244,12 @@ class CsvCodec(Codec):
             columns.append(posterior.products["quantiles"].transpose(1, 0, 2).reshape(q, -1))
         if "acquisition" in posterior.products:
             columns.append(posterior.products["acquisition"].reshape(q, 1))
+        for name in products.GRADIENTS:  # (q x m x d: output-major, then input)
+            if name in posterior.products:
+                columns.append(posterior.products[name].reshape(q, -1))
         rows = np.ascontiguousarray(np.concatenate(columns, axis=1))
-        return Answer(csv_header(model.output_names, request.products) + csv_rows(rows), CSV_TYPE)
+        header = csv_header(model.output_names, request.products, model.input_names)
+        return Answer(header + csv_rows(rows), CSV_TYPE)
 
     error = JsonCodec.error
 

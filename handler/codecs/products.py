@@ -14,7 +14,11 @@ from gp_serve.handler.codecs.bounded_json import describe, finite_number, quote_
 from gp_serve.handler.codecs.budget import BINARY_BYTES, NUMBER_BYTES, Budget, RequestError
 
 # The request keys (JSON's envelope, v2's parameters) that ask for products.
-KEYS = ("samples", "base_samples", "quantiles", "acquisition")
+KEYS = ("samples", "base_samples", "quantiles", "acquisition", "gradients")
+# The products of the distribution (not served for a mixture); gradients are the moments'.
+DISTRIBUTION_KEYS = KEYS[:4]
+# The answer's gradient tensors, `q x m x d` each.
+GRADIENTS = ("mean_gradient", "variance_gradient")
 # The most quantile levels of one request.
 MAX_QUANTILES = 64
 # Seeds are torch generator seeds: non-negative 64-bit integers.
@@ -34,6 +38,8 @@ class Products:
             floats), or None.
         quantiles: The quantile levels, each in (0, 1), in the order asked.
         acquisition: The acquisition function's spec (a JSON object), or None.
+        gradients: ``d``, the inputs the mean's and variance's gradients are taken with
+            respect to (0: no gradients).
     """
 
     samples: int = 0
@@ -41,6 +47,7 @@ class Products:
     base_samples: list | None = None
     quantiles: tuple[float, ...] = ()
     acquisition: dict | None = None
+    gradients: int = 0
 
     @property
     def draws(self) -> int:
@@ -59,16 +66,20 @@ class Products:
             "samples": self.joint,
             "quantiles": bool(self.quantiles),
             "acquisition": self.acquisition is not None,
+            GRADIENTS[0]: self.gradients > 0,
+            GRADIENTS[1]: self.gradients > 0,
         }
         return tuple(name for name, flag in on.items() if flag)
 
     def numbers(self, q: int, m: int) -> int:
         """The numbers the products add to an answer of ``q`` points and ``m`` outputs."""
-        return (self.draws + len(self.quantiles)) * q * m + (q if self.acquisition else 0)
+        per_point = (self.draws + len(self.quantiles) + 2 * self.gradients) * m
+        return per_point * q + (q if self.acquisition else 0)
 
     def output_numbers(self, name: str, q: int, m: int) -> int:
         """The numbers of one product's tensor (``samples``, ``quantiles``, ``acquisition``)."""
         rows = {"samples": self.draws, "quantiles": len(self.quantiles)}
+        rows |= dict.fromkeys(GRADIENTS, self.gradients)
         return q if name == "acquisition" else rows[name] * q * m
 
     def answer_bytes(self, q: int, m: int, json_numbers: bool = True) -> int:
@@ -78,7 +89,7 @@ class Products:
             return 0
         if not json_numbers:
             return BINARY_BYTES * self.numbers(q, m)
-        rows = (self.draws + len(self.quantiles)) * (q + 1)
+        rows = (self.draws + len(self.quantiles) + 2 * self.gradients) * (q + 1)
         return NUMBER_BYTES * (self.numbers(q, m) + len(self.quantiles)) + 3 * rows + 64
 
 
@@ -166,10 +177,13 @@ def parse(value: dict, q: int, budget: Budget, prefix: str = "") -> Products:
         RequestError: If a product is invalid, not served for this model (a mixture's) or
             its samples need a larger covariance than the budget allows (413).
     """
-    asked = [key for key in KEYS if key in value]
-    if not asked:
+    asked = [key for key in DISTRIBUTION_KEYS if key in value]
+    gradients = value.get("gradients", False)
+    if not isinstance(gradients, bool):
+        raise RequestError(f"{prefix}gradients: expected true or false, got {describe(gradients)}")
+    if not asked and not gradients:
         return NONE
-    if budget.mixture_samples > 1:
+    if asked and budget.mixture_samples > 1:
         raise RequestError(
             f"{prefix}{asked[0]}: the served posterior is a mixture over "
             f"{budget.mixture_samples} MCMC samples (SAAS), served by its moments only: "
@@ -192,7 +206,8 @@ def parse(value: dict, q: int, budget: Budget, prefix: str = "") -> Products:
             f'{prefix}acquisition: expected an object like {{"name": "ExpectedImprovement", '
             f'"best_f": 0.5}}, got {describe(acquisition)}'
         )
-    products = Products(n, seed, base, quantiles, acquisition)
+    d = len(budget.input_names) if gradients else 0
+    products = Products(n, seed, base, quantiles, acquisition, d)
     if products.joint and q > budget.max_full_points:
         raise RequestError(
             f"{prefix}{'samples' if n else 'base_samples'}: samples are drawn from the joint "

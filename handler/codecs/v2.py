@@ -44,7 +44,7 @@ INPUT_NAME = "X"
 DATATYPE = "FP64"
 MOMENTS = ("mean", "variance", "covariance")
 # Every output a request may name: the moments, then the products (`codecs.products`).
-OUTPUTS = (*MOMENTS, "samples", "quantiles", "acquisition")
+OUTPUTS = (*MOMENTS, "samples", "quantiles", "acquisition", *products.GRADIENTS)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_TYPE = "application/octet-stream"
 PARAMETERS = ("covariance", "observation_noise", "binary_data_output", *products.KEYS)
@@ -369,7 +369,10 @@ def _outputs(
             binary.add(name)
     missing = [name for name in names if name not in MOMENTS and name not in asked.asked]
     if missing:
-        needs = "samples or parameters.base_samples" if missing[0] == "samples" else missing[0]
+        needs = {
+            "samples": "samples or parameters.base_samples",
+            **dict.fromkeys(products.GRADIENTS, "gradients"),
+        }.get(missing[0], missing[0])
         raise RequestError(
             f"outputs: {json.dumps(missing[0])} asked for without parameters.{needs}: "
             "expected the parameter that says how to compute it"

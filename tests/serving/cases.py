@@ -142,7 +142,7 @@ BAD_JSON = [
     (
         "unknown-key",
         '{"inputs": [[0.1, 0.2]], "covarience": "diag"}',
-        "unknown keys [\"covarience\"]: expected only 'inputs' and ['covariance', 'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition']",
+        "unknown keys [\"covarience\"]: expected only 'inputs' and ['covariance', 'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition', 'gradients']",
     ),
     (
         "two-envelopes",
@@ -212,7 +212,7 @@ BAD_JSON = [
     (
         "lone-surrogate-key",
         '{"inputs": [[0.1, 0.2]], "\\ud800": 1}',
-        "unknown keys [\"\\ud800\"]: expected only 'inputs' and ['covariance', 'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition']",
+        "unknown keys [\"\\ud800\"]: expected only 'inputs' and ['covariance', 'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition', 'gradients']",
     ),
     (
         "unicode-value",

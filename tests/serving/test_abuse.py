@@ -214,7 +214,8 @@ def test_huge_keys_and_header_cells_get_short_errors(abuse) -> None:
             json.dumps({"inputs": [[0.1, 0.2]], "k" * 3_000_000: 1}).encode(),
             {},
             f"unknown keys [\"{'k' * 37}{cut}\"]: expected only 'inputs' and ['covariance', "
-            "'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition']",
+            "'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition', "
+            "'gradients']",
         ),
         (
             b"h" * 3_000_000 + b",x2\n0.1,0.2\n",

@@ -257,3 +257,28 @@ def test_csv_columns_follow_the_header() -> None:
 )
 def test_quantile_labels(level: float, label: str) -> None:
     assert quantile_label(level) == label
+
+
+def test_gradients_are_a_flag_counted_in_the_answer() -> None:
+    request = decoded({"gradients": True})
+    assert request.products.gradients == len(NAMES)
+    assert request.products.asked == ("mean_gradient", "variance_gradient")
+    assert request.products.numbers(2, 2) == 2 * 2 * 2 * 2
+    assert str(refusal({"gradients": 1})) == "gradients: expected true or false, got a number (1)"
+    assert decoded({"gradients": False}).products is products.NONE
+    mixture = Budget(NAMES, OUTPUTS, mixture_samples=16)  # (the moments' gradients are served)
+    assert decoded({"gradients": True}, mixture).products.gradients == 2
+    chosen = V2Codec().decode(v2_body({"gradients": True}, ["mean_gradient"]), {}, BUDGET)
+    assert chosen.outputs == ("mean_gradient",)
+    with pytest.raises(RequestError) as info:
+        V2Codec().decode(v2_body({}, ["variance_gradient"]), {}, BUDGET)
+    assert str(info.value) == (
+        'outputs: "variance_gradient" asked for without parameters.gradients: expected the '
+        "parameter that says how to compute it"
+    )
+    request = CSV.decode(b"0.1,0.2\n", {"GP-Gradients": "true"}, BUDGET)
+    assert csv_header(OUTPUTS, request.products, NAMES) == (
+        b"mean_branin,std_branin,mean_currin,std_currin,dmean_branin_x1,dmean_branin_x2,"
+        b"dmean_currin_x1,dmean_currin_x2,dvar_branin_x1,dvar_branin_x2,dvar_currin_x1,"
+        b"dvar_currin_x2\n"
+    )

@@ -172,7 +172,7 @@ BAD = {
         body(parameters={"priority": 1}),
         "parameters: unknown keys "
         "[\"priority\"]: expected only ['covariance', 'observation_noise', "
-        "'binary_data_output', 'samples', 'base_samples', 'quantiles', 'acquisition']",
+        "'binary_data_output', 'samples', 'base_samples', 'quantiles', 'acquisition', 'gradients']",
     ),
     "bad noise flag": (
         body(parameters={"observation_noise": "yes"}),
@@ -181,8 +181,8 @@ BAD = {
     "unknown output": (
         body(outputs=[{"name": "std"}]),
         "outputs[0].name: expected one of "
-        "['mean', 'variance', 'covariance', 'samples', 'quantiles', 'acquisition'], "
-        'each once, got a string ("std")',
+        "['mean', 'variance', 'covariance', 'samples', 'quantiles', 'acquisition', "
+        "'mean_gradient', 'variance_gradient'], each once, got a string (\"std\")",
     ),
     "covariance vs diag": (
         body(outputs=[{"name": "covariance"}], parameters={"covariance": "diag"}),

@@ -254,7 +254,7 @@ def test_error_messages_quote_client_input_truncated() -> None:
     assert str(error) == (
         'unknown keys ["kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk... (3000000 '
         "characters)\"]: expected only 'inputs' and ['covariance', "
-        "'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition']"
+        "'observation_noise', 'samples', 'base_samples', 'quantiles', 'acquisition', 'gradients']"
     )
     header = refused(parse_csv, ("h" * 1_000_000 + ",x2\n0.1,0.2\n").encode(), NAMES)
     assert len(str(header)) < 300

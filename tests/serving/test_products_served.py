@@ -307,3 +307,45 @@ def test_acquisition_with_observation_noise_is_refused(server) -> None:
         "acquisition: BoTorch's analytic acquisition functions use the noiseless posterior: "
         "expected observation_noise false with an acquisition"
     )
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_gradients_equal_eager_autograd(server, request, noisy: bool) -> None:
+    from tests.serving.test_gradients import eager_gradients
+
+    exported = exported_model(request, "gp")
+    X = points(8, seed=5)
+    body = {
+        "inputs": X.tolist(),
+        "covariance": "diag",
+        "gradients": True,
+        "observation_noise": noisy,
+    }
+    response = post(server, "gp", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected_mean, expected_variance = eager_gradients(exported.model, X, noisy)
+    for key, expected in (
+        ("mean_gradient", expected_mean),
+        ("variance_gradient", expected_variance),
+    ):
+        assert relative(torch.tensor(answer[key], dtype=torch.float64), expected) <= TOLERANCE
+    csv_response = requests.post(
+        f"{server.inference_url}/predictions/gp",
+        data="x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in X.tolist()),
+        timeout=60,
+        headers={**server.headers(), "Content-Type": "text/csv", "GP-Gradients": "true"},
+    )
+    if not noisy:  # (CSV answers the noiseless posterior)
+        rows = list(csv.DictReader(io.StringIO(csv_response.text)))
+        column = torch.tensor([float(row["dvar_currin_x2"]) for row in rows], dtype=torch.float64)
+        assert relative(column, expected_variance[:, 1, 1]) <= TOLERANCE
+
+
+def test_gradients_are_refused_by_a_compiled_format(server) -> None:
+    response = post(server, "gppt2", {"inputs": [[0.2, 0.4, 0.1]], "gradients": True})
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "gradients: the served format 'pt2' carries no autograd graph: expected a model "
+        "served as ['torchscript']"
+    )

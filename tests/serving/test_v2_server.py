@@ -100,7 +100,8 @@ def test_tritonclient_errors_are_4xx_with_the_rule(client) -> None:
         infer(client, np.zeros((2, 2)), True, ["std"])
     assert info.value.message() == (
         "outputs[0].name: expected one of ['mean', 'variance', "
-        "'covariance', 'samples', 'quantiles', 'acquisition'], each once, got a string (\"std\")"
+        "'covariance', 'samples', 'quantiles', 'acquisition', 'mean_gradient', "
+        "'variance_gradient'], each once, got a string (\"std\")"
     )
 
 
