@@ -145,8 +145,9 @@ def parse_csv(
 
 
 def header_products(headers: dict, q: int, budget: Budget) -> products.Products:
-    """The products a CSV request asks for in its ``GP-Quantiles`` and ``GP-Acquisition``
-    headers (any case; each a JSON value, as the JSON envelope's key holds it).
+    """The products a CSV request asks for in its ``GP-Quantiles``, ``GP-Acquisition`` and
+    ``GP-Gradients`` headers (any case; each a JSON value, as the JSON envelope's key holds
+    it).
 
     Raises:
         RequestError: If a header is not valid JSON, its product is invalid, or it asks for

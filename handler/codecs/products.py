@@ -7,16 +7,18 @@ docs/serving.md, step 11.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from gp_serve.handler.codecs.bounded_json import describe, finite_number, quote_names
 from gp_serve.handler.codecs.budget import BINARY_BYTES, NUMBER_BYTES, Budget, RequestError
 
-# The request keys (JSON's envelope, v2's parameters) that ask for products.
-KEYS = ("samples", "base_samples", "quantiles", "acquisition", "gradients")
-# The products of the distribution (not served for a mixture); gradients are the moments'.
-DISTRIBUTION_KEYS = KEYS[:4]
+# The request keys of the products of the distribution (not served for a mixture) ...
+DISTRIBUTION_KEYS = ("samples", "base_samples", "quantiles", "acquisition")
+# ... and every request key (JSON's envelope, v2's parameters) that asks for a product:
+# gradients are the moments'.
+KEYS = (*DISTRIBUTION_KEYS, "gradients")
 # The answer's gradient tensors, `q x m x d` each.
 GRADIENTS = ("mean_gradient", "variance_gradient")
 # The most quantile levels of one request.
@@ -59,9 +61,16 @@ class Products:
         """Whether the products need the joint covariance (samples do)."""
         return self.draws > 0
 
-    @property
-    def asked(self) -> tuple[str, ...]:
-        """The answer's product keys, in order (``samples`` for base samples too)."""
+    def shapes(self, q: int, m: int) -> dict[str, tuple[int, ...]]:
+        """The answer's product tensors, by key, and their shapes at ``q`` points and ``m``
+        outputs (``samples`` for base samples too), in the answer's order."""
+        shapes = {
+            "samples": (self.draws, q, m),
+            "quantiles": (len(self.quantiles), q, m),
+            "acquisition": (q,),
+            GRADIENTS[0]: (q, m, self.gradients),
+            GRADIENTS[1]: (q, m, self.gradients),
+        }
         on = {
             "samples": self.joint,
             "quantiles": bool(self.quantiles),
@@ -69,28 +78,34 @@ class Products:
             GRADIENTS[0]: self.gradients > 0,
             GRADIENTS[1]: self.gradients > 0,
         }
-        return tuple(name for name, flag in on.items() if flag)
+        return {name: shape for name, shape in shapes.items() if on[name]}
+
+    @property
+    def asked(self) -> tuple[str, ...]:
+        """The answer's product keys, in order (``samples`` for base samples too)."""
+        return tuple(self.shapes(1, 1))
 
     def numbers(self, q: int, m: int) -> int:
         """The numbers the products add to an answer of ``q`` points and ``m`` outputs."""
-        per_point = (self.draws + len(self.quantiles) + 2 * self.gradients) * m
-        return per_point * q + (q if self.acquisition else 0)
+        return sum(math.prod(shape) for shape in self.shapes(q, m).values())
 
     def output_numbers(self, name: str, q: int, m: int) -> int:
-        """The numbers of one product's tensor (``samples``, ``quantiles``, ``acquisition``)."""
-        rows = {"samples": self.draws, "quantiles": len(self.quantiles)}
-        rows |= dict.fromkeys(GRADIENTS, self.gradients)
-        return q if name == "acquisition" else rows[name] * q * m
+        """The numbers of one product's tensor (a key of `shapes`)."""
+        return math.prod(self.shapes(q, m)[name])
 
     def answer_bytes(self, q: int, m: int, json_numbers: bool = True) -> int:
         """An upper bound of the bytes the products add to an answer: their numbers (JSON
-        text or binary) and, in JSON, the brackets of each `m`-number row and their keys."""
-        if not self.asked:
+        text or binary) and, in JSON, every nested list's brackets and separator, the
+        quantile levels echoed and the keys."""
+        shapes = self.shapes(q, m)
+        if not shapes:
             return 0
         if not json_numbers:
             return BINARY_BYTES * self.numbers(q, m)
-        rows = (self.draws + len(self.quantiles) + 2 * self.gradients) * (q + 1)
-        return NUMBER_BYTES * (self.numbers(q, m) + len(self.quantiles)) + 3 * rows + 64
+        lists = sum(  # (a `a x b x c` tensor is 1 + a + a*b lists)
+            sum(math.prod(shape[:k]) for k in range(len(shape))) for shape in shapes.values()
+        )
+        return NUMBER_BYTES * (self.numbers(q, m) + len(self.quantiles)) + 3 * lists + 64
 
 
 NONE = Products()

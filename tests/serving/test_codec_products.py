@@ -282,3 +282,23 @@ def test_gradients_are_a_flag_counted_in_the_answer() -> None:
         b"dmean_currin_x1,dmean_currin_x2,dvar_branin_x1,dvar_branin_x2,dvar_currin_x1,"
         b"dvar_currin_x2\n"
     )
+
+
+def test_the_gradients_bound_holds_for_more_outputs_than_inputs() -> None:
+    """`q x m x d` gradients with d < m: every nested list's brackets are counted."""
+    from gp_serve.handler.codecs.base import Posterior, ServedModel
+
+    outputs = ["a", "b", "c", "e"]
+    budget = Budget(["x"], outputs)
+    q, m = 40, len(outputs)
+    request = JSON.decode(
+        json.dumps({"inputs": [[0.5]] * q, "covariance": "diag", "gradients": True}).encode(),
+        {},
+        budget,
+    )
+    longest = np.full((q, m), LONGEST)
+    gradients = {name: np.full((q, m, 1), LONGEST) for name in products.GRADIENTS}
+    posterior = Posterior(longest, longest, longest, None, [], gradients)
+    body = JSON.encode(request, posterior, ServedModel("gp", "1.0", outputs, "output-major")).body
+    bound = budget.answer_bytes(q, False) + request.products.answer_bytes(q, m)
+    assert len(body) <= bound
