@@ -559,20 +559,10 @@ def measure_csv(
 def export_default(directory: Path) -> Path:
     """Fit the default model (``make export``'s: BraninCurrin, ``single``) and export it to
     ``directory``."""
-    from gp_serve.export import export_model
-    from gp_serve.export.artifact import data_bounds
+    from gp_serve.export.cli import fit_and_export
     from gp_serve.export.data import default_data
-    from gp_serve.export.fit import fit_model
 
-    data = default_data()
-    export_model(
-        fit_model(data, "single"),
-        directory,
-        input_names=data.input_names,
-        output_names=data.output_names,
-        input_bounds=data_bounds(data.X),
-        data_sha256=data.sha256(),
-    )
+    fit_and_export(default_data(), directory)
     return directory
 
 

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from gp_serve.export.artifact import data_bounds, export_model
-from gp_serve.export.data import DataError, default_data, load_csv
+from gp_serve.export.data import DataError, TrainingData, default_data, load_csv
 from gp_serve.export.fit import MISSING_ALLOWED, MODELS, fit_model
 from gp_serve.export.gate import ExportGateError
 from gp_serve.export.portable import PortableExportError
@@ -221,17 +221,34 @@ def _export(args: argparse.Namespace) -> None:
             allow_missing=model_name in MISSING_ALLOWED,
         )
     categorical = _categorical(args.categorical or [], data.input_names)
+    fit_and_export(data, args.out, model_name, categorical, args.formats)
+
+
+def fit_and_export(
+    data: TrainingData,
+    out: Path,
+    model_name: str = DEFAULT_MODEL,
+    categorical: list[int] | None = None,
+    formats: tuple[str, ...] | list[str] = (gp_artifact.DEFAULT_FORMAT,),
+) -> dict:
+    """Fit a model of the family ``model_name`` to ``data`` and export it to ``out``, named
+    and bounded by the data (its names, its inputs' range, its hash): what ``python -m
+    export --data`` does after reading the CSV.
+
+    Returns:
+        The written metadata (`export_model`'s).
+    """
     what = "a MixedSingleTaskGP" if categorical else MODELS[model_name]
     log.info("fitting %s on N=%d, d=%d, m=%d", what, data.X.size(0), data.X.size(1), data.Y.size(1))
     model = fit_model(data, model_name, categorical)
-    export_model(
+    return export_model(
         model,
-        args.out,
+        out,
         input_names=data.input_names,
         output_names=data.output_names,
         input_bounds=data_bounds(data.X),
         data_sha256=data.sha256(),
-        formats=args.formats,
+        formats=formats,
     )
 
 

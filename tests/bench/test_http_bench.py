@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.http import CSV_COLUMNS, LATENCY_COLUMNS, THROUGHPUT_COLUMNS
-from gp_serve.export import export_model
-from gp_serve.export.artifact import data_bounds
+from gp_serve.export.cli import fit_and_export
 from gp_serve.export.data import default_data
-from gp_serve.export.fit import fit_model
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.server
@@ -45,16 +43,8 @@ def _agreement(notes: list[str]) -> float:
 
 
 def test_quick_http_bench(tmp_path: Path) -> None:
-    data = default_data()
     model_dir = tmp_path / "model"
-    export_model(
-        fit_model(data, "single"),
-        model_dir,
-        input_names=data.input_names,
-        output_names=data.output_names,
-        input_bounds=data_bounds(data.X),
-        data_sha256=data.sha256(),
-    )
+    fit_and_export(default_data(), model_dir)
     out = tmp_path / "raw"
     work = tmp_path / "work"
     work.mkdir()
