@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import datetime
 import errno
+import gc
 import hashlib
 import logging
 import os
@@ -109,6 +110,7 @@ def export_model(
     example_X = gate.sample_points(bounds, 5, gate.GATE_SEED)
     started = time.perf_counter()
     module = family.trace(model, example_X)
+    gc.collect()  # (the traced copy's eager caches are in reference cycles: `m x N x N` each)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir.parent))
     try:
@@ -116,6 +118,7 @@ def export_model(
         posterior = staging / gp_artifact.POSTERIOR_FILE
         with quiet_torchscript():
             torch.jit.save(module, str(posterior))
+        del module  # (its caches: the gate checks the file's, mapped, as a server loads them)
         loaded = gp_formats.load(staging, gp_artifact.DEFAULT_FORMAT, d, verify=False)
         log.info("verifying against eager BoTorch at q in %s", list(gate.GATE_SIZES))
         report = gate.check(

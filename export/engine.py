@@ -105,13 +105,16 @@ class ExactPosterior(CompiledPosterior):
         joint_test_covar: bool,
         min_variance: float,
         noise_tasks: int = 0,
+        tile: int = 0,
     ) -> None:
         """
         Args:
             prior: The traced (or exportable) prior terms of the model
                 (``export.prior_terms.PriorTerms`` or a family's own).
             mean_cache: `(m) x N`, ``(K + noise)^-1 (y - prior mean)``.
-            covar_cache: `(m) x N x k`, a root ``S`` with ``S S^T = (K + noise)^-1``.
+            covar_cache: `(m) x N x k`, a root ``S`` with ``S S^T = (K + noise)^-1``; or,
+                with ``tile > 0``, such an upper-triangular `N x N` root packed in column
+                blocks (`pack_upper_triangular`).
             noise: `(m) x 1` (or `1`) observation noise on the standardized scale.
             y_mean: `m`, the outcome transform's means (zeros without one).
             y_std: `m`, the outcome transform's standard deviations (ones without).
@@ -123,6 +126,7 @@ class ExactPosterior(CompiledPosterior):
             noise_tasks: ``T > 0`` when ``noise`` is one variance per task (`T`) and the
                 test rows are task-major blocks of equal size (the multi-task family);
                 0 when ``noise`` broadcasts over the rows.
+            tile: The column-block width of a packed ``covar_cache``; 0 when it is whole.
         """
         super().__init__()
         self.prior = prior
@@ -138,6 +142,7 @@ class ExactPosterior(CompiledPosterior):
         self.joint_test_covar = joint_test_covar
         self.min_variance = min_variance
         self.noise_tasks = noise_tasks
+        self.tile = tile
 
     def _joint(self, X: Tensor, noisy: bool) -> tuple[Tensor, Tensor]:
         mean, blocks = self.blocks(X, noisy)
@@ -156,7 +161,7 @@ class ExactPosterior(CompiledPosterior):
             cross = self.prior.cross(x)
             test_test = self.prior.test_test(x)
         mean = self._latent_mean(x, cross)
-        root = cross @ self.covar_cache
+        root = self._root(cross)
         covar = torch.add(test_test, root @ root.transpose(-1, -2), alpha=-1)
         if noisy:
             covar = add_to_diagonal(covar, self._noise(list(mean.shape)))
@@ -172,7 +177,7 @@ class ExactPosterior(CompiledPosterior):
         x = self.prior.inputs(X)
         cross = self.prior.cross(x)
         mean = self._latent_mean(x, cross)
-        root = cross @ self.covar_cache
+        root = self._root(cross)
         variance = self._test_diag(x) + (root * -root).sum(-1)
         if noisy:
             variance = variance + self._noise(list(variance.shape))
@@ -181,6 +186,25 @@ class ExactPosterior(CompiledPosterior):
         scale = self.y_std.unsqueeze(-1)
         variance = ((scale * variance) * scale).transpose(0, 1)
         return self._outcome_mean(mean), variance.clamp_min(self.min_variance)
+
+    def _root(self, cross: Tensor) -> Tensor:
+        """``cross @ S``, `(m) x q x k`, for the `(m) x q x N` test-train kernel ``cross``.
+
+        With a packed ``S`` (`pack_upper_triangular`), one product per column block over
+        the rows where the block is not zero: the same nonzero terms, half the memory.
+        """
+        if self.tile == 0:
+            return cross @ self.covar_cache
+        n, tile = self.num_train, self.tile
+        blocks = (n + tile - 1) // tile
+        padded = torch.nn.functional.pad(cross, [0, blocks * tile - n])
+        parts: list[Tensor] = []
+        start = 0
+        for block in range(blocks):
+            rows = (block + 1) * tile
+            parts.append(padded[..., :rows] @ self.covar_cache[..., start : start + rows, :])
+            start += rows
+        return torch.cat(parts, -1)[..., :n]
 
     def _latent_mean(self, x: Tensor, cross: Tensor) -> Tensor:
         mean = (cross @ self.mean_cache.unsqueeze(-1)).squeeze(-1)
@@ -242,6 +266,35 @@ def block_diagonal(blocks: list[Tensor]) -> Tensor:
 @torch.jit.unused
 def _block_diag_eager(blocks: list[Tensor]) -> Tensor:
     return torch.block_diag(*blocks)
+
+
+# Roots of at least this many training points are packed (`pack_upper_triangular`), in
+# column blocks this wide: ~(1 + tile/N)/2 of the `N x N` matrix is stored.
+PACK_MIN_POINTS = 2048
+PACK_TILE = 1024
+
+
+def pack_upper_triangular(root: Tensor, tile: int = PACK_TILE) -> Tensor | None:
+    """An upper-triangular `(m) x N x N` root in column blocks of ``tile`` columns, each cut
+    to the rows above its last column (below, the root is zero), stacked: `(m) x R x tile`
+    with ``R = tile * B (B + 1) / 2`` for ``B = ceil(N / tile)`` blocks (zero-padded to
+    ``B * tile``). `ExactPosterior._root` multiplies by it block by block.
+
+    Returns:
+        The packed root, or None if ``root`` is not square and upper-triangular.
+    """
+    n = root.size(-1)
+    if root.size(-2) != n or not torch.equal(root, root.triu()):
+        return None
+    blocks = (n + tile - 1) // tile
+    packed = root.new_zeros(*root.shape[:-2], tile * blocks * (blocks + 1) // 2, tile)
+    start = 0
+    for block in range(blocks):
+        rows, first = (block + 1) * tile, block * tile
+        width, height = min(tile, n - first), min(rows, n)
+        packed[..., start : start + height, :width] = root[..., :height, first : first + width]
+        start += rows
+    return packed
 
 
 def train_x(model: ExactGP) -> Tensor:
@@ -408,10 +461,13 @@ def exact_posterior(
         strategy = frozen.prediction_strategy
         mean_cache = strategy.mean_cache.detach()
         covar_cache = strategy.covar_cache.detach()
+        packed = None
+        if covar_cache.size(-2) >= PACK_MIN_POINTS:
+            packed = pack_upper_triangular(covar_cache)
     return ExactPosterior(
         prior=prior,
         mean_cache=mean_cache,
-        covar_cache=covar_cache,
+        covar_cache=covar_cache if packed is None else packed,
         noise=noise,
         y_mean=y_mean,
         y_std=y_std,
@@ -420,4 +476,5 @@ def exact_posterior(
         joint_test_covar=not hasattr(ExactGP, "_get_test_prior_mean_and_covariances"),
         min_variance=gpytorch.settings.min_variance.value(torch.float64),
         noise_tasks=noise_tasks,
+        tile=0 if packed is None else PACK_TILE,
     )

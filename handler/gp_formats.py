@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from gp_serve.handler import gp_artifact
+from gp_serve.handler import gp_artifact, mapped
 
 
 @runtime_checkable
@@ -158,7 +158,8 @@ def load(
             (and the hash) is written.
 
     Returns:
-        The four methods (a ScriptModule for ``torchscript``, `Pt2Posterior` for ``pt2``,
+        The four methods (a ScriptModule for ``torchscript``, its large buffers memory-mapped
+        from the file (`mapped.map_buffers`), `Pt2Posterior` for ``pt2``,
         `OnnxPosterior` for ``onnx``).
 
     Raises:
@@ -174,10 +175,10 @@ def load(
         if fmt == "torchscript":
             with warnings.catch_warnings():  # (torch >= 2.13 deprecates it; still the default)
                 warnings.filterwarnings("ignore", r".*torch\.jit\.load` is deprecated")
-                # (a ScriptModule, its compiled methods found at run time: torch.jit.load is
-                # untyped, so nothing checks this statically; the export gate checks them)
-                module: PosteriorModule = torch.jit.load(path, map_location="cpu")
-                return module
+                module = torch.jit.load(path, map_location="cpu")
+            mapped.map_buffers(module, path)  # (large caches: one copy per machine)
+            posterior: PosteriorModule = module
+            return posterior
         if fmt == "pt2":
             return Pt2Posterior(path, num_inputs)
         return OnnxPosterior(path, num_inputs, threads)

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 LIMITS = {f.name: f.default for f in dataclasses.fields(Budget) if f.name.startswith("max_")}
 # Points per ``forward`` call when acquisition values need each point's output covariance.
 BLOCK_POINTS = 64
+# model-config.yaml's defaults for the rows per ``mean_var`` call and the working memory that
+# bounds them: a call holds about two float64 `(m) x rows x N` kernel products.
+CHUNK_ROWS, CHUNK_BYTES = 4096, 64 * 2**20
 
 
 def _has_body(row: dict) -> bool:
@@ -68,7 +71,6 @@ class GPHandler(BaseHandler):
         model_dir = context.system_properties["model_dir"]
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
         self.limits = {key: int(settings.get(key, default)) for key, default in LIMITS.items()}
-        self.chunk_rows = int(settings.get("chunk_rows", 4096))
         threads = int(settings.get("torch_threads") or 0)
         if threads:
             torch.set_num_threads(threads)
@@ -94,6 +96,15 @@ class GPHandler(BaseHandler):
             **self.limits,
             correlated_outputs=bool(document.get("correlated_outputs", True)),
             mixture_samples=self.metadata.mixture_samples,
+        )
+        outputs = len(self.metadata.output_names) * self.metadata.mixture_samples
+        per_row = 2 * 8 * max(1, int(document.get("num_train", 1))) * outputs
+        self.chunk_rows = max(
+            1,
+            min(
+                int(settings.get("chunk_rows", CHUNK_ROWS)),
+                int(settings.get("chunk_bytes", CHUNK_BYTES)) // per_row,
+            ),
         )
         bounds = torch.tensor(self.metadata.input_bounds, dtype=torch.float64)
         self.lower, self.upper = bounds[:, 0], bounds[:, 1]

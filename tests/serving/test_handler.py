@@ -85,6 +85,24 @@ def test_initialize_reads_the_contract(handler: GPHandler, exported: Exported) -
     assert handler.max_full_points == 2000 and handler.chunk_rows == 4096
 
 
+def test_chunk_rows_shrink_with_the_training_set(exported: Exported) -> None:
+    """A ``mean_var`` call's working memory (two float64 `m x rows x N` products) stays
+    within ``chunk_bytes``: N=40, m=2 and 64 KiB give 64 KiB / (2 * 8 * 40 * 2) = 51 rows;
+    the smaller chunks answer the same numbers (to rounding: BLAS blocks by size)."""
+    context = FakeContext(exported.directory)
+    context.model_yaml_config["handler"]["chunk_bytes"] = 64 * 1024
+    small = GPHandler()
+    small.initialize(context)
+    assert small.chunk_rows == 51
+    X = torch.rand(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    whole = GPHandler()
+    whole.initialize(FakeContext(exported.directory))
+    for got, want in zip(
+        small.predict(X, False, False)[:2], whole.predict(X, False, False)[:2], strict=True
+    ):
+        assert relative_error(got, want) <= 1e-12
+
+
 @pytest.mark.parametrize("noisy", [False, True])
 def test_predict_is_the_module(handler: GPHandler, module, noisy: bool) -> None:
     X = torch.rand(9, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
