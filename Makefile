@@ -109,8 +109,8 @@ install-bench: install
 
 ## bench: regenerate benchmarks/results/ (raw JSON, README.md tables, PNG plots): in-process
 ## traced vs eager, BoTorch's MTMVN assembly, HTTP vs echo vs a FastAPI peer, one worker's
-## capacity, the artifact formats (TorchScript, pt2, ONNX), the frontend at every limit at once;
-## not part of `make test` (under 15 min)
+## capacity, the artifact formats (TorchScript, pt2, ONNX), the frontend at every limit at once,
+## large training sets (N up to 10,000; needs ~10 GB); not part of `make test` (about 25 min)
 bench: install-bench export archive
 	$(PY) -m benchmarks.inprocess --out benchmarks/results/raw
 	$(PY) -m benchmarks.batch_mvn --out benchmarks/results/raw
@@ -119,6 +119,7 @@ bench: install-bench export archive
 	$(PY) -m benchmarks.formats --out benchmarks/results/raw
 	$(PY) -m benchmarks.products --model-dir $(MODEL_DIR) --out benchmarks/results/raw
 	$(PY) -m benchmarks.frontend_memory --model-dir $(MODEL_DIR) --out benchmarks/results/raw
+	$(PY) -m benchmarks.scale --out benchmarks/results/raw
 	$(PY) -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results
 
 # --- serving ---

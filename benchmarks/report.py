@@ -34,6 +34,7 @@ SECTION_ORDER = (
     "csv_batch",
     "capacity",
     "products",
+    "scale",
     "batch_mvn",
 )
 PACKAGES = ("torch", "botorch", "gpytorch", "linear_operator", "torchserve", "matplotlib")
@@ -44,6 +45,7 @@ BENCH_COMMANDS = (
     "python -m benchmarks.capacity --out benchmarks/results/raw",
     "python -m benchmarks.formats --out benchmarks/results/raw",
     "python -m benchmarks.products --out benchmarks/results/raw",
+    "python -m benchmarks.scale --out benchmarks/results/raw",
     "python -m benchmarks.report --raw benchmarks/results/raw --out benchmarks/results",
 )
 DPI = 120
