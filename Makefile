@@ -115,6 +115,7 @@ bench: install-bench export archive
 	$(PY) -m benchmarks.inprocess --out benchmarks/results/raw
 	$(PY) -m benchmarks.batch_mvn --out benchmarks/results/raw
 	$(PY) -m benchmarks.http --out benchmarks/results/raw
+	$(PY) -m benchmarks.columnar --model-dir $(MODEL_DIR) --out benchmarks/results/raw
 	$(PY) -m benchmarks.capacity --out benchmarks/results/raw
 	$(PY) -m benchmarks.formats --out benchmarks/results/raw
 	$(PY) -m benchmarks.products --model-dir $(MODEL_DIR) --out benchmarks/results/raw

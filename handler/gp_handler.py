@@ -55,6 +55,7 @@ class GPHandler(BaseHandler):
     format: str
     limits: dict[str, int]
     chunk_rows: int
+    csv_reader: str
     lower: Tensor
     upper: Tensor
     version: str
@@ -75,6 +76,11 @@ class GPHandler(BaseHandler):
         if threads:
             torch.set_num_threads(threads)
         self.format = str(settings.get("format", gp_artifact.DEFAULT_FORMAT))
+        self.csv_reader = str(settings.get("csv_reader", codecs.CSV_READERS[0]))
+        if self.csv_reader not in codecs.CSV_READERS:
+            raise ValueError(
+                f"csv_reader: expected one of {list(codecs.CSV_READERS)}, got {self.csv_reader!r}"
+            )
         try:
             self.metadata = gp_artifact.load_metadata(model_dir)
             if self.format not in self.metadata.formats:
@@ -183,6 +189,7 @@ class GPHandler(BaseHandler):
             **self.limits,
             "chunk_rows": self.chunk_rows,
             "format": self.format,
+            "csv_reader": self.csv_reader,
         }
         return dumps({**self.metadata.document, "serving": serving})
 
@@ -195,7 +202,7 @@ class GPHandler(BaseHandler):
         headers = self.context.get_all_request_header(idx)
         codec: Codec = codecs.JSON
         try:
-            codec = codecs.select(row, headers, self.budget)
+            codec = codecs.select(row, headers, self.budget, self.csv_reader)
             request = codec.decode(codecs.request_body(row)[1], headers, self.budget)
             with torch.inference_mode():
                 posterior = self._posterior(request, codec.chunked)

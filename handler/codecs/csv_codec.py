@@ -218,6 +218,21 @@ def csv_rows(rows: Any) -> bytes:
     return encoded[2:-2].replace(b"],[", b"\n") + b"\n"
 
 
+def answer_rows(posterior: Posterior) -> np.ndarray:
+    """A CSV answer's numbers, `q x columns` (C-contiguous float64), in `csv_header`'s
+    column order: each output's mean and standard deviation, then the products' columns."""
+    q = len(posterior.mean)
+    columns = [np.stack([posterior.mean, posterior.std], -1).reshape(q, -1)]
+    if "quantiles" in posterior.products:  # (levels x q x m: a point's row, level-major)
+        columns.append(posterior.products["quantiles"].transpose(1, 0, 2).reshape(q, -1))
+    if "acquisition" in posterior.products:
+        columns.append(posterior.products["acquisition"].reshape(q, 1))
+    for name in products.GRADIENTS:  # (q x m x d: output-major, then input)
+        if name in posterior.products:
+            columns.append(posterior.products[name].reshape(q, -1))
+    return np.ascontiguousarray(np.concatenate(columns, axis=1))
+
+
 class CsvCodec(Codec):
     """CSV requests and answers; errors in the JSON codec's form."""
 
@@ -239,18 +254,8 @@ class CsvCodec(Codec):
     def encode(self, request: PredictRequest, posterior: Posterior, model: ServedModel) -> Answer:
         """`csv_header` and one row per point: each output's mean and standard deviation,
         then its products' columns."""
-        q = len(posterior.mean)
-        columns = [np.stack([posterior.mean, posterior.std], -1).reshape(q, -1)]
-        if "quantiles" in posterior.products:  # (levels x q x m: a point's row, level-major)
-            columns.append(posterior.products["quantiles"].transpose(1, 0, 2).reshape(q, -1))
-        if "acquisition" in posterior.products:
-            columns.append(posterior.products["acquisition"].reshape(q, 1))
-        for name in products.GRADIENTS:  # (q x m x d: output-major, then input)
-            if name in posterior.products:
-                columns.append(posterior.products[name].reshape(q, -1))
-        rows = np.ascontiguousarray(np.concatenate(columns, axis=1))
         header = csv_header(model.output_names, request.products, model.input_names)
-        return Answer(header + csv_rows(rows), CSV_TYPE)
+        return Answer(header + csv_rows(answer_rows(posterior)), CSV_TYPE)
 
     error = JsonCodec.error
 

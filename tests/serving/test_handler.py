@@ -246,6 +246,7 @@ def test_describe(handler: GPHandler, exported: Exported) -> None:
             "max_samples": 10_000,
             "chunk_rows": 4096,
             "format": "torchscript",
+            "csv_reader": "arrow",
         },
     }
 
